@@ -1,0 +1,87 @@
+// Package cli is the fcvm command line: one file per verb, each with its
+// options in its own struct and a runX(ctx, opts) function that writes to
+// the injectable writers in Env.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fcvm/fcvm/internal/datadir"
+)
+
+// Env is what every command gets from its caller.
+type Env struct {
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	Log    *slog.Logger
+	Dirs   datadir.Dirs
+}
+
+// ExitError carries an exit code other than 1 (a container's exit status)
+// out of a command without printing anything more.
+type ExitError struct{ Code int }
+
+func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
+
+// Run parses args and runs the command they name. It returns the process
+// exit code.
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	env := &Env{Stdin: stdin, Stdout: stdout, Stderr: stderr}
+	var logLevel string
+	root := &cobra.Command{
+		Use:           "fcvm",
+		Short:         "Run OCI containers in microVMs, and clone warm VMs in milliseconds",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("parse --log-level %q: %w", logLevel, err)
+			}
+			env.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+			dirs, err := datadir.Default()
+			if err != nil {
+				return err
+			}
+			env.Dirs = dirs
+			return nil
+		},
+	}
+	root.PersistentFlags().StringVar(&logLevel, "log-level", envOr("FCVM_LOG_LEVEL", "warn"), "log level: debug, info, warn, error")
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.AddCommand(commands(env)...)
+
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var ee *ExitError
+	if errors.As(err, &ee) {
+		return ee.Code
+	}
+	fmt.Fprintf(stderr, "fcvm: %v\n", err)
+	return 125
+}
+
+// commands lists every verb. Keep it sorted.
+func commands(env *Env) []*cobra.Command {
+	return []*cobra.Command{}
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
