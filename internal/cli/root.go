@@ -76,7 +76,10 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 
 // commands lists every verb. Keep it sorted.
 func commands(env *Env) []*cobra.Command {
-	return []*cobra.Command{}
+	return []*cobra.Command{
+		newImageCmd(env),
+		newSnapshotCmd(env),
+	}
 }
 
 func envOr(key, def string) string {

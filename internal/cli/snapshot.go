@@ -1,0 +1,14 @@
+package cli
+
+import "github.com/spf13/cobra"
+
+func newSnapshotCmd(env *Env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "snapshot",
+		Short: "Create, serve, list, remove and clone snapshots",
+	}
+	cmd.AddCommand(
+		// one constructor per subcommand, each in its own snapshot_*.go file
+	)
+	return cmd
+}
