@@ -78,6 +78,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 func commands(env *Env) []*cobra.Command {
 	return []*cobra.Command{
 		newImageCmd(env),
+		newInspectCmd(env),
+		newLsCmd(env),
 		newSnapshotCmd(env),
 	}
 }
