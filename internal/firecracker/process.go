@@ -1,0 +1,237 @@
+package firecracker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/fcvm/fcvm/internal/vmm"
+)
+
+// launch starts the process (through the jailer if asked), waits for its
+// API socket and returns the machine. On error nothing is left running.
+func (d *Driver) launch(ctx context.Context, cfg vmm.Config, p *plan, configFile *VMConfig) (_ *Machine, err error) {
+	log := d.opts.logger()
+	bin := d.binaryPath()
+	apiVM, apiHost := p.own(apiSocketName)
+	_, logHost := p.own(logName)
+	_, vsockHost := p.own(vsockName)
+	_, metricsHost := p.own(metricsName)
+
+	var undo []func() error
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				err = errors.Join(err, undo[i]())
+			}
+		}
+	}()
+
+	uid, gid := -1, -1
+	if j := d.opts.Jailer; j != nil {
+		uid, gid = j.UID, j.GID
+		if err := os.MkdirAll(p.jailRoot, 0o755); err != nil {
+			return nil, fmt.Errorf("jail %s: %w", p.jailRoot, err)
+		}
+		undo = append(undo, func() error { return removeJail(p.jailRoot) })
+		if err := linkIntoJail(p.links, uid, gid); err != nil {
+			return nil, err
+		}
+	}
+	// Stale sockets from a crashed run make Firecracker's bind fail.
+	for _, s := range []string{apiHost, vsockHost} {
+		if err := os.Remove(s); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("remove stale socket: %w", err)
+		}
+	}
+	if err := touch(logHost, uid, gid); err != nil {
+		return nil, fmt.Errorf("create firecracker log: %w", err)
+	}
+	if d.opts.Metrics {
+		if err := touch(metricsHost, uid, gid); err != nil {
+			return nil, fmt.Errorf("create firecracker metrics: %w", err)
+		}
+	}
+
+	fcArgs := []string{"--api-sock", apiVM}
+	if configFile != nil {
+		data, err := json.Marshal(configFile)
+		if err != nil {
+			return nil, fmt.Errorf("encode config file: %w", err)
+		}
+		vmPath, hostPath := p.own("firecracker.json")
+		if err := os.WriteFile(hostPath, data, 0o600); err != nil {
+			return nil, fmt.Errorf("write config file: %w", err)
+		}
+		if uid >= 0 {
+			if err := os.Chown(hostPath, uid, gid); err != nil {
+				return nil, fmt.Errorf("write config file: %w", err)
+			}
+		}
+		fcArgs = append(fcArgs, "--config-file", vmPath)
+	}
+
+	name, args := bin, fcArgs
+	netns := cfg.NetNS
+	if j := d.opts.Jailer; j != nil {
+		name = d.jailerPath()
+		args = append(jailerArgs(cfg, j, bin, p.jailRoot), "--")
+		args = append(args, fcArgs...)
+		netns = "" // the jailer joins it itself
+	}
+
+	console := cfg.ConsoleLog
+	if console == "" {
+		console = os.DevNull
+	}
+	stdout, err := os.OpenFile(console, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("open console log: %w", err)
+	}
+	defer stdout.Close()
+	stderr, err := os.OpenFile(logHost, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open firecracker log: %w", err)
+	}
+	defer stderr.Close()
+
+	procCtx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(procCtx, name, args...)
+	// The serial console is Firecracker's stdout; its log (once PUT
+	// /logger has run) and any panic go to the log file. Both are files,
+	// not pipes, so os/exec starts no copying goroutines and the
+	// WaitDelay that Stop sets is only read after the context is done.
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	cmd.SysProcAttr = sysProcAttr()
+	m := &Machine{
+		log:     log,
+		cmd:     cmd,
+		client:  NewClient(apiHost),
+		plan:    p,
+		apiSock: apiHost,
+		vsock:   vsockHost,
+		logPath: logHost,
+		cancel:  cancel,
+		done:    make(chan struct{}),
+	}
+	cmd.Cancel = m.interrupt
+	m.cleanup = func() error {
+		m.client.Close()
+		var errs []error
+		for _, s := range []string{apiHost, vsockHost} {
+			if err := os.Remove(s); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+		if p.jailRoot != "" {
+			errs = append(errs, removeJail(p.jailRoot))
+		}
+		return errors.Join(errs...)
+	}
+	if err := m.start(netns); err != nil {
+		cancel()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	log.Debug("firecracker started", "pid", m.PID(), "vm", cfg.Name, "api", apiHost)
+
+	if err := m.waitSocket(ctx, d.socketTimeout()); err != nil {
+		return nil, errors.Join(err, m.kill())
+	}
+	return m, nil
+}
+
+func (d *Driver) socketTimeout() time.Duration {
+	if d.opts.SocketTimeout > 0 {
+		return d.opts.SocketTimeout
+	}
+	return 5 * time.Second
+}
+
+// start runs the process from a goroutine locked to its OS thread for the
+// process's whole life, and that goroutine owns cmd.Wait. Two reasons: the
+// parent-death signal fires when the thread that forked the child exits,
+// not the process, so that thread must outlive the child; and entering a
+// network namespace with setns affects only the calling thread, which is
+// then never returned to the Go scheduler.
+func (m *Machine) start(netns string) error {
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		// Never unlocked: when this goroutine returns, its thread (and the
+		// namespace it may have entered) goes with it.
+		if netns != "" {
+			if err := enterNetNS(netns); err != nil {
+				started <- err
+				return
+			}
+		}
+		if err := m.cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		err := m.cmd.Wait()
+		if m.stopping.Load() {
+			err = nil
+		}
+		if cerr := m.cleanup(); cerr != nil {
+			m.log.Warn("firecracker: cleanup after exit", "err", cerr)
+		}
+		m.waitErr = err
+		close(m.done)
+	}()
+	return <-started
+}
+
+// waitSocket polls until the API answers a connect, the process exits, or
+// the deadline passes.
+func (m *Machine) waitSocket(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	delay := time.Millisecond
+	for {
+		c, err := net.Dial("unix", m.apiSock)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case <-m.done:
+			werr := m.waitErr
+			if werr == nil {
+				werr = errors.New("exit status 0")
+			}
+			return m.withLog(fmt.Errorf("firecracker exited before its API socket %s appeared: %w", m.apiSock, werr))
+		case <-ctx.Done():
+			return m.withLog(fmt.Errorf("firecracker API socket %s: not ready after %v: %w", m.apiSock, timeout, ctx.Err()))
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 20*time.Millisecond)
+	}
+}
+
+// jailerPath resolves the jailer binary.
+func (d *Driver) jailerPath() string {
+	j := d.opts.Jailer
+	if j.Binary != "" {
+		return j.Binary
+	}
+	if bin := d.binaryPath(); filepath.IsAbs(bin) {
+		if p := filepath.Join(filepath.Dir(bin), "jailer"); fileExists(p) {
+			return p
+		}
+	}
+	return findBinary(d.opts.DataDir, "jailer")
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
