@@ -1,0 +1,432 @@
+package fusepipe
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// ServerOptions configure a Server.
+type ServerOptions struct {
+	// ReadOnly refuses every change with EROFS, whatever the guest asks.
+	ReadOnly bool
+	// Log receives connection-level events. Nil discards them.
+	Log *slog.Logger
+}
+
+// ErrServerClosed is returned by ServeConn after Close.
+var ErrServerClosed = errors.New("fusepipe: server closed")
+
+// Server shares one host directory. Each connection it serves is one
+// guest mount with its own node and handle tables; nothing is shared
+// between connections but the directory.
+type Server struct {
+	root string
+	opts ServerOptions
+	log  *slog.Logger
+	sys  serverSys // platform state: root and /proc/self/fd descriptors
+
+	// mu guards the fields below.
+	mu       sync.Mutex
+	closed   bool
+	sessions map[*session]struct{}
+	wg       sync.WaitGroup // running ServeConn calls
+}
+
+// NewServer prepares to share root, which must be an existing directory.
+// The server touches files with the credentials of the calling process.
+func NewServer(root string, opts ServerOptions) (*Server, error) {
+	s := &Server{root: root, opts: opts, log: opts.Log, sessions: map[*session]struct{}{}}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if err := s.sys.open(root); err != nil {
+		return nil, fmt.Errorf("share %s: %w", root, err)
+	}
+	return s, nil
+}
+
+// Close stops every ServeConn (closing their connections), waits for them
+// and releases the shared directory. It is idempotent.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	for ss := range s.sessions {
+		ss.conn.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return s.sys.close()
+}
+
+// ServeConn serves one guest mount over conn until the connection ends,
+// ctx is done or the server is closed. It closes conn and every file the
+// guest had open before returning. A connection closed by the peer returns
+// nil.
+func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		conn.Close()
+		return ErrServerClosed
+	}
+	ss := newSession(s, conn)
+	s.sessions[ss] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.sessions, ss)
+		s.mu.Unlock()
+		s.wg.Done()
+	}()
+
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	err := ss.serve()
+	conn.Close()
+	ss.wait()
+	ss.releaseAll()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return ErrServerClosed
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// maxInFlight bounds the requests one connection runs at once, so a
+// hostile guest cannot make the host start unbounded goroutines.
+const maxInFlight = 256
+
+// session is the server side of one connection.
+type session struct {
+	srv       *Server
+	conn      net.Conn
+	writeback bool // the client caches writes: reads on write-only opens, no O_APPEND
+
+	wmu sync.Mutex // serialises frame writes on conn
+
+	sem      chan struct{}
+	handlers sync.WaitGroup
+
+	// mu guards the fields below.
+	mu        sync.Mutex
+	nodes     map[uint64]*node
+	byKey     map[fileKey]*node
+	nextNode  uint64
+	files     map[uint64]*fdRef
+	dirs      map[uint64]*dirHandle
+	nextFh    uint64
+	cancelers map[uint64]chan struct{} // in-flight request ID → closed on interrupt
+}
+
+func newSession(s *Server, conn net.Conn) *session {
+	return &session{
+		srv:       s,
+		conn:      conn,
+		sem:       make(chan struct{}, maxInFlight),
+		nodes:     map[uint64]*node{},
+		byKey:     map[fileKey]*node{},
+		nextNode:  rootNode + 1,
+		files:     map[uint64]*fdRef{},
+		dirs:      map[uint64]*dirHandle{},
+		nextFh:    1,
+		cancelers: map[uint64]chan struct{}{},
+	}
+}
+
+// rootNode is the root directory's node ID, fixed by FUSE.
+const rootNode = 1
+
+// fdRef is a descriptor shared by a table and the requests using it; the
+// last release closes it, so a request racing a forget or a release never
+// operates on a reused descriptor number.
+type fdRef struct {
+	fd   int
+	refs atomic.Int32
+}
+
+func newFdRef(fd int) *fdRef {
+	r := &fdRef{fd: fd}
+	r.refs.Store(1)
+	return r
+}
+
+func (r *fdRef) acquire() *fdRef { r.refs.Add(1); return r }
+
+func (r *fdRef) release() {
+	if r.refs.Add(-1) == 0 {
+		syscall.Close(r.fd)
+	}
+}
+
+// fileKey identifies an inode on the host.
+type fileKey struct{ dev, ino uint64 }
+
+// node is an inode the guest has looked up: an O_PATH descriptor on it.
+type node struct {
+	id      uint64
+	ref     *fdRef
+	key     fileKey
+	mode    uint32 // S_IFMT bits; an inode's type never changes
+	nlookup uint64 // guarded by session.mu
+
+	// locksMu guards locks: one open file description per lock owner, so
+	// POSIX locks of one guest process share an owner on the host and
+	// conflict with everyone else's.
+	locksMu sync.Mutex
+	locks   map[uint64]int
+}
+
+func (ss *session) serve() error {
+	br := bufio.NewReaderSize(ss.conn, 64<<10)
+	body, err := readFrame(br, nil)
+	if err != nil {
+		return fmt.Errorf("read hello: %w", err)
+	}
+	flags, err := parseHello(body)
+	if err != nil {
+		return err
+	}
+	ss.writeback = flags&helloWriteback != 0
+	var mine uint32
+	if ss.srv.opts.ReadOnly {
+		mine |= helloReadOnly
+	}
+	if err := ss.writeFrame(appendFrame(nil, appendHello(nil, mine))); err != nil {
+		return fmt.Errorf("write hello: %w", err)
+	}
+	if err := ss.sys().addRoot(ss); err != nil {
+		return err
+	}
+	for {
+		body, err := readFrame(br, nil)
+		if err != nil {
+			return err
+		}
+		req := new(Request)
+		if err := DecodeRequest(body, req); err != nil {
+			return err
+		}
+		switch req.Op {
+		case OpPing:
+			ss.reply(&Reply{ID: req.ID})
+			continue
+		case OpInterrupt:
+			ss.mu.Lock()
+			if c, ok := ss.cancelers[req.ID]; ok {
+				close(c)
+				delete(ss.cancelers, req.ID)
+			}
+			ss.mu.Unlock()
+			continue
+		case OpForget:
+			ss.forget(req.Forgets)
+			continue
+		}
+		ss.sem <- struct{}{}
+		ss.handlers.Add(1)
+		var cancel chan struct{}
+		if req.Op == OpSetlk {
+			cancel = make(chan struct{})
+			ss.mu.Lock()
+			ss.cancelers[req.ID] = cancel
+			ss.mu.Unlock()
+		}
+		go func() {
+			defer func() {
+				<-ss.sem
+				ss.handlers.Done()
+			}()
+			rp := Reply{ID: req.ID}
+			if err := ss.handle(req, &rp, cancel); err != nil {
+				rp = Reply{ID: req.ID, Errno: uint32(toErrno(err))}
+			}
+			if cancel != nil {
+				ss.mu.Lock()
+				delete(ss.cancelers, req.ID)
+				ss.mu.Unlock()
+			}
+			if req.Op.hasReply() {
+				ss.reply(&rp)
+			}
+		}()
+	}
+}
+
+// wait waits for running handlers; the connection is closed, so their
+// replies fail fast.
+func (ss *session) wait() {
+	ss.mu.Lock()
+	for id, c := range ss.cancelers {
+		close(c)
+		delete(ss.cancelers, id)
+	}
+	ss.mu.Unlock()
+	ss.handlers.Wait()
+}
+
+func (ss *session) sys() *serverSys { return &ss.srv.sys }
+
+func (ss *session) reply(rp *Reply) {
+	buf := AppendReply(getBuf(), rp)
+	if err := ss.writeFrame(buf); err != nil {
+		ss.conn.Close()
+	}
+	putBuf(buf)
+}
+
+func (ss *session) writeFrame(b []byte) error {
+	ss.wmu.Lock()
+	defer ss.wmu.Unlock()
+	_, err := ss.conn.Write(b)
+	return err
+}
+
+// appendFrame appends body with its length prefix.
+func appendFrame(b, body []byte) []byte {
+	e := encoder{b: b}
+	e.u32(uint32(len(body)))
+	e.b = append(e.b, body...)
+	return e.b
+}
+
+// node returns the node with id, acquired; the caller releases n.ref.
+func (ss *session) node(id uint64) (*node, error) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	n, ok := ss.nodes[id]
+	if !ok {
+		return nil, syscall.ESTALE
+	}
+	n.ref.acquire()
+	return n, nil
+}
+
+// file returns the open file fh, acquired; the caller releases it.
+func (ss *session) file(fh uint64) (*fdRef, error) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	f, ok := ss.files[fh]
+	if !ok {
+		return nil, syscall.EBADF
+	}
+	return f.acquire(), nil
+}
+
+func (ss *session) addFile(fd int) uint64 {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	fh := ss.nextFh
+	ss.nextFh++
+	ss.files[fh] = newFdRef(fd)
+	return fh
+}
+
+func (ss *session) releaseFile(fh uint64) {
+	ss.mu.Lock()
+	f, ok := ss.files[fh]
+	delete(ss.files, fh)
+	ss.mu.Unlock()
+	if ok {
+		f.release()
+	}
+}
+
+// addNode records one lookup of the inode fd refers to, taking ownership
+// of fd, and returns its node ID.
+func (ss *session) addNode(fd int, key fileKey, mode uint32) uint64 {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if n, ok := ss.byKey[key]; ok {
+		n.nlookup++
+		syscall.Close(fd)
+		return n.id
+	}
+	n := &node{id: ss.nextNode, ref: newFdRef(fd), key: key, mode: mode & syscall.S_IFMT, nlookup: 1}
+	ss.nextNode++
+	ss.nodes[n.id] = n
+	ss.byKey[key] = n
+	return n.id
+}
+
+func (ss *session) forget(fs []Forget) {
+	var gone []*node
+	ss.mu.Lock()
+	for _, f := range fs {
+		n, ok := ss.nodes[f.Node]
+		if !ok || n.id == rootNode {
+			continue
+		}
+		if f.N >= n.nlookup {
+			delete(ss.nodes, n.id)
+			delete(ss.byKey, n.key)
+			gone = append(gone, n)
+		} else {
+			n.nlookup -= f.N
+		}
+	}
+	ss.mu.Unlock()
+	for _, n := range gone {
+		n.dropLocks()
+		n.ref.release()
+	}
+}
+
+// releaseAll closes everything the connection had open.
+func (ss *session) releaseAll() {
+	ss.mu.Lock()
+	nodes, files, dirs := ss.nodes, ss.files, ss.dirs
+	ss.nodes, ss.byKey, ss.files, ss.dirs = map[uint64]*node{}, map[fileKey]*node{}, map[uint64]*fdRef{}, map[uint64]*dirHandle{}
+	ss.mu.Unlock()
+	for _, n := range nodes {
+		n.dropLocks()
+		n.ref.release()
+	}
+	for _, f := range files {
+		f.release()
+	}
+	for _, d := range dirs {
+		d.close()
+	}
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+func getBuf() []byte { return (*bufPool.Get().(*[]byte))[:0] }
+
+func putBuf(b []byte) {
+	if cap(b) > MaxFrame+4096 {
+		return
+	}
+	bufPool.Put(&b)
+}
+
+// toErrno maps err to the errno the guest sees; anything that is not an
+// errno is an I/O error.
+func toErrno(err error) syscall.Errno {
+	var e syscall.Errno
+	if errors.As(err, &e) && e != 0 {
+		return e
+	}
+	return syscall.EIO
+}

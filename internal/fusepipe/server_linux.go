@@ -1,0 +1,984 @@
+package fusepipe
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// serverSys holds the descriptors every session resolves against.
+type serverSys struct {
+	rootFd int // O_PATH on the shared directory
+	procFd int // /proc/self/fd, to reopen O_PATH descriptors with real access
+	umask  uint32
+}
+
+func (sy *serverSys) open(root string) error {
+	fd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	pfd, err := unix.Open("/proc/self/fd", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(fd)
+		return err
+	}
+	sy.rootFd, sy.procFd, sy.umask = fd, pfd, processUmask()
+	return nil
+}
+
+func (sy *serverSys) close() error {
+	return errors.Join(unix.Close(sy.rootFd), unix.Close(sy.procFd))
+}
+
+// processUmask reads the umask without changing it (umask(2) would race
+// with other goroutines creating files).
+func processUmask() uint32 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0o022
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "Umask:"); ok {
+			if m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32); err == nil {
+				return uint32(m)
+			}
+		}
+	}
+	return 0o022
+}
+
+func (sy *serverSys) addRoot(ss *session) error {
+	fd, err := unix.Openat(sy.rootFd, ".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	n := &node{id: rootNode, ref: newFdRef(fd), key: fileKey{st.Dev, st.Ino}, mode: syscall.S_IFDIR, nlookup: 1}
+	ss.mu.Lock()
+	ss.nodes[rootNode] = n
+	ss.byKey[n.key] = n
+	ss.mu.Unlock()
+	return nil
+}
+
+// beneath confines every path walk to the directory it starts from.
+// Names are single components already; this is the second wall.
+const beneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_SYMLINKS
+
+// checkName refuses anything but one plain path component.
+func checkName(name string) error {
+	if name == "" || name == "." || name == ".." || len(name) > 255 ||
+		strings.IndexByte(name, '/') >= 0 || strings.IndexByte(name, 0) >= 0 {
+		return syscall.EINVAL
+	}
+	return nil
+}
+
+// mutating ops are refused on a read-only share.
+func mutating(op Op) bool {
+	switch op {
+	case OpSetattr, OpCreate, OpWrite, OpMkdir, OpMknod, OpSymlink, OpLink,
+		OpUnlink, OpRmdir, OpRename, OpSetxattr, OpRemovexattr, OpFallocate, OpCopyFileRange:
+		return true
+	}
+	return false
+}
+
+func (ss *session) handle(rq *Request, rp *Reply, cancel <-chan struct{}) error {
+	if ss.srv.opts.ReadOnly && mutating(rq.Op) {
+		return syscall.EROFS
+	}
+	switch rq.Op {
+	case OpLookup:
+		return ss.lookup(rq, rp)
+	case OpGetattr:
+		return ss.getattr(rq, rp)
+	case OpSetattr:
+		return ss.setattr(rq, rp)
+	case OpOpen:
+		return ss.open(rq, rp)
+	case OpCreate:
+		return ss.create(rq, rp)
+	case OpRead:
+		return ss.read(rq, rp)
+	case OpWrite:
+		return ss.write(rq, rp)
+	case OpFlush:
+		return ss.flush(rq)
+	case OpFsync:
+		return ss.fsync(rq)
+	case OpFsyncDir:
+		return ss.fsyncDir(rq)
+	case OpRelease:
+		ss.releaseFile(rq.Fh)
+		return nil
+	case OpReadDir:
+		return ss.readDir(rq, rp)
+	case OpReleaseDir:
+		ss.releaseDir(rq.Fh)
+		return nil
+	case OpMkdir, OpMknod, OpSymlink:
+		return ss.makeNode(rq, rp)
+	case OpLink:
+		return ss.link(rq, rp)
+	case OpUnlink, OpRmdir:
+		return ss.remove(rq)
+	case OpRename:
+		return ss.rename(rq)
+	case OpReadlink:
+		return ss.readlink(rq, rp)
+	case OpStatfs:
+		return ss.statfs(rq, rp)
+	case OpGetxattr, OpListxattr, OpSetxattr, OpRemovexattr:
+		return ss.xattr(rq, rp)
+	case OpGetlk:
+		return ss.getlk(rq, rp)
+	case OpSetlk:
+		return ss.setlk(rq, cancel)
+	case OpFallocate:
+		return ss.fallocate(rq)
+	case OpLseek:
+		return ss.lseek(rq, rp)
+	case OpCopyFileRange:
+		return ss.copyFileRange(rq, rp)
+	}
+	return syscall.ENOSYS
+}
+
+func fillAttr(a *Attr, st *unix.Stat_t) {
+	*a = Attr{
+		Ino: st.Ino, Size: uint64(st.Size), Blocks: uint64(st.Blocks),
+		Atime: Timespec{st.Atim.Sec, uint32(st.Atim.Nsec)},
+		Mtime: Timespec{st.Mtim.Sec, uint32(st.Mtim.Nsec)},
+		Ctime: Timespec{st.Ctim.Sec, uint32(st.Ctim.Nsec)},
+		Mode:  st.Mode, Nlink: uint32(st.Nlink), UID: st.Uid, GID: st.Gid,
+		Rdev: uint32(st.Rdev), Blksize: uint32(st.Blksize),
+	}
+}
+
+func fstat(fd int, st *unix.Stat_t) error {
+	return unix.Fstatat(fd, "", st, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// lookupAt opens name in dir without following anything and records it
+// as a node.
+func (ss *session) lookupAt(dir *node, name string, e *Entry) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	if dir.mode != syscall.S_IFDIR {
+		return syscall.ENOTDIR
+	}
+	fd, err := unix.Openat2(dir.ref.fd, name, &unix.OpenHow{
+		Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: beneath})
+	if err != nil {
+		return err
+	}
+	return ss.adopt(fd, e)
+}
+
+// adopt records one lookup of the O_PATH descriptor fd (taking it).
+func (ss *session) adopt(fd int, e *Entry) error {
+	var st unix.Stat_t
+	if err := fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	e.Node = ss.addNode(fd, fileKey{st.Dev, st.Ino}, st.Mode)
+	fillAttr(&e.Attr, &st)
+	return nil
+}
+
+// Lookup: Node (parent), Name → Entry.
+func (ss *session) lookup(rq *Request, rp *Reply) error {
+	dir, err := ss.node(rq.Node)
+	if err != nil {
+		return err
+	}
+	defer dir.ref.release()
+	return ss.lookupAt(dir, rq.Name, &rp.Entry)
+}
+
+// Getattr: Node, Fh (optional) → Attr.
+func (ss *session) getattr(rq *Request, rp *Reply) error {
+	n, err := ss.node(rq.Node)
+	if err != nil {
+		return err
+	}
+	defer n.ref.release()
+	var st unix.Stat_t
+	if err := fstat(n.ref.fd, &st); err != nil {
+		return err
+	}
+	fillAttr(&rp.Attr, &st)
+	return nil
+}
+
+// reopen opens the inode behind an O_PATH descriptor for real I/O.
+// Only regular files and directories are ever reopened: a FIFO would
+// block the server and a device must not be reachable at all.
+func (ss *session) reopen(n *node, flags int) (int, error) {
+	switch n.mode {
+	case syscall.S_IFREG:
+	case syscall.S_IFDIR:
+		if flags&unix.O_ACCMODE != unix.O_RDONLY {
+			return -1, syscall.EISDIR
+		}
+	case syscall.S_IFLNK:
+		return -1, syscall.ELOOP
+	default:
+		return -1, syscall.EACCES
+	}
+	return unix.Openat(ss.sys().procFd, strconv.Itoa(n.ref.fd), flags|unix.O_CLOEXEC, 0)
+}
+
+// openFlags keeps the flags that mean something on the host. With
+// writeback caching the kernel reads pages of write-only files and
+// computes append offsets itself.
+func (ss *session) openFlags(f uint32) int {
+	flags := int(f) & (unix.O_ACCMODE | unix.O_APPEND | unix.O_TRUNC | unix.O_SYNC | unix.O_DSYNC | unix.O_NOATIME)
+	if ss.writeback {
+		flags &^= unix.O_APPEND
+		if flags&unix.O_ACCMODE == unix.O_WRONLY {
+			flags = flags&^unix.O_ACCMODE | unix.O_RDWR
+		}
+	}
+	return flags
+}
+
+func writes(flags uint32) bool {
+	return int(flags)&unix.O_ACCMODE != unix.O_RDONLY || int(flags)&unix.O_TRUNC != 0
+}
+
+// Open: Node, Flags → Fh.
+func (ss *session) open(rq *Request, rp *Reply) error {
+	if ss.srv.opts.ReadOnly && writes(rq.Flags) {
+		return syscall.EROFS
+	}
+	n, err := ss.node(rq.Node)
+	if err != nil {
+		return err
+	}
+	defer n.ref.release()
+	flags := ss.openFlags(rq.Flags)
+	fd, err := ss.reopen(n, flags)
+	if err == syscall.EACCES && ss.writeback && int(rq.Flags)&unix.O_ACCMODE == unix.O_WRONLY {
+		// A write-only file cannot be widened to read-write for
+		// writeback; the kernel copes with short page fills.
+		fd, err = ss.reopen(n, flags&^unix.O_ACCMODE|unix.O_WRONLY)
+	}
+	if err != nil {
+		return err
+	}
+	rp.Fh = ss.addFile(fd)
+	return nil
+}
+
+// Create: Node (parent), Name, Flags, Mode → Entry, Fh.
+func (ss *session) create(rq *Request, rp *Reply) error {
+	if err := checkName(rq.Name); err != nil {
+		return err
+	}
+	dir, err := ss.node(rq.Node)
+	if err != nil {
+		return err
+	}
+	defer dir.ref.release()
+	flags := ss.openFlags(rq.Flags) | int(rq.Flags)&unix.O_EXCL | unix.O_CREAT | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	mode := rq.Mode & 0o7777
+	fd, err := unix.Openat2(dir.ref.fd, rq.Name, &unix.OpenHow{Flags: uint64(flags), Mode: uint64(mode), Resolve: beneath})
+	if err == syscall.EACCES && flags&unix.O_ACCMODE == unix.O_RDWR && int(rq.Flags)&unix.O_ACCMODE == unix.O_WRONLY {
+		flags = flags&^unix.O_ACCMODE | unix.O_WRONLY
+		fd, err = unix.Openat2(dir.ref.fd, rq.Name, &unix.OpenHow{Flags: uint64(flags), Mode: uint64(mode), Resolve: beneath})
+	}
+	if err != nil {
+		return err
+	}
+	if mode&ss.sys().umask != 0 {
+		unix.Fchmod(fd, mode)
+	}
+	pfd, err := unix.Openat(ss.sys().procFd, strconv.Itoa(fd), unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(fd)
+		return err
+	}
+	if err := ss.adopt(pfd, &rp.Entry); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	rp.Fh = ss.addFile(fd)
+	return nil
+}
+
+// Read: Fh, Off, Size → Data.
+func (ss *session) read(rq *Request, rp *Reply) error {
+	f, err := ss.file(rq.Fh)
+	if err != nil {
+		return err
+	}
+	defer f.release()
+	size := min(int(rq.Size), maxIO)
+	buf := make([]byte, size)
+	n, err := unix.Pread(f.fd, buf, int64(rq.Off))
+	if err != nil {
+		return err
+	}
+	rp.Data = buf[:n]
+	return nil
+}
+
+// Write: Fh, Off, Data → Size (bytes written).
+func (ss *session) write(rq *Request, rp *Reply) error {
+	f, err := ss.file(rq.Fh)
+	if err != nil {
+		return err
+	}
+	defer f.release()
+	n, err := unix.Pwrite(f.fd, rq.Data, int64(rq.Off))
+	if err != nil {
+		return err
+	}
+	rp.Size = uint32(n)
+	return nil
+}
+
+// Fsync: Fh, Flags (1: data only).
+func (ss *session) fsync(rq *Request) error {
+	f, err := ss.file(rq.Fh)
+	if err != nil {
+		return err
+	}
+	defer f.release()
+	if rq.Flags&1 != 0 {
+		return unix.Fdatasync(f.fd)
+	}
+	return unix.Fsync(f.fd)
+}
+
+// FsyncDir: Node.
+func (ss *session) fsyncDir(rq *Request) error {
+	n, err := ss.node(rq.Node)
+	if err != nil {
+		return err
+	}
+	defer n.ref.release()
+	fd, err := ss.reopen(n, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Fsync(fd)
+}
+
+// setattr: Node, Fh (optional), Valid, Mode, UID, GID, Len (size),
+// Atime, Mtime → Attr.
+func (ss *session) setattr(rq *Request, rp *Reply) error {
+	n, err := ss.node(rq.Node)
+	if err != nil {
+		return err
+	}
+	defer n.ref.release()
+	fd := n.ref.fd
+	if rq.Valid&SetMode != 0 {
+		if err := chmodNode(ss, n, rq.Mode&0o7777); err != nil {
+			return err
+		}
+	}
+	if rq.Valid&(SetUID|SetGID) != 0 {
+		uid, gid := -1, -1
+		if rq.Valid&SetUID != 0 {
+			uid = int(rq.UID)
+		}
+		if rq.Valid&SetGID != 0 {
+			gid = int(rq.GID)
+		}
+		if err := unix.Fchownat(fd, "", uid, gid, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return err
+		}
+	}
+	if rq.Valid&SetSize != 0 {
+		if err := ss.truncate(n, rq.Fh, int64(rq.Len)); err != nil {
+			return err
+		}
+	}
+	if rq.Valid&(SetAtime|SetMtime|SetAtimeNow|SetMtimeNow) != 0 {
+		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+		switch {
+		case rq.Valid&SetAtimeNow != 0:
+			ts[0].Nsec = unix.UTIME_NOW
+		case rq.Valid&SetAtime != 0:
+			ts[0] = unix.Timespec{Sec: rq.Atime.Sec, Nsec: int64(rq.Atime.Nsec)}
+		}
+		switch {
+		case rq.Valid&SetMtimeNow != 0:
+			ts[1].Nsec = unix.UTIME_NOW
+		case rq.Valid&SetMtime != 0:
+			ts[1] = unix.Timespec{Sec: rq.Mtime.Sec, Nsec: int64(rq.Mtime.Nsec)}
+		}
+		if err := unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return err
+		}
+	}
+	var st unix.Stat_t
+	if err := fstat(fd, &st); err != nil {
+		return err
+	}
+	fillAttr(&rp.Attr, &st)
+	return nil
+}
+
+func chmodNode(ss *session, n *node, mode uint32) error {
+	err := unix.Fchmodat(n.ref.fd, "", mode, unix.AT_EMPTY_PATH)
+	if err == syscall.EOPNOTSUPP || err == syscall.ENOSYS {
+		if n.mode == syscall.S_IFLNK {
+			return syscall.EOPNOTSUPP
+		}
+		// Kernels before fchmodat2: chmod through the magic link, which
+		// names exactly this inode.
+		return unix.Fchmodat(ss.sys().procFd, strconv.Itoa(n.ref.fd), mode, 0)
+	}
+	return err
+}
+
+func (ss *session) truncate(n *node, fh uint64, size int64) error {
+	if fh != 0 {
+		if f, err := ss.file(fh); err == nil {
+			defer f.release()
+			return unix.Ftruncate(f.fd, size)
+		}
+	}
+	fd, err := ss.reopen(n, unix.O_WRONLY)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Ftruncate(fd, size)
+}
+
+// makeNode serves Mkdir (Node, Name, Mode), Mknod (Node, Name, Mode, Rdev)
+// and Symlink (Node, Name, Name2 = target) → Entry.
+func (ss *session) makeNode(rq *Request, rp *Reply) error {
+	if err := checkName(rq.Name); err != nil {
+		return err
+	}
+	dir, err := ss.node(rq.Node)
+	if err != nil {
+		return err
+	}
+	defer dir.ref.release()
+	if dir.mode != syscall.S_IFDIR {
+		return syscall.ENOTDIR
+	}
+	mode := rq.Mode & 0o7777
+	switch rq.Op {
+	case OpMkdir:
+		err = unix.Mkdirat(dir.ref.fd, rq.Name, mode)
+	case OpMknod:
+		switch rq.Mode & syscall.S_IFMT {
+		case syscall.S_IFIFO, syscall.S_IFREG, syscall.S_IFSOCK, 0:
+		default:
+			// Device nodes would hand the guest the host's devices.
+			return syscall.EPERM
+		}
+		err = unix.Mknodat(dir.ref.fd, rq.Name, rq.Mode&(syscall.S_IFMT|0o7777), 0)
+	case OpSymlink:
+		// The target is stored, never followed by the server; the guest
+		// kernel resolves it within the guest.
+		if rq.Name2 == "" || len(rq.Name2) > 4095 || strings.IndexByte(rq.Name2, 0) >= 0 {
+			return syscall.EINVAL
+		}
+		err = unix.Symlinkat(rq.Name2, dir.ref.fd, rq.Name)
+	}
+	if err != nil {
+		return err
+	}
+	if err := ss.lookupAt(dir, rq.Name, &rp.Entry); err != nil {
+		return err
+	}
+	if rq.Op != OpSymlink && mode&ss.sys().umask != 0 {
+		n, err := ss.node(rp.Entry.Node)
+		if err == nil {
+			chmodNode(ss, n, mode)
+			var st unix.Stat_t
+			if fstat(n.ref.fd, &st) == nil {
+				fillAttr(&rp.Entry.Attr, &st)
+			}
+			n.ref.release()
+		}
+	}
+	return nil
+}
+
+// Link: Node (existing inode), Node2 (new parent), Name → Entry.
+func (ss *session) link(rq *Request, rp *Reply) error {
+	if err := checkName(rq.Name); err != nil {
+		return err
+	}
+	n, err := ss.node(rq.Node)
+	if err != nil {
+		return err
+	}
+	defer n.ref.release()
+	dir, err := ss.node(rq.Node2)
+	if err != nil {
+		return err
+	}
+	defer dir.ref.release()
+	if n.mode == syscall.S_IFDIR {
+		return syscall.EPERM
+	}
+	err = unix.Linkat(n.ref.fd, "", dir.ref.fd, rq.Name, unix.AT_EMPTY_PATH)
+	if err == syscall.ENOENT || err == syscall.EPERM {
+		// AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; the magic link does
+		// not, and names the same inode.
+		err = unix.Linkat(ss.sys().procFd, strconv.Itoa(n.ref.fd), dir.ref.fd, rq.Name, unix.AT_SYMLINK_FOLLOW)
+	}
+	if err != nil {
+		return err
+	}
+	return ss.lookupAt(dir, rq.Name, &rp.Entry)
+}
+
+// Unlink, Rmdir: Node (parent), Name.
+func (ss *session) remove(rq *Request) error {
+	if err := checkName(rq.Name); err != nil {
+		return err
+	}
+	dir, err := ss.node(rq.Node)
+	if err != nil {
+		return err
+	}
+	defer dir.ref.release()
+	flags := 0
+	if rq.Op == OpRmdir {
+		flags = unix.AT_REMOVEDIR
+	}
+	return unix.Unlinkat(dir.ref.fd, rq.Name, flags)
+}
+
+// Rename: Node, Name → Node2, Name2 with Flags (RENAME_NOREPLACE,
+// RENAME_EXCHANGE, RENAME_WHITEOUT).
+func (ss *session) rename(rq *Request) error {
+	if err := checkName(rq.Name); err != nil {
+		return err
+	}
+	if err := checkName(rq.Name2); err != nil {
+		return err
+	}
+	from, err := ss.node(rq.Node)
+	if err != nil {
+		return err
+	}
+	defer from.ref.release()
+	to, err := ss.node(rq.Node2)
+	if err != nil {
+		return err
+	}
+	defer to.ref.release()
+	return unix.Renameat2(from.ref.fd, rq.Name, to.ref.fd, rq.Name2, uint(rq.Flags))
+}
+
+// Readlink: Node → Data.
+func (ss *session) readlink(rq *Request, rp *Reply) error {
+	n, err := ss.node(rq.Node)
+	if err != nil {
+		return err
+	}
+	defer n.ref.release()
+	buf := make([]byte, 4096)
+	sz, err := unix.Readlinkat(n.ref.fd, "", buf)
+	if err != nil {
+		return err
+	}
+	rp.Data = buf[:sz]
+	return nil
+}
+
+// Statfs: Node → Statfs.
+func (ss *session) statfs(rq *Request, rp *Reply) error {
+	n, err := ss.node(rq.Node)
+	if err != nil {
+		return err
+	}
+	defer n.ref.release()
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(n.ref.fd, &st); err != nil {
+		return err
+	}
+	rp.Statfs = Statfs{
+		Blocks: st.Blocks, Bfree: st.Bfree, Bavail: st.Bavail, Files: st.Files, Ffree: st.Ffree,
+		Bsize: uint32(st.Bsize), NameLen: uint32(st.Namelen), Frsize: uint32(st.Frsize),
+	}
+	return nil
+}
+
+// xattr serves Getxattr (Node, Name, Size → Size, Data), Listxattr (Node,
+// Size → Size, Data), Setxattr (Node, Name, Data, Flags) and Removexattr
+// (Node, Name). Size 0 asks for the size only.
+func (ss *session) xattr(rq *Request, rp *Reply) error {
+	n, err := ss.node(rq.Node)
+	if err != nil {
+		return err
+	}
+	defer n.ref.release()
+	if n.mode != syscall.S_IFREG && n.mode != syscall.S_IFDIR {
+		// xattrs on other inodes would need the path or a real open.
+		if rq.Op == OpListxattr {
+			return nil
+		}
+		return syscall.ENODATA
+	}
+	path := "/proc/self/fd/" + strconv.Itoa(n.ref.fd)
+	size := min(int(rq.Size), 64<<10)
+	switch rq.Op {
+	case OpGetxattr, OpListxattr:
+		var buf []byte
+		if size > 0 {
+			buf = make([]byte, size)
+		}
+		var sz int
+		if rq.Op == OpGetxattr {
+			sz, err = unix.Getxattr(path, rq.Name, buf)
+		} else {
+			sz, err = unix.Listxattr(path, buf)
+		}
+		if err != nil {
+			return err
+		}
+		rp.Size = uint32(sz)
+		if size > 0 {
+			rp.Data = buf[:sz]
+		}
+		return nil
+	case OpSetxattr:
+		return unix.Setxattr(path, rq.Name, rq.Data, int(rq.Flags))
+	default:
+		return unix.Removexattr(path, rq.Name)
+	}
+}
+
+// lockFd returns the open file description that carries owner's POSIX
+// locks on n, creating it if create is set.
+func (ss *session) lockFd(n *node, owner uint64, create bool) (int, error) {
+	n.locksMu.Lock()
+	defer n.locksMu.Unlock()
+	if fd, ok := n.locks[owner]; ok {
+		return fd, nil
+	}
+	if !create {
+		return -1, nil
+	}
+	fd, err := ss.reopen(n, unix.O_RDWR)
+	if err != nil {
+		if fd, err = ss.reopen(n, unix.O_RDONLY); err != nil {
+			if fd, err = ss.reopen(n, unix.O_WRONLY); err != nil {
+				return -1, err
+			}
+		}
+	}
+	if n.locks == nil {
+		n.locks = map[uint64]int{}
+	}
+	n.locks[owner] = fd
+	return fd, nil
+}
+
+// dropLocks releases every POSIX lock held on n through this session.
+func (n *node) dropLocks() {
+	n.locksMu.Lock()
+	defer n.locksMu.Unlock()
+	for owner, fd := range n.locks {
+		unix.Close(fd)
+		delete(n.locks, owner)
+	}
+}
+
+// Flush: Node, Owner. The client sends it only for owners holding POSIX
+// locks: closing any descriptor drops a process's locks on the file.
+func (ss *session) flush(rq *Request) error {
+	n, err := ss.node(rq.Node)
+	if err != nil {
+		return err
+	}
+	defer n.ref.release()
+	n.locksMu.Lock()
+	if fd, ok := n.locks[rq.Owner]; ok {
+		unix.Close(fd)
+		delete(n.locks, rq.Owner)
+	}
+	n.locksMu.Unlock()
+	return nil
+}
+
+func toFlock(l Lock) unix.Flock_t {
+	fl := unix.Flock_t{Type: int16(l.Type), Whence: 0, Start: int64(l.Start)}
+	if l.End != math.MaxInt64 && l.End >= l.Start {
+		fl.Len = int64(l.End - l.Start + 1)
+	}
+	return fl
+}
+
+// Flags for Getlk and Setlk.
+const (
+	lkFlock = 1 << iota // BSD flock on the handle instead of a POSIX lock
+	lkWait              // block until granted (Setlk only)
+)
+
+// Getlk: Node, Fh, Owner, Lock → Lock (Type F_UNLCK if none conflicts).
+func (ss *session) getlk(rq *Request, rp *Reply) error {
+	n, err := ss.node(rq.Node)
+	if err != nil {
+		return err
+	}
+	defer n.ref.release()
+	fd, err := ss.lockFd(n, rq.Owner, false)
+	if err != nil {
+		return err
+	}
+	if fd < 0 {
+		if fd, err = ss.reopen(n, unix.O_RDONLY); err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+	}
+	fl := toFlock(rq.Lock)
+	if err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_GETLK, &fl); err != nil {
+		return err
+	}
+	rp.Lock = Lock{Type: uint32(fl.Type), Start: uint64(fl.Start), End: math.MaxInt64}
+	if fl.Len > 0 {
+		rp.Lock.End = uint64(fl.Start + fl.Len - 1)
+	}
+	if fl.Pid > 0 {
+		rp.Lock.Pid = uint32(fl.Pid)
+	}
+	return nil
+}
+
+// Setlk: Node, Fh, Owner, Lock, Flags (lkFlock, lkWait). Waiting polls so
+// an interrupt from the guest or the end of the session stops it.
+func (ss *session) setlk(rq *Request, cancel <-chan struct{}) error {
+	n, err := ss.node(rq.Node)
+	if err != nil {
+		return err
+	}
+	defer n.ref.release()
+	var try func() error
+	if rq.Flags&lkFlock != 0 {
+		f, err := ss.file(rq.Fh)
+		if err != nil {
+			return err
+		}
+		defer f.release()
+		how := unix.LOCK_UN
+		switch rq.Lock.Type {
+		case unix.F_RDLCK:
+			how = unix.LOCK_SH
+		case unix.F_WRLCK:
+			how = unix.LOCK_EX
+		}
+		try = func() error { return unix.Flock(f.fd, how|unix.LOCK_NB) }
+	} else {
+		fd, err := ss.lockFd(n, rq.Owner, rq.Lock.Type != unix.F_UNLCK)
+		if err != nil {
+			return err
+		}
+		if fd < 0 {
+			return nil // unlocking what was never locked
+		}
+		fl := toFlock(rq.Lock)
+		try = func() error { return unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &fl) }
+	}
+	delay := 100 * time.Microsecond
+	for {
+		err := try()
+		if err == nil || rq.Flags&lkWait == 0 || (err != syscall.EAGAIN && err != syscall.EWOULDBLOCK && err != syscall.EACCES) {
+			return err
+		}
+		select {
+		case <-cancel:
+			return syscall.EINTR
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 20*time.Millisecond)
+	}
+}
+
+// Fallocate: Fh, Off, Len, Mode.
+func (ss *session) fallocate(rq *Request) error {
+	f, err := ss.file(rq.Fh)
+	if err != nil {
+		return err
+	}
+	defer f.release()
+	return unix.Fallocate(f.fd, rq.Mode, int64(rq.Off), int64(rq.Len))
+}
+
+// Lseek: Fh, Off, Flags (whence: SEEK_DATA or SEEK_HOLE) → Off.
+func (ss *session) lseek(rq *Request, rp *Reply) error {
+	f, err := ss.file(rq.Fh)
+	if err != nil {
+		return err
+	}
+	defer f.release()
+	off, err := unix.Seek(f.fd, int64(rq.Off), int(rq.Flags))
+	if err != nil {
+		return err
+	}
+	rp.Off = uint64(off)
+	return nil
+}
+
+// CopyFileRange: Fh, Off → Fh2, Off2, Len → Size.
+func (ss *session) copyFileRange(rq *Request, rp *Reply) error {
+	in, err := ss.file(rq.Fh)
+	if err != nil {
+		return err
+	}
+	defer in.release()
+	out, err := ss.file(rq.Fh2)
+	if err != nil {
+		return err
+	}
+	defer out.release()
+	offIn, offOut := int64(rq.Off), int64(rq.Off2)
+	n, err := unix.CopyFileRange(in.fd, &offIn, out.fd, &offOut, int(min(rq.Len, 1<<30)), 0)
+	if err != nil {
+		return err
+	}
+	rp.Size = uint32(n)
+	return nil
+}
+
+// dirHandle is an open directory being read.
+type dirHandle struct {
+	mu      sync.Mutex // guards the fields below; one reader at a time
+	fd      int
+	pos     uint64 // offset the next unread entry starts at
+	buf     []byte
+	pending []byte // undelivered getdents records
+}
+
+func (d *dirHandle) close() { unix.Close(d.fd) }
+
+func (ss *session) releaseDir(dh uint64) {
+	ss.mu.Lock()
+	d, ok := ss.dirs[dh]
+	delete(ss.dirs, dh)
+	ss.mu.Unlock()
+	if ok {
+		d.mu.Lock()
+		d.close()
+		d.mu.Unlock()
+	}
+}
+
+// fuseDirentSize is what one entry costs in the kernel's readdir buffer;
+// the server fills no more than the kernel can take, so readdirplus never
+// counts a lookup the kernel did not receive.
+func fuseDirentSize(name string, plus bool) int {
+	n := (24 + len(name) + 7) &^ 7
+	if plus {
+		n += 128
+	}
+	return n
+}
+
+// ReadDir: Node, Fh (0 opens the directory), Off, Size, Flags (1: plus)
+// → Fh, Dirents.
+func (ss *session) readDir(rq *Request, rp *Reply) error {
+	n, err := ss.node(rq.Node)
+	if err != nil {
+		return err
+	}
+	defer n.ref.release()
+	ss.mu.Lock()
+	d, ok := ss.dirs[rq.Fh]
+	ss.mu.Unlock()
+	if !ok {
+		if rq.Fh != 0 {
+			return syscall.EBADF
+		}
+		fd, err := ss.reopen(n, unix.O_RDONLY|unix.O_DIRECTORY)
+		if err != nil {
+			return err
+		}
+		d = &dirHandle{fd: fd, buf: make([]byte, 32<<10)}
+		ss.mu.Lock()
+		rq.Fh = ss.nextFh
+		ss.nextFh++
+		ss.dirs[rq.Fh] = d
+		ss.mu.Unlock()
+	}
+	rp.Fh = rq.Fh
+	plus := rq.Flags&1 != 0
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if rq.Off != d.pos {
+		if _, err := unix.Seek(d.fd, int64(rq.Off), 0); err != nil {
+			return err
+		}
+		d.pos, d.pending = rq.Off, nil
+	}
+	budget := int(rq.Size)
+	for {
+		if len(d.pending) == 0 {
+			nr, err := unix.Getdents(d.fd, d.buf)
+			if err != nil {
+				return err
+			}
+			if nr == 0 {
+				return nil
+			}
+			d.pending = d.buf[:nr]
+		}
+		for len(d.pending) >= 19 {
+			reclen := int(binary.NativeEndian.Uint16(d.pending[16:]))
+			if reclen < 19 || reclen > len(d.pending) {
+				return syscall.EIO
+			}
+			rec := d.pending[:reclen]
+			name := rec[19:]
+			if i := bytes.IndexByte(name, 0); i >= 0 {
+				name = name[:i]
+			}
+			de := Dirent{
+				Ino:  binary.NativeEndian.Uint64(rec[0:]),
+				Off:  binary.NativeEndian.Uint64(rec[8:]),
+				Type: uint32(rec[18]) << 12,
+				Name: string(name),
+			}
+			cost := fuseDirentSize(de.Name, plus)
+			if cost > budget {
+				return nil
+			}
+			if plus && de.Name != "." && de.Name != ".." {
+				if ss.lookupAt(n, de.Name, &de.Entry) != nil {
+					de.Entry = Entry{} // vanished since getdents: a plain entry
+				}
+			}
+			budget -= cost
+			rp.Dirents = append(rp.Dirents, de)
+			d.pending = d.pending[reclen:]
+			d.pos = de.Off
+		}
+		d.pending = nil
+	}
+}
