@@ -8,7 +8,8 @@ func newSnapshotCmd(env *Env) *cobra.Command {
 		Short: "Create, serve, list, remove and clone snapshots",
 	}
 	cmd.AddCommand(
-	// one constructor per subcommand, each in its own snapshot_*.go file
+		// one constructor per subcommand, each in its own snapshot_*.go file
+		newSnapshotServeCmd(env),
 	)
 	return cmd
 }
