@@ -45,11 +45,12 @@
 // EntryTimeout (1s by default), "no such file" for NegativeTimeout, file
 // pages across opens until it sees the host change mtime or size, and
 // directory listings until the directory's mtime changes. Host-side
-// changes therefore show up within about a second. Writes go through the
-// kernel's writeback cache unless NoWriteback is set: write(2) returns
-// once the page is dirty and close(2) writes it back. Use NoWriteback
-// when host processes write the same files as the guest at the same time.
-// fsync(2) always reaches the host disk.
+// changes therefore show up within about a second. By default every
+// write(2) reaches the host before it returns. MountOptions.Writeback
+// lets the kernel cache writes instead (much faster small writes), at the
+// price of no longer seeing host-side changes to files the guest has
+// cached: use it for directories only the guest writes. fsync(2) always
+// reaches the host disk.
 //
 // # Failure
 //

@@ -50,7 +50,8 @@ type share struct {
 }
 
 type shareOpts struct {
-	readOnly bool
+	readOnly      bool
+	worldReadable bool // other users can reach the mount (and run the test binary)
 	mount    MountOptions
 }
 
@@ -59,6 +60,13 @@ type shareOpts struct {
 func newShare(t testing.TB, o shareOpts) *share {
 	t.Helper()
 	base := t.TempDir()
+	if o.worldReadable {
+		for d := base; d != os.TempDir(); d = filepath.Dir(d) {
+			if err := os.Chmod(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	s := &share{dir: filepath.Join(base, "host"), mnt: filepath.Join(base, "mnt"), served: make(chan error, 1)}
 	for _, d := range []string{s.dir, s.mnt} {
 		if err := os.Mkdir(d, 0o755); err != nil {

@@ -27,10 +27,13 @@ type MountOptions struct {
 	// NegativeTimeout is how long "no such file" is remembered. Zero
 	// means one second; negative disables it.
 	NegativeTimeout time.Duration
-	// NoWriteback turns off the kernel's writeback cache, so every
-	// write(2) reaches the host before it returns. Turn it off when host
-	// processes write the same files while the guest does.
-	NoWriteback bool
+	// Writeback turns on the kernel's writeback cache: write(2) returns
+	// once the page is dirty and close(2) or fsync(2) sends it to the
+	// host. The kernel then trusts its own file sizes and mtimes, so
+	// changes host processes make to files the guest has cached are not
+	// seen. Turn it on only for directories the host leaves alone while
+	// the guest runs (scratch space, build outputs).
+	Writeback bool
 	// Timeout is how long the host may stay silent before the mount
 	// declares it gone and fails everything with EIO. Zero means 10s.
 	Timeout time.Duration
@@ -74,7 +77,7 @@ func Mount(conn net.Conn, mountpoint string, opts MountOptions) (*Client, error)
 	if opts.Timeout <= 0 {
 		opts.Timeout = 10 * time.Second
 	}
-	writeback := !opts.NoWriteback && !opts.ReadOnly
+	writeback := opts.Writeback && !opts.ReadOnly
 	c, err := dial(conn, log, writeback, opts.Timeout)
 	if err != nil {
 		conn.Close()
