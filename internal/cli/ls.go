@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -91,10 +92,11 @@ func runLs(_ context.Context, env *Env, o lsOptions) error {
 		}
 		return writeJSON(env.Stdout, out)
 	case o.quiet:
+		bw := bufio.NewWriter(env.Stdout)
 		for _, r := range shown {
-			fmt.Fprintln(env.Stdout, o.id(r))
+			fmt.Fprintln(bw, o.id(r))
 		}
-		return nil
+		return bw.Flush()
 	case o.format != "":
 		tmpl, err := template.New("format").Parse(o.format)
 		if err != nil {
@@ -114,7 +116,10 @@ func runLs(_ context.Context, env *Env, o lsOptions) error {
 		withHealth = withHealth || r.Health != ""
 		withSnapshot = withSnapshot || r.Snapshot != ""
 	}
-	tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
+	// tabwriter writes cell by cell: buffer, or a terminal gets
+	// thousands of tiny writes.
+	bw := bufio.NewWriter(env.Stdout)
+	tw := tabwriter.NewWriter(bw, 0, 0, 2, ' ', 0)
 	line := func(cols ...string) {
 		fmt.Fprintln(tw, strings.Join(cols, "\t"))
 	}
@@ -134,7 +139,10 @@ func runLs(_ context.Context, env *Env, o lsOptions) error {
 		w := o.row(r, statuses[i])
 		line(cols(w.ID, w.Image, w.Command, w.Created, w.Status, w.Health, w.Ports, w.Snapshot, w.Names)...)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return bw.Flush()
 }
 
 // lsRow is one line of the table, and what --format templates see.

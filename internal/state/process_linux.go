@@ -18,7 +18,7 @@ func ProcessOf(pid int) (Process, error) {
 	if pid <= 0 {
 		return Process{}, fmt.Errorf("read process %d: %w", pid, ErrNoProcess)
 	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	b, err := readFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ESRCH) {
 		return Process{}, fmt.Errorf("read process %d: %w", pid, ErrNoProcess)
 	}

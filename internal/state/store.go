@@ -359,7 +359,7 @@ func (s *Store) sweepVM(id string) error {
 
 // read loads one record. Errors wrap fs.ErrNotExist when the VM is gone.
 func (s *Store) read(id string) (*Record, error) {
-	b, err := os.ReadFile(filepath.Join(s.VMDir(id), recordFile))
+	b, err := readFile(filepath.Join(s.VMDir(id), recordFile))
 	if err != nil {
 		return nil, err
 	}
