@@ -80,6 +80,7 @@ func commands(env *Env) []*cobra.Command {
 		newImageCmd(env),
 		newInspectCmd(env),
 		newLsCmd(env),
+		newSetupCmd(env),
 		newSnapshotCmd(env),
 	}
 }
