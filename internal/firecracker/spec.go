@@ -128,6 +128,14 @@ func (s *Spec) ValidateRequest(r Request) error {
 // server in the tests uses this on the wire bytes.
 func (s *Spec) ValidateHTTP(req *http.Request) error {
 	name := req.Method + " " + req.URL.Path
+	if req.URL.Host == "" {
+		// A server sees a path, not a URL; the spec's one server is
+		// http://localhost/.
+		u := *req.URL
+		u.Scheme, u.Host = "http", "localhost"
+		req = req.Clone(req.Context())
+		req.URL = &u
+	}
 	route, params, err := s.router.FindRoute(req)
 	if err != nil {
 		return &SpecError{Request: name, Reason: "no such operation in the spec"}
