@@ -34,6 +34,11 @@ type Job struct {
 	// DontNeed ranges are removed with madvise(MADV_DONTNEED) after the
 	// touch and must then read as zeros.
 	DontNeed []Range
+	// StartAt, if set, is when to send the handshake: helpers started
+	// together begin together, after their setup.
+	StartAt time.Time
+	// KeepLatencies returns every page's touch latency in Result.Lat.
+	KeepLatencies bool
 	// StallAfter, if positive, makes the helper print "stalled" after
 	// touching that many pages and then sleep until killed.
 	StallAfter int
@@ -49,13 +54,14 @@ type Range struct {
 type Result struct {
 	Pages   int
 	Bytes   uint64
-	Elapsed time.Duration // touching every page, faults included
+	Elapsed time.Duration // from the handshake to every page touched
 	P50     time.Duration // per-page touch latency
 	P99     time.Duration
 	Error   string `json:",omitempty"`
 	// Sum of the first byte of every page: keeps the touches from being
 	// optimised away.
 	Sum byte
+	Lat []time.Duration `json:",omitempty"`
 }
 
 // RunHelper runs the Job in HelperEnv and exits, if there is one; else it
@@ -96,6 +102,10 @@ func (job Job) run() (Result, error) {
 		return Result{}, err
 	}
 	defer g.Close()
+	if !job.StartAt.IsZero() {
+		time.Sleep(time.Until(job.StartAt))
+	}
+	start := time.Now()
 	if err := g.Handshake(job.Socket); err != nil {
 		return Result{}, err
 	}
@@ -116,7 +126,6 @@ func (job Job) run() (Result, error) {
 	}
 	lat := make([]time.Duration, len(pages))
 	var res Result
-	start := time.Now()
 	for k, p := range pages {
 		if job.StallAfter > 0 && k == job.StallAfter {
 			fmt.Println("stalled")
@@ -130,6 +139,9 @@ func (job Job) run() (Result, error) {
 	res.Elapsed = time.Since(start)
 	res.Pages = len(pages)
 	slices.Sort(lat)
+	if job.KeepLatencies {
+		res.Lat = lat
+	}
 	if len(lat) > 0 {
 		res.P50 = lat[len(lat)/2]
 		res.P99 = lat[len(lat)*99/100]
