@@ -626,7 +626,7 @@ func AppendReply(b []byte, r *Reply) []byte {
 			e.u64(de.Off)
 			e.u32(de.Type)
 			e.str(de.Name)
-			if de.Entry.Node != 0 {
+			if de.Entry != (Entry{}) {
 				e.u8(1)
 				e.entry(&de.Entry)
 			} else {
