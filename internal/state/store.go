@@ -89,7 +89,7 @@ func (s *Store) VMDir(id string) string { return filepath.Join(s.dir, id) }
 // record afterwards. It fails with a *NameInUseError if any VM, live or
 // not, has r.Name.
 func (s *Store) Create(r *Record) error {
-	if r.Name != "" && !validName.MatchString(r.Name) {
+	if r.Name != "" && !validName(r.Name) {
 		return fmt.Errorf("create VM: %w %q: use letters, digits, _ . and -, starting with a letter or digit", ErrInvalidName, r.Name)
 	}
 	if r.ID != "" && !isID(r.ID) {

@@ -138,7 +138,7 @@ func TestCreateName(t *testing.T) {
 	s := newStore(t)
 	a := mustCreate(t, s, &Record{Image: "x"})
 	b := mustCreate(t, s, &Record{Image: "x"})
-	if a.Name == "" || a.Name == b.Name || !validName.MatchString(a.Name) || !strings.Contains(a.Name, "_") {
+	if a.Name == "" || a.Name == b.Name || !validName(a.Name) || !strings.Contains(a.Name, "_") {
 		t.Errorf("generated names %q, %q", a.Name, b.Name)
 	}
 	err := s.Create(&Record{Name: a.Name})
