@@ -34,6 +34,9 @@ var (
 	ErrAmbiguous = errors.New("ambiguous VM ID prefix")
 	// ErrNameInUse is what a *NameInUseError matches with errors.Is.
 	ErrNameInUse = errors.New("state: name in use")
+	// ErrMounted means Remove found something mounted in the VM's
+	// directory and left it alone.
+	ErrMounted = errors.New("state: VM directory has mounts")
 	// ErrInvalidName means a name does not follow podman's rule:
 	// [a-zA-Z0-9][a-zA-Z0-9_.-]*.
 	ErrInvalidName = errors.New("invalid VM name")
@@ -269,7 +272,9 @@ func (s *Store) List() ([]*Record, error) {
 // Remove deletes the VM with this full ID: its directory, record included.
 // It waits for an Update in progress, then renames the directory out of
 // sight before deleting it, so other commands never see half a VM. Removing
-// a VM that does not exist succeeds. Remove does not touch r.RuntimeDir or
+// a VM that does not exist succeeds. It fails with ErrMounted, deleting
+// nothing, if anything is mounted in the directory: deleting through a
+// mount would destroy what is mounted. Remove does not touch r.RuntimeDir or
 // an r.Dir outside the store; the caller cleans those up first.
 func (s *Store) Remove(id string) error {
 	if !isID(id) {
@@ -280,6 +285,14 @@ func (s *Store) Remove(id string) error {
 		return nil
 	}
 	if err != nil {
+		return fmt.Errorf("remove VM %s: %w", id, err)
+	}
+	mps, err := mountedUnder(s.VMDir(id))
+	if err == nil && len(mps) > 0 {
+		err = fmt.Errorf("%w: %s: unmount them first (stop the VM, or fcvm gc)", ErrMounted, strings.Join(mps, ", "))
+	}
+	if err != nil {
+		unlock.Close()
 		return fmt.Errorf("remove VM %s: %w", id, err)
 	}
 	trash := filepath.Join(s.dir, trashPrefix+id+"-"+strconv.FormatInt(time.Now().UnixNano(), 36))

@@ -459,3 +459,33 @@ func BenchmarkList100(b *testing.B) {
 		}
 	}
 }
+
+func TestRemoveRefusesMounts(t *testing.T) {
+	s := newStore(t)
+	r := mustCreate(t, s, &Record{Name: "mounted"})
+	// Stand-in for a volume: a tmpfs with a file the user cares about.
+	mp := filepath.Join(r.Dir, "vol")
+	os.Mkdir(mp, 0o700)
+	if err := syscall.Mount("tmpfs", mp, "tmpfs", 0, ""); err != nil {
+		t.Fatalf("mount tmpfs (needs root): %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(mp, syscall.MNT_DETACH) })
+	precious := filepath.Join(mp, "precious")
+	os.WriteFile(precious, []byte("x"), 0o600)
+
+	if err := s.Remove(r.ID); !errors.Is(err, ErrMounted) || !strings.Contains(err.Error(), mp) {
+		t.Fatalf("Remove with a mount = %v, want ErrMounted naming %s", err, mp)
+	}
+	if _, err := os.Stat(precious); err != nil {
+		t.Fatalf("Remove deleted through the mount: %v", err)
+	}
+	if _, err := s.Get("mounted"); err != nil {
+		t.Errorf("VM gone after a refused Remove: %v", err)
+	}
+	if err := syscall.Unmount(mp, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove(r.ID); err != nil {
+		t.Fatal(err)
+	}
+}
