@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 )
@@ -22,6 +24,9 @@ type fakeAPI struct {
 	onCtrlAltDel func()
 	// record, if set, is called for each request.
 	record func(call)
+	// root is where paths the API is given are resolved: the jail root
+	// for the jailer stand-in (which does not chroot), else "".
+	root string
 
 	// mu guards the fields below.
 	mu         sync.Mutex
@@ -146,6 +151,15 @@ func (f *fakeAPI) handleLocked(c call, method, path string, body []byte) (int, [
 	case method == "PUT" && path == "/snapshot/create":
 		if f.state != "Paused" {
 			return 400, fault("Cannot create snapshot: the microVM is not paused."), nil
+		}
+		// Write the files, as Firecracker would, so callers that move them
+		// have something to move. Their content is not a snapshot.
+		var sc SnapshotCreate
+		json.Unmarshal(body, &sc)
+		for _, p := range []string{sc.SnapshotPath, sc.MemFilePath} {
+			if err := os.WriteFile(filepath.Join(f.root, p), []byte("stand-in: not a snapshot\n"), 0o600); err != nil {
+				return 400, fault("Cannot create snapshot: %v", err), nil
+			}
 		}
 	case method == "PUT" && path == "/snapshot/load":
 		for r := range f.configured {

@@ -72,8 +72,9 @@ func standin(mode string, args []string) int {
 		return standinParent(args)
 	}
 	sock := flag("--api-sock")
+	root := ""
 	if mode == "jailer" {
-		root := filepath.Join(flag("--chroot-base-dir"), filepath.Base(flag("--exec-file")), flag("--id"), "root")
+		root = filepath.Join(flag("--chroot-base-dir"), filepath.Base(flag("--exec-file")), flag("--id"), "root")
 		sock = filepath.Join(root, sock)
 	}
 	spec, err := LoadSpec()
@@ -82,6 +83,7 @@ func standin(mode string, args []string) int {
 		return 2
 	}
 	api := newFakeAPI(spec, standinVersion())
+	api.root = root
 	var recMu sync.Mutex
 	if path := os.Getenv("FCVM_TEST_RECORD"); path != "" {
 		api.record = func(c call) {
@@ -100,6 +102,10 @@ func standin(mode string, args []string) int {
 			return
 		}
 		os.Exit(0)
+	}
+	if api.record != nil {
+		argv, _ := json.Marshal(args)
+		api.record(call{Op: "ARGS", Body: argv})
 	}
 	if cf := flag("--config-file"); cf != "" {
 		data, err := os.ReadFile(cf)
@@ -149,8 +155,35 @@ func standinParent(args []string) int {
 	return 0
 }
 
-// readRecord reads the calls the stand-in recorded.
+// readRecord reads the API calls the stand-in recorded.
 func readRecord(t *testing.T, path string) []call {
+	t.Helper()
+	var calls []call
+	for _, c := range readRecordAll(t, path) {
+		if c.Op != "ARGS" {
+			calls = append(calls, c)
+		}
+	}
+	return calls
+}
+
+// readArgs returns the command line of each stand-in process.
+func readArgs(t *testing.T, path string) [][]string {
+	t.Helper()
+	var out [][]string
+	for _, c := range readRecordAll(t, path) {
+		if c.Op == "ARGS" {
+			var a []string
+			if err := json.Unmarshal(c.Body, &a); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func readRecordAll(t *testing.T, path string) []call {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
