@@ -155,3 +155,6 @@ func ReadReply(rd io.Reader) ([]byte, error) {
 type GuestError struct{ Msg string }
 
 func (e *GuestError) Error() string { return "guest: " + e.Msg }
+
+// VsockPort is the vsock port fc-agent listens on under Firecracker.
+const VsockPort = 1024

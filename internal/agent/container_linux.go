@@ -1,0 +1,316 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
+
+	"github.com/fcvm/fcvm/internal/channel"
+)
+
+// containerName is the one container of the VM, as podman knows it.
+const containerName = "fcvm"
+
+// outputLimit bounds unacknowledged container output held in guest memory.
+const outputLimit = 8 << 20
+
+// podmanGlobal are podman's global flags in the guest: storage on the ext4
+// upper disk (podman's overlay driver refuses an overlayfs root), runtime
+// state in tmpfs, no systemd.
+func podmanGlobal() []string {
+	return []string{
+		"--root", upperMount + "/containers/storage",
+		"--runroot", "/run/containers/storage",
+		"--cgroup-manager", "cgroupfs",
+		"--events-backend", "file",
+		"--storage-driver", "overlay",
+	}
+}
+
+type container struct {
+	out *outputLog
+	cmd *exec.Cmd
+
+	mu    sync.Mutex // guards stdin and tty
+	stdin io.WriteCloser
+	tty   *os.File
+}
+
+func (c *container) kill() {
+	if c.cmd.Process != nil {
+		exec.Command("podman", append(podmanGlobal(), "kill", "--signal", "KILL", containerName)...).Run()
+		c.cmd.Process.Kill()
+	}
+}
+
+// podmanRunArgs turns a plan into podman's arguments.
+func podmanRunArgs(p *channel.Plan) ([]string, error) {
+	argv := append(append([]string(nil), p.Entrypoint...), p.Cmd...)
+	if len(argv) == 0 {
+		return nil, errors.New("no command: the image has no entrypoint or cmd; give one after the image name")
+	}
+	a := append(podmanGlobal(), "run", "--name", containerName, "--replace",
+		"--rootfs", imageMount+":O",
+		"--log-driver", "none",
+		"--security-opt", "label=disable",
+	)
+	if p.Network != nil {
+		a = append(a, "--network", "host")
+	} else {
+		a = append(a, "--network", "none")
+	}
+	if p.Hostname != "" {
+		a = append(a, "--hostname", p.Hostname)
+	}
+	for _, e := range p.Env {
+		a = append(a, "--env", e)
+	}
+	if p.Workdir != "" {
+		a = append(a, "--workdir", p.Workdir)
+	}
+	if p.User != "" {
+		a = append(a, "--user", p.User)
+	}
+	for i, v := range p.Volumes {
+		a = append(a, "--volume", fmt.Sprintf("/mnt/volumes/%d:%s", i, v.Guest))
+	}
+	if p.Interactive {
+		a = append(a, "--interactive")
+	}
+	if p.TTY {
+		a = append(a, "--tty")
+	}
+	// The entrypoint is already resolved: an empty one stops podman from
+	// prepending anything.
+	a = append(a, "--entrypoint", mustJSON(argv[:1]), "--")
+	return append(a, argv[1:]...), nil
+}
+
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func (a *Agent) start(p *channel.Plan, conn net.Conn) error {
+	if p == nil {
+		return errors.New("start: no plan")
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.ctr != nil {
+		// Already started (a reconnect): never run it twice.
+		return channel.Reply(conn, []byte(`{"already":true}`))
+	}
+	if p.ClockUnixNano != 0 {
+		tv := unix.NsecToTimeval(p.ClockUnixNano)
+		unix.Settimeofday(&tv)
+	}
+	if p.Hostname != "" {
+		unix.Sethostname([]byte(p.Hostname))
+	}
+	if err := a.setupNetwork(p.Network); err != nil {
+		return err
+	}
+	if err := a.mountVolumes(p.Volumes); err != nil {
+		return err
+	}
+	args, err := podmanRunArgs(p)
+	if err != nil {
+		return err
+	}
+	c := &container{out: newOutputLog(outputLimit)}
+	c.cmd = exec.Command("podman", args...)
+	c.cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	var copies sync.WaitGroup
+	if p.TTY {
+		ptmx, err := pty.StartWithSize(c.cmd, &pty.Winsize{Rows: max(p.Rows, 24), Cols: max(p.Cols, 80)})
+		if err != nil {
+			return fmt.Errorf("start podman: %w", err)
+		}
+		c.tty = ptmx
+		c.stdin = ptmx
+		copies.Add(1)
+		go func() { defer copies.Done(); pump(c.out, channel.FrameStdout, ptmx) }()
+	} else {
+		stdout, err := c.cmd.StdoutPipe()
+		if err != nil {
+			return err
+		}
+		stderr, err := c.cmd.StderrPipe()
+		if err != nil {
+			return err
+		}
+		if p.Interactive {
+			if c.stdin, err = c.cmd.StdinPipe(); err != nil {
+				return err
+			}
+		}
+		if err := c.cmd.Start(); err != nil {
+			return fmt.Errorf("start podman: %w", err)
+		}
+		copies.Add(2)
+		go func() { defer copies.Done(); pump(c.out, channel.FrameStdout, stdout) }()
+		go func() { defer copies.Done(); pump(c.out, channel.FrameStderr, stderr) }()
+	}
+	a.ctr = c
+	a.plan = p
+	a.log.Info("container started", "args", args)
+	go func() {
+		copies.Wait()
+		err := c.cmd.Wait()
+		code := 0
+		if err != nil {
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				code = ee.ExitCode()
+				if code < 0 {
+					code = 128 + int(ee.Sys().(syscall.WaitStatus).Signal())
+				}
+			} else {
+				code = 125
+				c.out.write(channel.FrameStderr, []byte(fmt.Sprintf("fc-agent: %v\n", err)))
+			}
+		}
+		if c.tty != nil {
+			c.tty.Close()
+		}
+		a.log.Info("container exited", "code", code)
+		c.out.exit(code)
+	}()
+	return channel.Reply(conn, nil)
+}
+
+func pump(out *outputLog, stream channel.FrameType, r io.Reader) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		out.write(stream, buf[:n])
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (a *Agent) container() (*container, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.ctr == nil {
+		return nil, errors.New("container not started")
+	}
+	return a.ctr, nil
+}
+
+// attach streams output from req.From on, then the exit code; it takes
+// acks, stdin, resizes and signals from the host.
+func (a *Agent) attach(req *channel.AttachRequest, conn net.Conn) error {
+	if req == nil {
+		return errors.New("attach: no request")
+	}
+	c, err := a.container()
+	if err != nil {
+		return err
+	}
+	if err := channel.Reply(conn, nil); err != nil {
+		return nil
+	}
+	stop := make(chan struct{})
+	go func() {
+		defer close(stop)
+		defer c.out.wake()
+		for {
+			f, err := channel.ReadFrame(conn)
+			if err != nil {
+				return
+			}
+			switch f.Type {
+			case channel.FrameAck:
+				if seq, err := channel.ParseUint64(f.Payload); err == nil {
+					c.out.ack(seq)
+				}
+			case channel.FrameStdin:
+				c.mu.Lock()
+				if c.stdin != nil {
+					c.stdin.Write(f.Payload)
+				}
+				c.mu.Unlock()
+			case channel.FrameStdinEOF:
+				c.mu.Lock()
+				if c.stdin != nil && c.tty == nil {
+					c.stdin.Close()
+					c.stdin = nil
+				}
+				c.mu.Unlock()
+			case channel.FrameResize:
+				if rows, cols, err := channel.ParseResize(f.Payload); err == nil && c.tty != nil {
+					pty.Setsize(c.tty, &pty.Winsize{Rows: rows, Cols: cols})
+				}
+			case channel.FrameSignal:
+				if sig, err := channel.ParseUint32(f.Payload); err == nil && c.cmd.Process != nil {
+					c.cmd.Process.Signal(syscall.Signal(sig))
+				}
+			}
+		}
+	}()
+	from := req.From
+	if from == 0 {
+		from = 1
+	}
+	for {
+		ch, done, stopped := c.out.nextFrom(from, stop)
+		if stopped {
+			return nil
+		}
+		if done {
+			_, code := c.out.status()
+			channel.WriteFrame(conn, channel.FrameExit, channel.Uint32(uint32(code)))
+			// Wait for the host to ack the exit (it closes the stream).
+			select {
+			case <-stop:
+			case <-time.After(time.Minute):
+			}
+			return nil
+		}
+		if err := channel.WriteFrame(conn, ch.stream, channel.EncodeOutput(ch.seq, ch.data)); err != nil {
+			return nil
+		}
+		from = ch.seq + 1
+	}
+}
+
+func (a *Agent) signal(sig int, conn net.Conn) error {
+	c, err := a.container()
+	if err != nil {
+		return err
+	}
+	if exited, _ := c.out.status(); !exited && c.cmd.Process != nil {
+		// podman run proxies signals to the container.
+		c.cmd.Process.Signal(syscall.Signal(sig))
+	}
+	return channel.Reply(conn, nil)
+}
+
+func (a *Agent) status(conn net.Conn) error {
+	a.mu.Lock()
+	st := channel.Status{State: "created", Generation: a.gen}
+	c := a.ctr
+	a.mu.Unlock()
+	if c != nil {
+		st.State = "running"
+		if exited, code := c.out.status(); exited {
+			st.State, st.ExitCode = "exited", code
+		}
+	}
+	b, _ := json.Marshal(st)
+	return channel.Reply(conn, b)
+}

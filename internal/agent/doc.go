@@ -1,0 +1,30 @@
+// Package agent is fc-agent, PID 1 of every fcvm guest.
+//
+// It starts in the initramfs: mounts /proc, /sys and /dev, loads the kernel
+// modules the guest needs, finds its disks by serial ("base", "upper",
+// "image"), builds the root as an overlay of the read-only base rootfs and
+// the VM's writable upper disk, and switches into it. Then it opens the
+// host-guest channel and serves requests until the host asks it to power
+// off.
+//
+// # The container
+//
+// The host sends a Plan; the agent runs it with podman, with the image disk
+// as the container's root (--rootfs /mnt/image:O) and the image config
+// already resolved into flags by the host. Start is idempotent: a second
+// start (after a reconnect, after a snapshot restore) reports the existing
+// container rather than running it again.
+//
+// The container's stdout and stderr go into an output log of numbered
+// chunks that the host acknowledges once stored. Unacknowledged output is
+// kept (up to a bound, beyond which the container's writes wait), so when
+// the channel breaks and comes back the host resumes from the last chunk it
+// stored: output is neither lost nor repeated.
+//
+// # Snapshots
+//
+// Every handshake carries the host's generation counter. A generation other
+// than the one last seen means the guest was restored from a snapshot: the
+// agent steps the clock, reseeds the entropy pool, regenerates machine-id,
+// and re-announces its network before serving.
+package agent

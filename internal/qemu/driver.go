@@ -1,0 +1,252 @@
+package qemu
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/fcvm/fcvm/internal/vmm"
+)
+
+// Driver starts VMs with qemu-system-x86_64.
+type Driver struct {
+	// Binary is the QEMU executable; "" finds qemu-system-x86_64 on PATH.
+	Binary string
+	// NoKVM forces TCG even where /dev/kvm works.
+	NoKVM bool
+}
+
+var (
+	_ vmm.Driver  = (*Driver)(nil)
+	_ vmm.Machine = (*Machine)(nil)
+)
+
+// Name implements vmm.Driver.
+func (d *Driver) Name() string { return "qemu" }
+
+func (d *Driver) binary() (string, error) {
+	name := d.Binary
+	if name == "" {
+		name = "qemu-system-x86_64"
+	}
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("qemu: %s not found: install it with `apt-get install qemu-system-x86`: %w", name, vmm.ErrUnavailable)
+	}
+	return p, nil
+}
+
+// Available implements vmm.Driver.
+func (d *Driver) Available() error {
+	_, err := d.binary()
+	return err
+}
+
+// KVM reports whether /dev/kvm can be opened for reading and writing.
+func KVM() bool {
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
+}
+
+// hostTSCKHz estimates the host's TSC frequency from /proc/cpuinfo. TCG's
+// guest TSC runs at the host's rate; 0 means unknown.
+func hostTSCKHz() int {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok && strings.TrimSpace(k) == "cpu MHz" {
+			mhz, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return 0
+			}
+			return int(mhz * 1000)
+		}
+	}
+	return 0
+}
+
+// Start implements vmm.Driver.
+func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error) {
+	return d.start(ctx, cfg, "")
+}
+
+func (d *Driver) start(ctx context.Context, cfg vmm.Config, incoming string) (*Machine, error) {
+	bin, err := d.binary()
+	if err != nil {
+		return nil, err
+	}
+	kvm := !d.NoKVM && KVM()
+	a, err := args(cfg, kvm, hostTSCKHz(), incoming)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range []string{channelSocket, qmpSocket} {
+		os.Remove(filepath.Join(cfg.RuntimeDir, s))
+	}
+	cmd := exec.Command(bin, a...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		// The VMM never outlives its supervisor.
+		Pdeathsig: syscall.SIGKILL,
+		Setpgid:   true,
+	}
+	if cfg.NetNS != "" {
+		// Entering a namespace needs a locked thread; the network package
+		// does it and execs us through nsenter-like wrapping instead.
+		return nil, fmt.Errorf("qemu: network namespaces are set by the caller: %w", errors.ErrUnsupported)
+	}
+	m := &Machine{
+		cfg:  cfg,
+		cmd:  cmd,
+		done: make(chan struct{}),
+	}
+	cmd.Stdout = &m.stderr
+	cmd.Stderr = &m.stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start qemu: %w", err)
+	}
+	go m.wait()
+
+	// QEMU creates its sockets before the guest runs; once they exist the
+	// machine is up.
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, err := os.Stat(filepath.Join(cfg.RuntimeDir, qmpSocket)); err == nil {
+			if _, err := os.Stat(filepath.Join(cfg.RuntimeDir, channelSocket)); err == nil {
+				return m, nil
+			}
+		}
+		select {
+		case <-m.done:
+			return nil, fmt.Errorf("start qemu: exited at once: %w: %s", m.err, m.stderr.tail())
+		case <-ctx.Done():
+			m.kill()
+			return nil, ctx.Err()
+		case <-deadline.C:
+			m.kill()
+			return nil, fmt.Errorf("start qemu: sockets not created in 10s: %s", m.stderr.tail())
+		case <-tick.C:
+		}
+	}
+}
+
+// Machine is one QEMU process.
+type Machine struct {
+	cfg    vmm.Config
+	cmd    *exec.Cmd
+	stderr tailBuffer
+
+	// done is closed once cmd has been waited for; err is its result.
+	done chan struct{}
+	err  error
+
+	stopOnce sync.Once
+}
+
+func (m *Machine) wait() {
+	m.err = m.cmd.Wait()
+	close(m.done)
+}
+
+func (m *Machine) kill() {
+	m.cmd.Process.Kill()
+	<-m.done
+}
+
+// PID implements vmm.Machine.
+func (m *Machine) PID() int { return m.cmd.Process.Pid }
+
+// DialChannel implements vmm.Machine.
+func (m *Machine) DialChannel(ctx context.Context) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, "unix", filepath.Join(m.cfg.RuntimeDir, channelSocket))
+}
+
+// Wait implements vmm.Machine.
+func (m *Machine) Wait() error {
+	<-m.done
+	if m.err != nil {
+		return fmt.Errorf("qemu: %w: %s", m.err, m.stderr.tail())
+	}
+	return nil
+}
+
+// Done is closed when the QEMU process has exited.
+func (m *Machine) Done() <-chan struct{} { return m.done }
+
+// Stop implements vmm.Machine: it waits up to grace for the guest to power
+// itself off (the caller asks it to over the channel), then asks QEMU to
+// quit, then kills it.
+func (m *Machine) Stop(ctx context.Context, grace time.Duration) error {
+	m.stopOnce.Do(func() {
+		t := time.NewTimer(grace)
+		defer t.Stop()
+		select {
+		case <-m.done:
+			return
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		if q, err := dialQMP(filepath.Join(m.cfg.RuntimeDir, qmpSocket), time.Second); err == nil {
+			q.execute("quit", nil)
+			q.Close()
+		} else {
+			m.cmd.Process.Signal(syscall.SIGTERM)
+		}
+		t2 := time.NewTimer(3 * time.Second)
+		defer t2.Stop()
+		select {
+		case <-m.done:
+		case <-t2.C:
+			m.kill()
+		}
+	})
+	<-m.done
+	return nil
+}
+
+// tailBuffer keeps the last few KiB written to it.
+type tailBuffer struct {
+	mu  sync.Mutex // guards buf
+	buf []byte
+}
+
+const tailMax = 8 << 10
+
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf = append(b.buf, p...)
+	if len(b.buf) > tailMax {
+		b.buf = b.buf[len(b.buf)-tailMax:]
+	}
+	return len(p), nil
+}
+
+func (b *tailBuffer) tail() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(bytes.TrimSpace(b.buf))
+}

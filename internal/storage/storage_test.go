@@ -1,0 +1,72 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestCloneSparse(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	f, err := os.Create(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(64 << 20)
+	f.WriteAt(bytes.Repeat([]byte("a"), 4096), 0)
+	f.WriteAt(bytes.Repeat([]byte("b"), 8192), 32<<20)
+	f.Close()
+	dst := filepath.Join(dir, "dst")
+	if err := Clone(src, dst); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.ReadFile(src)
+	b, _ := os.ReadFile(dst)
+	if !bytes.Equal(a, b) {
+		t.Fatal("clone differs from source")
+	}
+	var st unix.Stat_t
+	unix.Stat(dst, &st)
+	if st.Blocks*512 > 1<<20 {
+		t.Fatalf("clone uses %d bytes: not sparse", st.Blocks*512)
+	}
+	if err := Clone(src, dst); err == nil {
+		t.Fatal("clone over an existing file succeeded")
+	}
+}
+
+func TestUpperDisk(t *testing.T) {
+	s := &Store{Dir: t.TempDir()}
+	for i := 0; i < 2; i++ {
+		dst := filepath.Join(t.TempDir(), "upper.ext4")
+		if err := s.UpperDisk(context.Background(), dst, 256); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, 2)
+		f, _ := os.Open(dst)
+		f.ReadAt(b, 1024+56) // ext4 superblock magic
+		f.Close()
+		if b[0] != 0x53 || b[1] != 0xef {
+			t.Fatalf("no ext4 magic in upper disk: %x", b)
+		}
+	}
+}
+
+func BenchmarkUpperDisk(b *testing.B) {
+	s := &Store{Dir: b.TempDir()}
+	dir := b.TempDir()
+	s.UpperDisk(context.Background(), filepath.Join(dir, "warm"), 2048)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		dst := filepath.Join(dir, "d")
+		if err := s.UpperDisk(context.Background(), dst, 2048); err != nil {
+			b.Fatal(err)
+		}
+		os.Remove(dst)
+	}
+}
