@@ -52,7 +52,7 @@ type share struct {
 type shareOpts struct {
 	readOnly      bool
 	worldReadable bool // other users can reach the mount (and run the test binary)
-	mount    MountOptions
+	mount         MountOptions
 }
 
 // newShare serves a fresh temporary directory and mounts it, unmounting
