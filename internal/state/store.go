@@ -200,8 +200,10 @@ func (s *Store) Get(nameOrID string) (*Record, error) {
 // Update changes the record of the VM with this full ID: it calls fn with
 // the current record under the VM's lock and stores what fn leaves, unless
 // fn returns an error, which Update returns unchanged. fn must not change
-// the ID or the name, and must not call other Store methods on this VM
-// (they would wait for the lock Update holds).
+// the ID or the name, and must not call Store methods: it runs under the
+// VM's lock, and Remove or Update of this VM would wait for it forever,
+// Create or Sweep would break the lock order. Keep fn short: other
+// commands on this VM wait for it.
 func (s *Store) Update(id string, fn func(*Record) error) (*Record, error) {
 	if !isID(id) {
 		return nil, fmt.Errorf("update VM: %w: %s (want a full ID)", ErrNotFound, id)
