@@ -743,10 +743,9 @@ func readFrame(r io.Reader, buf []byte) ([]byte, error) {
 	return buf, nil
 }
 
-// hello is the first message on a connection in each direction.
+// The hello is the first frame on a connection in each direction:
 //
 //	u32 magic, u16 version, u32 flags
-const helloSize = 10
 
 // Hello flags.
 const (
