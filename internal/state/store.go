@@ -71,10 +71,12 @@ type Store struct {
 	dir string
 }
 
-// Open returns the store in dir, creating dir if needed.
+// Open returns the store in dir. It does not create dir: a store whose
+// directory does not exist is empty until the first Create, so read-only
+// commands like fcvm ls never write.
 func Open(dir string) (*Store, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("open VM store %s: %w", dir, err)
+	if dir == "" {
+		return nil, errors.New("open VM store: no directory")
 	}
 	return &Store{dir: dir}, nil
 }
@@ -97,6 +99,9 @@ func (s *Store) Create(r *Record) error {
 	}
 	if r.ID != "" && !isID(r.ID) {
 		return fmt.Errorf("create VM: ID %q is not 64 lowercase hex digits", r.ID)
+	}
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		return fmt.Errorf("create VM: %w", err)
 	}
 	unlock, err := lockDir(s.dir)
 	if err != nil {
@@ -244,6 +249,9 @@ func (s *Store) Update(id string, fn func(*Record) error) (*Record, error) {
 // should show the rest and warn, never fail because of one bad file.
 func (s *Store) List() ([]*Record, error) {
 	ents, err := os.ReadDir(s.dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return []*Record{}, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("list VMs: %w", err)
 	}
@@ -320,6 +328,9 @@ func (s *Store) Remove(id string) error {
 // dead; that is fcvm gc's business.
 func (s *Store) Sweep() error {
 	unlock, err := lockDir(s.dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("sweep VM store: %w", err)
 	}

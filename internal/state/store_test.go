@@ -489,3 +489,27 @@ func TestRemoveRefusesMounts(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestMissingDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data", "vms")
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if recs, err := s.List(); err != nil || len(recs) != 0 {
+		t.Errorf("List of a missing store = %v, %v; want empty", recs, err)
+	}
+	if _, err := s.Get("x"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get = %v, want ErrNotFound", err)
+	}
+	if err := s.Sweep(); err != nil {
+		t.Errorf("Sweep = %v", err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("reading created the store: %v", err)
+	}
+	mustCreate(t, s, &Record{Name: "first"})
+	if r, err := s.Get("first"); err != nil || r.Name != "first" {
+		t.Errorf("Get after first Create = %v, %v", r, err)
+	}
+}
