@@ -9,17 +9,21 @@
 package main
 
 import (
+	"context"
 	_ "embed"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -30,8 +34,21 @@ import (
 //go:embed chandler.c
 var chandlerSrc []byte
 
+// serveEnv makes this binary the Go handler process: "MEMFILE SOCKET
+// WORKINGSET" (WORKINGSET empty for no prefetch). The Go server runs in a
+// process of its own, as the C handler does, so that the benchmark's own
+// work (decoding results, GC) does not land on it.
+const serveEnv = "FCVM_UFFD_BENCH_SERVE"
+
 func main() {
 	uffdtest.RunHelper()
+	if spec, ok := os.LookupEnv(serveEnv); ok {
+		if err := serveGo(strings.Split(spec, "\n")); err != nil {
+			fmt.Fprintln(os.Stderr, "bench/uffd serve:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var o options
 	flag.IntVar(&o.rounds, "rounds", 5, "rounds per configuration; handlers alternate within a round")
 	flag.IntVar(&o.mib4k, "mib4k", 32, "guest memory per client with 4 KiB pages, MiB")
@@ -187,52 +204,83 @@ func measure(h handler, chandler, dir, mem string, ps, size uint64, clients int)
 	if err != nil {
 		return sample{}, err
 	}
-	switch h {
-	case handlerC:
-		cmd := exec.Command(chandler, mem, sock)
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			return sample{}, err
-		}
-		if err := cmd.Start(); err != nil {
-			return sample{}, err
-		}
-		defer func() {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}()
-		line := make([]byte, 6)
-		if _, err := out.Read(line); err != nil || string(line) != "ready\n" {
-			return sample{}, fmt.Errorf("chandler did not start: %q %v", line, err)
-		}
-	default:
-		opts := uffd.Options{MemFile: mem, Socket: sock}
-		if h == handlerGoPrefetch {
-			opts.WorkingSet = filepath.Join(dir, filepath.Base(mem)+".ws")
-			opts.RecordWorkingSet, opts.PrefetchWorkingSet = true, true
-		}
-		srv, err := uffd.NewServer(opts)
-		if err != nil {
-			return sample{}, err
-		}
-		go srv.Serve()
-		defer srv.Close()
-		if h == handlerGoPrefetch {
-			if _, err := os.Stat(opts.WorkingSet); err != nil {
-				// Record the working set with one unmeasured client.
-				if _, err := runClients(self, job, 1); err != nil {
-					return sample{}, err
-				}
-				srv.Close()
-				if srv, err = uffd.NewServer(opts); err != nil {
-					return sample{}, err
-				}
-				go srv.Serve()
-				defer srv.Close()
+	ws := ""
+	if h == handlerGoPrefetch {
+		ws = filepath.Join(dir, filepath.Base(mem)+".ws")
+		if _, err := os.Stat(ws); err != nil {
+			// Record the working set with one unmeasured client.
+			stop, err := startHandler(exec.Command(self), []string{mem, sock, ws})
+			if err != nil {
+				return sample{}, err
+			}
+			_, err = runClients(self, job, 1)
+			stop()
+			if err != nil {
+				return sample{}, err
 			}
 		}
 	}
+	cmd := exec.Command(chandler, mem, sock)
+	var env []string
+	if h != handlerC {
+		cmd = exec.Command(self)
+		env = []string{mem, sock, ws}
+	}
+	stop, err := startHandler(cmd, env)
+	if err != nil {
+		return sample{}, err
+	}
+	defer stop()
 	return runClients(self, job, clients)
+}
+
+// startHandler starts a handler process and waits until it listens.
+func startHandler(cmd *exec.Cmd, serve []string) (stop func(), err error) {
+	if serve != nil {
+		cmd.Env = append(os.Environ(), serveEnv+"="+strings.Join(serve, "\n"))
+	}
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	stop = func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}
+	line := make([]byte, 6)
+	if _, err := io.ReadFull(out, line); err != nil || string(line) != "ready\n" {
+		stop()
+		return nil, fmt.Errorf("%s did not start: %q %v", cmd.Path, line, err)
+	}
+	return stop, nil
+}
+
+// serveGo runs the Go server until SIGTERM.
+func serveGo(args []string) error {
+	if len(args) != 3 {
+		return fmt.Errorf("bad %s", serveEnv)
+	}
+	opts := uffd.Options{MemFile: args[0], Socket: args[1]}
+	if args[2] != "" {
+		opts.WorkingSet = args[2]
+		opts.RecordWorkingSet, opts.PrefetchWorkingSet = true, true
+	}
+	srv, err := uffd.NewServer(opts)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	fmt.Println("ready")
+	return srv.Serve()
 }
 
 func runClients(self string, job uffdtest.Job, n int) (sample, error) {
