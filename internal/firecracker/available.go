@@ -89,7 +89,12 @@ func (d *Driver) Available() error {
 
 // BinaryVersion runs `bin --version` and parses its first line
 // ("Firecracker v1.12.1").
-func BinaryVersion(bin string) ([3]int, error) {
+func BinaryVersion(bin string) ([3]int, error) { return binaryVersion(bin, "firecracker") }
+
+// JailerVersion runs `bin --version` on a jailer ("Jailer v1.12.1").
+func JailerVersion(bin string) ([3]int, error) { return binaryVersion(bin, "jailer") }
+
+func binaryVersion(bin, product string) ([3]int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, bin, "--version").Output()
@@ -98,8 +103,8 @@ func BinaryVersion(bin string) ([3]int, error) {
 	}
 	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
 	_, ver, ok := strings.Cut(line, " ")
-	if !ok || !strings.HasPrefix(strings.ToLower(line), "firecracker") {
-		return [3]int{}, fmt.Errorf("%s --version: unexpected output %q", bin, line)
+	if !ok || !strings.HasPrefix(strings.ToLower(line), product) {
+		return [3]int{}, fmt.Errorf("%s --version: %q is not %s's answer", bin, line, product)
 	}
 	return ParseVersion(ver)
 }
