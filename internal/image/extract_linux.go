@@ -56,6 +56,12 @@ func (x *extractor) extract(ctx context.Context, r io.Reader, progress func(int6
 		}
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
+			// mutate.Extract writes the tar trailer even when a layer
+			// failed, then reports the failure on the pipe: read on to
+			// the real end so a truncated image is never taken as whole.
+			if _, err := io.Copy(io.Discard, r); err != nil {
+				return fmt.Errorf("read image layers: %w", err)
+			}
 			break
 		}
 		if err != nil {

@@ -343,51 +343,63 @@ func (s *Store) fetchDockerArchive(src Source) (*fetched, error) {
 	return f, nil
 }
 
-// fetchPodman exports the image from the host's podman storage to an OCI
-// archive (podman needs no runtime for that) and reads it from there.
+// fetchPodman exports the image from the host's podman storage (podman
+// needs no runtime for that) and reads the export. The export keeps the
+// image's own format, docker or OCI: converting rewrites the config, and
+// with it the ID podman shows.
 func (s *Store) fetchPodman(ctx context.Context, src Source, plat v1.Platform) (*fetched, error) {
 	display := src.String()
 	bin, err := exec.LookPath("podman")
 	if err != nil {
 		return nil, newError(ErrNotFound, display, err, "image %s: containers-storage needs podman on the host: apt-get install podman", display)
 	}
+	ref := canonicalName(src.Ref)
+	podman := func(args ...string) ([]byte, error) {
+		cmd := exec.CommandContext(ctx, bin, args...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			msg := strings.TrimSpace(stderr.String())
+			if strings.Contains(msg, "image not known") || strings.Contains(msg, "no such image") || strings.Contains(msg, "failed to find image") {
+				return nil, newError(ErrNotFound, display, err, "image %s not found in podman's storage: check `podman images`", ref)
+			}
+			if i := strings.LastIndex(msg, "\n"); i >= 0 {
+				msg = msg[i+1:]
+			}
+			return nil, fmt.Errorf("podman %s %s: %v: %s", args[0], ref, err, msg)
+		}
+		return out, nil
+	}
+	mt, err := podman("image", "inspect", "--format", "{{.ManifestType}}", ref)
+	if err != nil {
+		return nil, err
+	}
+	format := "docker-archive"
+	if strings.Contains(string(mt), "oci") {
+		format = "oci-archive"
+	}
 	dir, release, err := s.tempDir("src")
 	if err != nil {
 		return nil, err
 	}
 	archive := filepath.Join(dir, "image.tar")
-	ref := canonicalName(src.Ref)
-	cmd := exec.CommandContext(ctx, bin, "image", "save", "--format", "oci-archive", "--output", archive, ref)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
+	if _, err := podman("image", "save", "--format", format, "--output", archive, ref); err != nil {
 		release()
-		msg := strings.TrimSpace(stderr.String())
-		if strings.Contains(msg, "image not known") || strings.Contains(msg, "no such image") {
-			return nil, newError(ErrNotFound, display, err, "image %s not found in podman's storage: check `podman images`", ref)
-		}
-		if i := strings.LastIndex(msg, "\n"); i >= 0 {
-			msg = msg[i+1:]
-		}
-		return nil, fmt.Errorf("podman image save %s: %v: %s", ref, err, msg)
-	}
-	layoutDir := filepath.Join(dir, "layout")
-	f, err := os.Open(archive)
-	if err != nil {
-		release()
-		return nil, fmt.Errorf("read %s: %w", display, err)
-	}
-	err = untarLayout(f, layoutDir)
-	f.Close()
-	os.Remove(archive)
-	if err != nil {
-		release()
-		return nil, fmt.Errorf("read %s: %w", display, err)
-	}
-	fe, err := s.fetchLayout(Source{Transport: TransportOCI, Path: layoutDir}, layoutDir, plat, release)
-	if err != nil {
 		return nil, err
 	}
+	var fe *fetched
+	if format == "oci-archive" {
+		fe, err = s.fetchOCIArchive(Source{Transport: TransportOCIArchive, Path: archive}, archive, plat)
+	} else {
+		fe, err = s.fetchDockerArchive(Source{Transport: TransportDockerArchive, Path: archive})
+	}
+	if err != nil {
+		release()
+		return nil, err
+	}
+	inner := fe.done
+	fe.done = func() { inner(); release() }
 	fe.names = []string{ref}
 	return fe, nil
 }
