@@ -77,7 +77,9 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 // commands lists every verb. Keep it sorted.
 func commands(env *Env) []*cobra.Command {
 	return []*cobra.Command{
+		newDoctorCmd(env),
 		newImageCmd(env),
+		newRunCmd(env),
 		newInspectCmd(env),
 		newLsCmd(env),
 		newSetupCmd(env),
