@@ -14,7 +14,9 @@ func checkUserfaultfd(context.Context, Options) Check {
 	return unsupported("userfaultfd", "firecracker clones")
 }
 
-func checkReflink(context.Context, Options) Check { return unsupported("reflink", "instant disk copies") }
+func checkReflink(context.Context, Options) Check {
+	return unsupported("reflink", "instant disk copies")
+}
 
 func checkNftables(context.Context, Options) Check {
 	return unsupported("nftables", "--network bridged")
