@@ -735,12 +735,6 @@ func toFlock(l Lock) unix.Flock_t {
 	return fl
 }
 
-// Flags for Getlk and Setlk.
-const (
-	lkFlock = 1 << iota // BSD flock on the handle instead of a POSIX lock
-	lkWait              // block until granted (Setlk only)
-)
-
 // Getlk: Node, Fh, Owner, Lock → Lock (Type F_UNLCK if none conflicts).
 func (ss *session) getlk(rq *Request, rp *Reply) error {
 	n, err := ss.node(rq.Node)

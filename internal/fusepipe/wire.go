@@ -108,6 +108,12 @@ const (
 	SetMtimeNow
 )
 
+// Flags for Getlk and Setlk.
+const (
+	lkFlock = 1 << iota // BSD flock on the handle instead of a POSIX lock
+	lkWait              // block until granted (Setlk only)
+)
+
 // Timespec is a point in time as the kernel stores it.
 type Timespec struct {
 	Sec  int64
