@@ -78,10 +78,12 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 func commands(env *Env) []*cobra.Command {
 	return []*cobra.Command{
 		newDoctorCmd(env),
+		newGCCmd(env),
 		newImageCmd(env),
 		newRunCmd(env),
 		newInspectCmd(env),
 		newLsCmd(env),
+		newRmCmd(env),
 		newSetupCmd(env),
 		newSnapshotCmd(env),
 	}

@@ -1,0 +1,193 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/fcvm/fcvm/internal/supervisor"
+)
+
+type runOptions struct {
+	supervisor.Options
+	envFiles   []string
+	entrypoint string
+	labels     []string
+	rm         bool
+}
+
+func newRunCmd(env *Env) *cobra.Command {
+	o := &runOptions{}
+	cmd := &cobra.Command{
+		Use:   "run [flags] IMAGE [COMMAND [ARG...]]",
+		Short: "Run a container in a new microVM",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Image, o.Cmd = args[0], args[1:]
+			if cmd.Flags().Changed("entrypoint") {
+				o.Entrypoint = &o.entrypoint
+			}
+			return runRun(cmd.Context(), env, o)
+		},
+	}
+	f := cmd.Flags()
+	f.SetInterspersed(false)
+	f.StringVar(&o.Name, "name", "", "name of the VM")
+	f.BoolVarP(&o.Detach, "detach", "d", false, "run in the background and print the VM ID")
+	f.BoolVar(&o.rm, "rm", false, "remove the VM when it exits")
+	f.BoolVarP(&o.Interactive, "interactive", "i", false, "keep stdin open")
+	f.BoolVarP(&o.TTY, "tty", "t", false, "allocate a terminal")
+	f.StringArrayVarP(&o.Env, "env", "e", nil, "set an environment variable (K=V, or K to take it from this environment)")
+	f.StringArrayVar(&o.envFiles, "env-file", nil, "read environment variables from a file")
+	f.StringVar(&o.entrypoint, "entrypoint", "", "override the image's entrypoint")
+	f.StringVarP(&o.Workdir, "workdir", "w", "", "working directory in the container")
+	f.StringVarP(&o.User, "user", "u", "", "user (and group) to run as")
+	f.IntVar(&o.CPUs, "cpus", 1, "virtual CPUs")
+	f.IntVarP(&o.MemoryMiB, "memory", "m", 512, "memory in MiB")
+	f.IntVar(&o.DiskMiB, "disk", 4096, "size of the VM's writable disk in MiB (sparse)")
+	f.StringVar(&o.VMM, "vmm", "auto", "VMM: auto, firecracker or qemu")
+	f.StringVar(&o.Network, "network", "none", "network: none, rootless or bridged")
+	f.StringArrayVarP(&o.labels, "label", "l", nil, "set a label (K=V)")
+	f.BoolVar(&o.TLSVerify, "tls-verify", true, "require HTTPS and verify certificates when pulling")
+	return cmd
+}
+
+// parseEnv resolves -e and --env-file like podman: K=V sets, bare K copies
+// the caller's value (and is dropped when unset).
+func parseEnv(flags, files []string) ([]string, error) {
+	var out []string
+	add := func(kv string) {
+		if strings.Contains(kv, "=") {
+			out = append(out, kv)
+		} else if v, ok := os.LookupEnv(kv); ok {
+			out = append(out, kv+"="+v)
+		}
+	}
+	for _, path := range files {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("read --env-file: %w", err)
+		}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			line := strings.TrimSpace(sc.Text())
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			add(line)
+		}
+		f.Close()
+		if err := sc.Err(); err != nil {
+			return nil, fmt.Errorf("read --env-file %s: %w", path, err)
+		}
+	}
+	for _, kv := range flags {
+		if strings.HasPrefix(kv, "=") {
+			return nil, fmt.Errorf("-e %q: no variable name", kv)
+		}
+		add(kv)
+	}
+	return out, nil
+}
+
+func parseLabels(flags []string) (map[string]string, error) {
+	if len(flags) == 0 {
+		return nil, nil
+	}
+	m := map[string]string{}
+	for _, l := range flags {
+		k, v, _ := strings.Cut(l, "=")
+		if k == "" {
+			return nil, fmt.Errorf("--label %q: no key", l)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+func runRun(ctx context.Context, env *Env, o *runOptions) error {
+	var err error
+	if o.Env, err = parseEnv(o.Env, o.envFiles); err != nil {
+		return err
+	}
+	if o.Labels, err = parseLabels(o.labels); err != nil {
+		return err
+	}
+	o.Remove = o.rm
+	stdinFile, _ := env.Stdin.(*os.File)
+	if o.TTY {
+		if stdinFile == nil || !term.IsTerminal(int(stdinFile.Fd())) {
+			// podman warns and goes on without a terminal; so do we.
+			fmt.Fprintln(env.Stderr, "fcvm: the input device is not a TTY; running without a terminal (drop -t)")
+			o.TTY = false
+		} else if w, h, err := term.GetSize(int(stdinFile.Fd())); err == nil {
+			o.Rows, o.Cols = uint16(h), uint16(w)
+		}
+	}
+	if o.Detach {
+		return errors.New("-d: detached VMs are not available yet in this build: run in the foreground")
+	}
+	if stdinFile != nil && term.IsTerminal(int(stdinFile.Fd())) {
+		o.Progress = env.Stderr
+	}
+
+	// Launch under a context that Ctrl-C cancels, so a pull or a boot can
+	// be interrupted and cleaned up.
+	vm, err := supervisor.Launch(ctx, env.Log, env.Dirs, o.Options)
+	if err != nil {
+		return err
+	}
+	for _, p := range vm.Phases {
+		env.Log.Debug("launch phase", "phase", p.Name, "took", p.Dur)
+	}
+	stdio := supervisor.Stdio{Stdout: env.Stdout, Stderr: env.Stderr}
+	if o.Interactive {
+		stdio.Stdin = env.Stdin
+	}
+	if o.TTY {
+		old, err := term.MakeRaw(int(stdinFile.Fd()))
+		if err == nil {
+			defer term.Restore(int(stdinFile.Fd()), old)
+		}
+		resize := make(chan [2]uint16, 1)
+		winch := make(chan os.Signal, 1)
+		signal.Notify(winch, syscall.SIGWINCH)
+		defer signal.Stop(winch)
+		go func() {
+			for range winch {
+				if w, h, err := term.GetSize(int(stdinFile.Fd())); err == nil {
+					select {
+					case resize <- [2]uint16{uint16(h), uint16(w)}:
+					default:
+					}
+				}
+			}
+		}()
+		stdio.Resize = resize
+	}
+	code, runErr := vm.Run(ctx, stdio)
+	vm.Finish(code, runErr)
+	vm.PowerOff(5 * time.Second)
+	if err := vm.Teardown(o.rm); err != nil {
+		env.Log.Warn("teardown", "err", err)
+	}
+	if runErr != nil {
+		if errors.Is(runErr, context.Canceled) {
+			return &ExitError{Code: 143}
+		}
+		return runErr
+	}
+	if code != 0 {
+		return &ExitError{Code: code}
+	}
+	return nil
+}

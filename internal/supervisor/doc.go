@@ -1,0 +1,20 @@
+// Package supervisor runs one VM from start to teardown. Every running VM
+// has exactly one supervisor process: the foreground `fcvm run` itself, or
+// the background process `fcvm run -d` leaves behind. It owns the VMM
+// process (which dies with it through the parent-death signal), the
+// host-guest channel, the container's log and everything the VM made on
+// the host, and it removes them when the VM ends.
+//
+// # Launch
+//
+// Launch does the host-side work before the guest runs (artifacts, image,
+// record, disks, VMM spawn) and times each phase; on any error it removes
+// everything it made, so bad input leaves nothing behind.
+//
+// # The channel
+//
+// Run dials the guest, hands it the plan, and attaches to the container's
+// output. When the session breaks while the VMM lives (a snapshot, a slow
+// guest) it dials again and resumes from the last output chunk stored, so
+// output is neither lost nor repeated.
+package supervisor

@@ -1,0 +1,330 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/fcvm/fcvm/internal/artifacts"
+	"github.com/fcvm/fcvm/internal/channel"
+	"github.com/fcvm/fcvm/internal/datadir"
+	"github.com/fcvm/fcvm/internal/image"
+	"github.com/fcvm/fcvm/internal/qemu"
+	"github.com/fcvm/fcvm/internal/state"
+	"github.com/fcvm/fcvm/internal/storage"
+	"github.com/fcvm/fcvm/internal/vmm"
+)
+
+// Options are the run flags.
+type Options struct {
+	Name       string
+	Image      string
+	Cmd        []string
+	Entrypoint *string // nil: the image's
+	Env        []string
+	Workdir    string
+	User       string
+	CPUs       int
+	MemoryMiB  int
+	VMM        string // auto, qemu, firecracker
+	Network    string
+	Remove     bool
+	Detach     bool
+	Interactive bool
+	TTY        bool
+	Rows, Cols uint16
+	Labels     map[string]string
+	TLSVerify  bool
+	// DiskMiB is the size of the writable upper disk.
+	DiskMiB int
+	// Progress receives image pull progress.
+	Progress io.Writer
+}
+
+// Limits on the resources a VM may ask for.
+const (
+	MinMemoryMiB = 128
+	MaxCPUs      = 64
+)
+
+// Validate checks the options that need no I/O.
+func (o *Options) Validate() error {
+	if o.CPUs < 1 || o.CPUs > MaxCPUs {
+		return fmt.Errorf("--cpus %d: must be between 1 and %d", o.CPUs, MaxCPUs)
+	}
+	if o.CPUs > runtime.NumCPU() {
+		return fmt.Errorf("--cpus %d: this host has %d CPUs", o.CPUs, runtime.NumCPU())
+	}
+	if o.MemoryMiB < MinMemoryMiB {
+		return fmt.Errorf("--memory %d: must be at least %d MiB", o.MemoryMiB, MinMemoryMiB)
+	}
+	if total := hostMemoryMiB(); total > 0 && o.MemoryMiB > total {
+		return fmt.Errorf("--memory %d: this host has %d MiB", o.MemoryMiB, total)
+	}
+	switch o.VMM {
+	case "auto", "qemu", "firecracker":
+	default:
+		return fmt.Errorf("--vmm %q: must be auto, qemu or firecracker", o.VMM)
+	}
+	switch o.Network {
+	case "none":
+	case "rootless", "bridged":
+		return fmt.Errorf("--network %s: not available yet in this build: use --network none", o.Network)
+	default:
+		return fmt.Errorf("--network %q: must be rootless, bridged or none", o.Network)
+	}
+	if o.Image == "" {
+		return errors.New("no image: give an image reference, e.g. fcvm run busybox echo hi")
+	}
+	return nil
+}
+
+func hostMemoryMiB() int {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	var kib int
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "MemTotal:") {
+			fmt.Sscanf(strings.TrimPrefix(l, "MemTotal:"), "%d", &kib)
+		}
+	}
+	return kib / 1024
+}
+
+// Phase is the time one launch step took.
+type Phase struct {
+	Name string
+	Dur  time.Duration
+}
+
+// VM is a launched VM owned by this process.
+type VM struct {
+	Record  *state.Record
+	Machine vmm.Machine
+	Plan    *channel.Plan
+	Phases  []Phase
+
+	log    *slog.Logger
+	store  *state.Store
+	dirs   datadir.Dirs
+	driver vmm.Driver
+}
+
+// Driver picks the VMM driver for name.
+func Driver(name string) (vmm.Driver, error) {
+	q := &qemu.Driver{}
+	switch name {
+	case "qemu":
+		return q, q.Available()
+	case "firecracker":
+		return nil, fmt.Errorf("--vmm firecracker: %w", firecrackerUnavailable())
+	default: // auto
+		if firecrackerUnavailable() == nil {
+			return nil, errors.New("--vmm auto: firecracker is usable but not wired in this build: use --vmm qemu")
+		}
+		return q, q.Available()
+	}
+}
+
+// Launch does the host-side work and boots the VM. On error nothing it made
+// is left behind.
+func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options) (vm *VM, err error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	var phases []Phase
+	mark := time.Now()
+	phase := func(name string) {
+		now := time.Now()
+		phases = append(phases, Phase{name, now.Sub(mark)})
+		mark = now
+	}
+
+	set, err := artifacts.Load(dirs.Data)
+	if err != nil {
+		return nil, err
+	}
+	driver, err := Driver(o.VMM)
+	if err != nil {
+		return nil, err
+	}
+	store, err := state.Open(dirs.VMs())
+	if err != nil {
+		return nil, err
+	}
+	if o.Name != "" {
+		if _, err := store.Get(o.Name); err == nil {
+			return nil, fmt.Errorf("name %q is already in use: choose another --name or remove it with fcvm rm %s", o.Name, o.Name)
+		}
+	}
+	phase("checks")
+
+	images, err := image.Open(dirs.Images(), log)
+	if err != nil {
+		return nil, err
+	}
+	img, err := images.Ensure(ctx, o.Image, image.PullOptions{TLSVerify: o.TLSVerify, Progress: o.Progress})
+	if err != nil {
+		return nil, err
+	}
+	phase("image")
+	plan, err := buildPlan(o, img)
+	if err != nil {
+		return nil, err
+	}
+
+	rec := &state.Record{
+		Name:       o.Name,
+		Image:      o.Image,
+		ImageID:    img.ID,
+		Cmd:        append(append([]string(nil), plan.Entrypoint...), plan.Cmd...),
+		Driver:     driver.Name(),
+		CPUs:       o.CPUs,
+		MemoryMiB:  o.MemoryMiB,
+		Created:    time.Now(),
+		Status:     state.StatusStarting,
+		Supervisor: state.Self(),
+		Detached:   o.Detach,
+		AutoRemove: o.Remove,
+		Network:    state.Network{Mode: o.Network},
+		Labels:     o.Labels,
+	}
+	if err := store.Create(rec); err != nil {
+		return nil, err
+	}
+	vm = &VM{Record: rec, Plan: plan, log: log, store: store, dirs: dirs, driver: driver}
+	defer func() {
+		if err != nil {
+			vm.Teardown(true)
+			vm = nil
+		}
+	}()
+	plan.Hostname = rec.ShortID()
+	rec.RuntimeDir = dirs.VMRuntime(rec.ID[:12])
+	if err := os.MkdirAll(rec.RuntimeDir, 0o700); err != nil {
+		return vm, fmt.Errorf("make runtime dir: %w", err)
+	}
+	upper := filepath.Join(rec.Dir, "upper.ext4")
+	disks := &storage.Store{Dir: filepath.Join(dirs.Data, "templates")}
+	if err := disks.UpperDisk(ctx, upper, o.DiskMiB); err != nil {
+		return vm, err
+	}
+	phase("disks")
+
+	cfg := vmm.Config{
+		Name:       rec.Name,
+		RuntimeDir: rec.RuntimeDir,
+		Kernel:     set.Kernel,
+		Initrd:     set.Initrd,
+		Cmdline:    "fcvm.channel=serial",
+		VCPUs:      o.CPUs,
+		MemoryMiB:  o.MemoryMiB,
+		Disks: []vmm.Disk{
+			{ID: "base", Path: set.Rootfs, ReadOnly: true},
+			{ID: "upper", Path: upper},
+			{ID: "image", Path: img.Disk, ReadOnly: true},
+		},
+		ConsoleLog: filepath.Join(rec.Dir, "console.log"),
+	}
+	m, err := driver.Start(ctx, cfg)
+	if err != nil {
+		return vm, err
+	}
+	vm.Machine = m
+	phase("vmm spawn")
+	vmmProc, _ := state.ProcessOf(m.PID())
+	if _, err := store.Update(rec.ID, func(r *state.Record) error {
+		r.RuntimeDir = rec.RuntimeDir
+		r.VMM = vmmProc
+		r.Status = state.StatusRunning
+		r.Started = time.Now()
+		return nil
+	}); err != nil {
+		return vm, err
+	}
+	vm.Record.VMM = vmmProc
+	vm.Phases = phases
+	return vm, nil
+}
+
+// buildPlan resolves the image config and the flags the way podman does.
+func buildPlan(o Options, img *image.Image) (*channel.Plan, error) {
+	p := &channel.Plan{
+		Entrypoint:    img.Config.Entrypoint,
+		Cmd:           img.Config.Cmd,
+		Workdir:       img.Config.WorkingDir,
+		User:          img.Config.User,
+		Interactive:   o.Interactive,
+		TTY:           o.TTY,
+		Rows:          o.Rows,
+		Cols:          o.Cols,
+		Labels:        o.Labels,
+		ClockUnixNano: time.Now().UnixNano(),
+	}
+	if o.Entrypoint != nil {
+		// As podman: --entrypoint replaces the image's entrypoint and drops
+		// its cmd.
+		p.Entrypoint, p.Cmd = nil, nil
+		if *o.Entrypoint != "" {
+			p.Entrypoint = []string{*o.Entrypoint}
+		}
+	}
+	if len(o.Cmd) > 0 {
+		p.Cmd = o.Cmd
+	}
+	if len(p.Entrypoint)+len(p.Cmd) == 0 {
+		return nil, fmt.Errorf("image %s has no entrypoint or cmd: give a command after the image name", o.Image)
+	}
+	env := map[string]int{}
+	add := func(kv string) {
+		k, _, _ := strings.Cut(kv, "=")
+		if i, ok := env[k]; ok {
+			p.Env[i] = kv
+			return
+		}
+		env[k] = len(p.Env)
+		p.Env = append(p.Env, kv)
+	}
+	for _, kv := range img.Config.Env {
+		add(kv)
+	}
+	for _, kv := range o.Env {
+		add(kv)
+	}
+	if o.Workdir != "" {
+		p.Workdir = o.Workdir
+	}
+	if o.User != "" {
+		p.User = o.User
+	}
+	return p, nil
+}
+
+// Teardown stops the VMM if it still runs and removes what the VM made on
+// the host. With remove it also deletes the VM's disks and record.
+func (vm *VM) Teardown(remove bool) error {
+	var errs []error
+	if vm.Machine != nil {
+		vm.Machine.Stop(context.Background(), 0)
+	}
+	if vm.Record.RuntimeDir != "" {
+		if err := os.RemoveAll(vm.Record.RuntimeDir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if remove {
+		if err := vm.store.Remove(vm.Record.ID); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

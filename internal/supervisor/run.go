@@ -1,0 +1,240 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/fcvm/fcvm/internal/channel"
+	"github.com/fcvm/fcvm/internal/containerlog"
+	"github.com/fcvm/fcvm/internal/state"
+)
+
+// Stdio is where a foreground run's streams go; nil fields are not used.
+type Stdio struct {
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	// Resize delivers terminal size changes for -t.
+	Resize <-chan [2]uint16
+}
+
+// BootTimeout bounds how long the guest may take to answer the channel.
+var BootTimeout = 90 * time.Second
+
+// connect dials the guest until a handshake succeeds, the VMM exits, or
+// the boot timeout passes.
+func (vm *VM) connect(ctx context.Context, generation uint64) (*channel.Client, error) {
+	deadline := time.Now().Add(BootTimeout)
+	exited := make(chan struct{})
+	go func() { vm.Machine.Wait(); close(exited) }()
+	for {
+		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		conn, err := vm.Machine.DialChannel(dctx)
+		cancel()
+		if err == nil {
+			var c *channel.Client
+			c, err = channel.NewClient(conn, generation, vm.log)
+			if err == nil {
+				return c, nil
+			}
+		}
+		vm.log.Debug("dial guest", "err", err)
+		select {
+		case <-exited:
+			return nil, fmt.Errorf("guest did not start: the VM exited%s", vm.consoleTail())
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		default:
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("guest did not answer within %s%s", BootTimeout, vm.consoleTail())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// consoleTail is the end of the guest console, for boot errors.
+func (vm *VM) consoleTail() string {
+	b, err := os.ReadFile(vm.Record.Dir + "/console.log")
+	if err != nil || len(b) == 0 {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > 15 {
+		lines = lines[len(lines)-15:]
+	}
+	return "; last lines of the guest console:\n  " + strings.Join(lines, "\n  ")
+}
+
+// Run starts the container and streams its output until it exits,
+// returning its exit code. ctx cancellation (Ctrl-C, SIGTERM) stops the VM.
+func (vm *VM) Run(ctx context.Context, stdio Stdio) (int, error) {
+	logw, err := containerlog.Create(vm.Record.Dir+"/container.log", 0)
+	if err != nil {
+		return 0, err
+	}
+	defer logw.Close()
+
+	var lastSeq uint64
+	started := false
+	stdinDone := false
+	for {
+		c, err := vm.connect(ctx, 1)
+		if err != nil {
+			return 0, err
+		}
+		if !started {
+			if _, _, err := c.Open(ctx, channel.Request{Kind: channel.KindStart, Start: vm.Plan}); err != nil {
+				c.Close()
+				if ctx.Err() != nil {
+					return 0, ctx.Err()
+				}
+				return 0, fmt.Errorf("start container: %w", err)
+			}
+			started = true
+		}
+		code, exited, err := vm.attach(ctx, c, &lastSeq, logw, stdio, &stdinDone)
+		if exited {
+			c.Close()
+			return code, nil
+		}
+		c.Close()
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		vm.log.Info("channel broke; reconnecting", "err", err)
+	}
+}
+
+// attach streams output from *lastSeq+1 until exit or a broken session.
+func (vm *VM) attach(ctx context.Context, c *channel.Client, lastSeq *uint64, logw *containerlog.Writer, stdio Stdio, stdinDone *bool) (code int, exited bool, err error) {
+	s, _, err := c.Open(ctx, channel.Request{Kind: channel.KindAttach, Attach: &channel.AttachRequest{From: *lastSeq + 1, Stdin: stdio.Stdin != nil}})
+	if err != nil {
+		return 0, false, err
+	}
+	defer s.Close()
+	stop := context.AfterFunc(ctx, func() { s.Close() })
+	defer stop()
+
+	var wmu sync.Mutex
+	send := func(t channel.FrameType, p []byte) error {
+		wmu.Lock()
+		defer wmu.Unlock()
+		return channel.WriteFrame(s, t, p)
+	}
+	done := make(chan struct{})
+	defer close(done)
+	if stdio.Stdin != nil && !*stdinDone {
+		go func() {
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := stdio.Stdin.Read(buf)
+				if n > 0 && send(channel.FrameStdin, buf[:n]) != nil {
+					return
+				}
+				if err != nil {
+					*stdinDone = true
+					send(channel.FrameStdinEOF, nil)
+					return
+				}
+			}
+		}()
+	}
+	if stdio.Resize != nil {
+		go func() {
+			for {
+				select {
+				case sz := <-stdio.Resize:
+					send(channel.FrameResize, channel.Resize(sz[0], sz[1]))
+				case <-done:
+					return
+				}
+			}
+		}()
+	}
+	for {
+		f, err := channel.ReadFrame(s)
+		if err != nil {
+			return 0, false, err
+		}
+		switch f.Type {
+		case channel.FrameStdout, channel.FrameStderr:
+			o, err := channel.ParseOutput(f.Payload)
+			if err != nil {
+				return 0, false, err
+			}
+			if o.Seq <= *lastSeq {
+				continue
+			}
+			stream, w := containerlog.Stdout, stdio.Stdout
+			if f.Type == channel.FrameStderr {
+				stream, w = containerlog.Stderr, stdio.Stderr
+			}
+			if err := logw.Write(containerlog.Record{Time: time.Now(), Stream: stream, Data: o.Data}); err != nil {
+				vm.log.Warn("store container output", "err", err)
+			}
+			if w != nil {
+				w.Write(o.Data)
+			}
+			*lastSeq = o.Seq
+			send(channel.FrameAck, channel.Uint64(o.Seq))
+		case channel.FrameExit:
+			code, err := channel.ParseUint32(f.Payload)
+			if err != nil {
+				return 0, false, err
+			}
+			return int(int32(code)), true, nil
+		case channel.FrameError:
+			return 0, false, &channel.GuestError{Msg: string(f.Payload)}
+		}
+	}
+}
+
+// Signal forwards a signal to the container's main process.
+func (vm *VM) Signal(ctx context.Context, c *channel.Client, sig syscall.Signal) error {
+	s, _, err := c.Open(ctx, channel.Request{Kind: channel.KindSignal, Signal: int(sig)})
+	if err != nil {
+		return err
+	}
+	return s.Close()
+}
+
+// PowerOff asks the guest to power off and waits up to grace for the VMM to
+// exit, then stops it.
+func (vm *VM) PowerOff(grace time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	dctx, dcancel := context.WithTimeout(ctx, time.Second)
+	conn, err := vm.Machine.DialChannel(dctx)
+	dcancel()
+	if err == nil {
+		if c, err := channel.NewClient(conn, 1, vm.log); err == nil {
+			if s, _, err := c.Open(ctx, channel.Request{Kind: channel.KindPoweroff}); err == nil {
+				s.Close()
+			}
+			defer c.Close()
+		}
+	}
+	vm.Machine.Stop(context.Background(), grace)
+}
+
+// Finish records how the VM ended.
+func (vm *VM) Finish(code int, runErr error) {
+	vm.store.Update(vm.Record.ID, func(r *state.Record) error {
+		r.Finished = time.Now()
+		r.Status = state.StatusExited
+		if runErr != nil && !errors.Is(runErr, context.Canceled) {
+			r.Error = runErr.Error()
+		} else {
+			r.ExitCode = &code
+		}
+		return nil
+	})
+}
