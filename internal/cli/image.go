@@ -8,7 +8,11 @@ func newImageCmd(env *Env) *cobra.Command {
 		Short: "Pull, list and remove container images",
 	}
 	cmd.AddCommand(
-	// one constructor per subcommand, each in its own image_*.go file
+		// one constructor per subcommand, each in its own image_*.go file
+		newImageLsCmd(env),
+		newImagePruneCmd(env),
+		newImagePullCmd(env),
+		newImageRmCmd(env),
 	)
 	return cmd
 }

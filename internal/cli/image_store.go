@@ -1,0 +1,46 @@
+package cli
+
+import (
+	"sync"
+
+	"github.com/fcvm/fcvm/internal/image"
+	"github.com/fcvm/fcvm/internal/state"
+)
+
+// openImageStore opens the image store with InUse answered from the VM
+// records: an image is in use while any VM record, running or not, names
+// it (as podman refuses to remove an image a container uses).
+func openImageStore(env *Env) (*image.Store, error) {
+	s, err := image.Open(env.Dirs.Images(), env.Log)
+	if err != nil {
+		return nil, err
+	}
+	var once sync.Once
+	var used map[string]bool
+	var unknown bool
+	s.InUse = func(id string) bool {
+		once.Do(func() {
+			used = map[string]bool{}
+			st, err := state.Open(env.Dirs.VMs())
+			if err != nil {
+				unknown = true
+				return
+			}
+			recs, err := st.List()
+			if err != nil && recs == nil {
+				unknown = true
+			}
+			for _, r := range recs {
+				if r.ImageID != "" {
+					used[r.ImageID] = true
+				}
+			}
+		})
+		if unknown {
+			env.Log.Warn("cannot read VM records: keeping every image", "dir", env.Dirs.VMs())
+			return true
+		}
+		return used[id]
+	}
+	return s, nil
+}
