@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/fcvm/fcvm/internal/image"
@@ -77,4 +78,31 @@ func benchLogger() *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.DiscardHandler)
+}
+
+// BenchmarkEnsureCachedArchives is Ensure of a cached image named by each
+// local transport: the file is read again, the disk is not rebuilt.
+func BenchmarkEnsureCachedArchives(b *testing.B) {
+	src := imagetest.Busybox(b, imagetest.Options{})
+	dir := b.TempDir()
+	imagetest.WriteOCIArchive(b, src, filepath.Join(dir, "oci.tar"))
+	imagetest.WriteOCILayout(b, src, filepath.Join(dir, "layout"), "")
+	imagetest.WriteDockerArchive(b, src, filepath.Join(dir, "docker.tar"), "localhost/test/busybox:1")
+	for _, ref := range []string{"oci-archive:" + dir + "/oci.tar", "oci:" + dir + "/layout", "docker-archive:" + dir + "/docker.tar"} {
+		b.Run(ref[:strings.Index(ref, ":")], func(b *testing.B) {
+			s, err := image.Open(b.TempDir(), slog.New(slog.DiscardHandler))
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			if _, err := s.Pull(ctx, ref, image.DefaultPullOptions()); err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if _, err := s.Ensure(ctx, ref, image.DefaultPullOptions()); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

@@ -98,6 +98,12 @@ func checkDisk(t testing.TB, img *image.Image) {
 	if fi.Size() != img.Size {
 		t.Errorf("disk size %d, Image.Size %d", fi.Size(), img.Size)
 	}
+	if out, err := exec.Command("e2fsck", "-fn", img.Disk).CombinedOutput(); err != nil {
+		t.Errorf("e2fsck -fn %s: %v\n%s", img.Disk, err, out)
+	}
+	if got := debugfs(t, img.Disk, "stats"); !strings.Contains(got, "Filesystem volume name:   fcvm-") || strings.Contains(got, "has_journal") {
+		t.Errorf("disk label or features:\n%s", got)
+	}
 	bin := debugfs(t, img.Disk, "ls -l /bin")
 	for _, want := range []string{"busybox", "sh", "cat", "echo", "sleep", "ls", "true", "false"} {
 		if !strings.Contains(bin, " "+want+"\n") && !strings.Contains(bin, " "+want+" ") {

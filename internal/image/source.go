@@ -30,6 +30,9 @@ type fetched struct {
 	names  []string // canonical names to give it
 	digest string   // the manifest (or index) digest the source gave
 	done   func()   // removes temporary files; never nil
+	// layers, if set, must run before the layers are read: sources that
+	// can tell the image ID without them fetch them only when building.
+	layers func() error
 }
 
 // fetch opens the image src names.
@@ -239,21 +242,46 @@ func (s *Store) fetchOCIArchive(src Source, archive string, plat v1.Platform) (*
 		}
 		return nil, fmt.Errorf("open %s: %w", display, err)
 	}
-	defer f.Close()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+		}
+	}()
 	dir, release, err := s.tempDir("src")
 	if err != nil {
 		return nil, err
 	}
-	if err := untarLayout(f, dir); err != nil {
+	// Manifests and configs first: if the image is cached, its layers,
+	// most of the archive, are never copied.
+	if err := untarLayout(f, dir, smallBlob); err != nil {
 		release()
 		return nil, fmt.Errorf("read %s: %w", display, err)
 	}
-	return s.fetchLayout(src, dir, plat, release)
+	fe, err := s.fetchLayout(src, dir, plat, release)
+	if err != nil {
+		return nil, err
+	}
+	ok = true
+	fe.layers = func() error {
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		return untarLayout(f, dir, -1)
+	}
+	inner := fe.done
+	fe.done = func() { f.Close(); inner() }
+	return fe, nil
 }
 
+// smallBlob is the largest blob read before the image ID is known:
+// manifests and configs are far smaller.
+const smallBlob = 1 << 20
+
 // untarLayout unpacks an OCI archive: plain files and directories only,
-// each kept inside dir.
-func untarLayout(r io.Reader, dir string) error {
+// each kept inside dir, and of the blobs only those up to max bytes unless
+// max is negative.
+func untarLayout(r io.Reader, dir string, max int64) error {
 	tr := tar.NewReader(r)
 	for {
 		hdr, err := tr.Next()
@@ -274,6 +302,9 @@ func untarLayout(r io.Reader, dir string) error {
 				return err
 			}
 		case tar.TypeReg:
+			if max >= 0 && hdr.Size > max && strings.HasPrefix(rel, "blobs/") {
+				continue
+			}
 			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 				return err
 			}

@@ -234,6 +234,11 @@ func (s *Store) build(ctx context.Context, f *fetched, id string, cfg *v1.Config
 		return nil
 	}
 
+	if f.layers != nil {
+		if err := f.layers(); err != nil {
+			return fmt.Errorf("read layers: %w", err)
+		}
+	}
 	tmp, release, err := s.tempDir(hexOf(id)[:12])
 	if err != nil {
 		return err
