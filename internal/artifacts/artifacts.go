@@ -22,8 +22,9 @@
 //     modules in GuestModules plus their dependencies under
 //     /lib/modules/<release>/ and a modules.dep naming only those. The
 //     agent loads them with package guestmod.
-//   - rootfs: debootstrap --variant=minbase with RootfsPackages, cleaned
-//     of caches and docs, given the config files the guest needs, and
+//   - rootfs: debootstrap --variant=minbase, then RootfsPackages installed
+//     by apt-get --no-install-recommends in the chroot, cleaned of caches
+//     and docs, given the config files the guest needs, and
 //     written into an ext4 image with mkfs.ext4 -d (no mounting).
 //
 // # Content addressing

@@ -19,6 +19,7 @@ const debianKeyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
 // kernelPart is a kernel ready in its final directory.
 type kernelPart struct {
 	vmlinux, bzImage, release, pkg, digest string
+	reused                                 bool // already in place
 }
 
 // userKernel is a kernel file the user named.
@@ -61,16 +62,23 @@ func (b *builder) buildKernel(ctx context.Context, uk *userKernel) (kernelPart, 
 		return kernelPart{}, err
 	}
 	final := filepath.Join(b.dir, "kernel-"+k.digest)
-	if err := b.install(work, final); err != nil {
-		return kernelPart{}, err
+	if !k.reused {
+		if err := b.install(work, final); err != nil {
+			return kernelPart{}, err
+		}
 	}
 	k.vmlinux = filepath.Join(final, "vmlinux")
 	if k.bzImage != "" {
 		k.bzImage = filepath.Join(final, "bzImage")
 	}
-	st, _ := os.Stat(k.vmlinux)
+	st, err := os.Stat(k.vmlinux)
+	if err != nil {
+		return kernelPart{}, fmt.Errorf("kernel: %w", err)
+	}
 	b.step("kernel", start, st.Size())
-	b.built("kernel")
+	if !k.reused {
+		b.built("kernel")
+	}
 	b.progress("kernel: %s (%s) in %s", k.release, final, time.Since(start).Round(time.Millisecond))
 	return k, nil
 }
@@ -166,6 +174,13 @@ func (c *aptConfig) run(ctx context.Context, b *builder, dir, tool string, args 
 // modules from it into work.
 func (b *builder) debianKernel(ctx context.Context, work string) (kernelPart, error) {
 	start := time.Now()
+	// The unpacked package is 400 MB: drop it as soon as the kernel part
+	// is made rather than when the whole build ends.
+	defer func() {
+		for _, d := range []string{"apt", "download", "deb"} {
+			os.RemoveAll(filepath.Join(b.tmp, d))
+		}
+	}()
 	apt, err := newAptConfig(filepath.Join(b.tmp, "apt"), b.opts.Mirror, b.opts.Suite, b.arch)
 	if err != nil {
 		return kernelPart{}, fmt.Errorf("fetch kernel: %w", err)
@@ -202,6 +217,16 @@ func (b *builder) debianKernel(ctx context.Context, work string) (kernelPart, er
 	}
 	b.step("kernel index", start, 0)
 
+	d := digest("kernel", fmt.Sprint(Recipe), "debian", pkg, version, sha, strings.Join(GuestModules, ","))
+	if final := filepath.Join(b.dir, "kernel-"+d); !b.opts.Force && exists(filepath.Join(final, "vmlinux")) {
+		// Built before (an earlier setup that failed later on).
+		release, _ := os.ReadFile(filepath.Join(final, "release"))
+		if len(release) > 0 {
+			b.progress("kernel: %s %s is already unpacked", pkg, version)
+			return kernelPart{bzImage: "bzImage", release: string(release), pkg: pkg + " " + version, digest: d, reused: true}, nil
+		}
+	}
+
 	start = time.Now()
 	b.progress("kernel: downloading %s %s", pkg, version)
 	dl := filepath.Join(b.tmp, "download")
@@ -234,9 +259,11 @@ func (b *builder) debianKernel(ctx context.Context, work string) (kernelPart, er
 	if err != nil {
 		return kernelPart{}, fmt.Errorf("kernel package %s %s: %w", pkg, version, err)
 	}
-	k.pkg = pkg + " " + version
-	k.digest = digest("kernel", fmt.Sprint(Recipe), "debian", pkg, version, sha, strings.Join(GuestModules, ","))
+	k.pkg, k.digest = pkg+" "+version, d
 	b.step("kernel extract", start, 0)
+	if err := os.WriteFile(filepath.Join(work, "release"), []byte(k.release), 0o644); err != nil {
+		return kernelPart{}, err
+	}
 	return k, writeJSONAtomic(filepath.Join(work, "kernel.json"), map[string]string{
 		"package": pkg, "version": version, "sha256": sha, "mirror": b.opts.Mirror, "suite": b.opts.Suite, "release": k.release,
 	})

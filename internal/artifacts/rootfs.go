@@ -3,6 +3,7 @@ package artifacts
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io/fs"
 	"maps"
@@ -14,7 +15,7 @@ import (
 )
 
 // RootfsPackages are installed into the base rootfs on top of Debian
-// minbase (debootstrap resolves their Depends, not their Recommends).
+// minbase, by apt in the chroot, without their Recommends.
 // podman runs one container with --rootfs DIR:O and --network none or
 // host; crun is its runtime, runc the fallback; catatonit is podman's
 // --init; fuse-overlayfs gives container storage on an overlayfs root.
@@ -70,16 +71,27 @@ func (b *builder) buildRootfs(ctx context.Context, d string) (string, error) {
 		return "", err
 	}
 	start := time.Now()
-	b.progress("rootfs: debootstrap %s from %s with %s (a few minutes)", b.opts.Suite, b.opts.Mirror, strings.Join(RootfsPackages, " "))
-	_, err := runTool(ctx, b.log, b.tmp, []string{"LC_ALL=C", "DEBIAN_FRONTEND=noninteractive"},
+	b.progress("rootfs: debootstrap --variant=minbase %s from %s (a few minutes)", b.opts.Suite, b.opts.Mirror)
+	env := []string{"LC_ALL=C", "DEBIAN_FRONTEND=noninteractive", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	_, err := runTool(ctx, b.log, b.tmp, env,
 		"debootstrap", "--variant=minbase", "--arch="+b.arch, "--components=main",
-		"--include="+strings.Join(RootfsPackages, ","),
 		b.opts.Suite, tree, b.opts.Mirror)
 	if err != nil {
-		return "", fmt.Errorf("build rootfs (is the mirror %s reachable? set --mirror): %w", b.opts.Mirror, err)
+		return "", debootstrapError(err, tree, b.opts.Mirror)
 	}
 	b.step("debootstrap", start, 0)
 	b.progress("rootfs: debootstrap took %s", time.Since(start).Round(time.Second))
+
+	// debootstrap --include configures its packages in its own order,
+	// and golang-github-containers-common fails that way; apt in the
+	// chroot orders them properly.
+	start = time.Now()
+	b.progress("rootfs: installing %s", strings.Join(RootfsPackages, " "))
+	if err := aptInstallChroot(ctx, b, tree, env); err != nil {
+		return "", err
+	}
+	b.step("apt-get install", start, 0)
+	b.progress("rootfs: packages took %s", time.Since(start).Round(time.Second))
 
 	start = time.Now()
 	if err := cleanRootfs(tree); err != nil {
@@ -111,6 +123,44 @@ func (b *builder) buildRootfs(ctx context.Context, d string) (string, error) {
 	b.built("rootfs")
 	b.progress("rootfs: %s, %s", final, humanSize(size))
 	return filepath.Join(final, "rootfs.ext4"), nil
+}
+
+// debootstrapError adds the tail of debootstrap's own log, which says
+// which package failed and why, to its error.
+func debootstrapError(err error, tree, mirror string) error {
+	var te *ToolError
+	if errors.As(err, &te) {
+		if log, rerr := os.ReadFile(filepath.Join(tree, "debootstrap", "debootstrap.log")); rerr == nil {
+			te.Tail += "\n--- debootstrap.log:\n" + tail(string(log), tailLines)
+		}
+		if strings.Contains(te.Tail, "Failed getting release") || strings.Contains(te.Tail, "Couldn't download") {
+			return fmt.Errorf("build rootfs from %s (is the mirror reachable? set --mirror): %w", mirror, err)
+		}
+	}
+	return fmt.Errorf("build rootfs from %s: %w", mirror, err)
+}
+
+// aptInstallChroot installs RootfsPackages with the chroot's own apt,
+// which debootstrap pointed at the mirror, without recommends and
+// without starting services.
+func aptInstallChroot(ctx context.Context, b *builder, tree string, env []string) error {
+	policy := filepath.Join(tree, "usr/sbin/policy-rc.d")
+	if err := os.WriteFile(policy, []byte("#!/bin/sh\nexit 101\n"), 0o755); err != nil {
+		return err
+	}
+	defer os.Remove(policy)
+	// Mirrors that are snapshots carry an expired Valid-Until.
+	opts := []string{"-q", "-y", "-o", "Acquire::Check-Valid-Until=false", "-o", "Acquire::Languages=none"}
+	if _, err := runTool(ctx, b.log, b.tmp, env, "chroot", append([]string{tree, "apt-get"}, append(opts, "update")...)...); err != nil {
+		return fmt.Errorf("build rootfs: apt-get update in the chroot: %w", err)
+	}
+	args := append([]string{tree, "apt-get"}, opts...)
+	args = append(args, "--no-install-recommends", "-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold", "install")
+	args = append(args, RootfsPackages...)
+	if _, err := runTool(ctx, b.log, b.tmp, env, "chroot", args...); err != nil {
+		return fmt.Errorf("build rootfs: apt-get install in the chroot: %w", err)
+	}
+	return nil
 }
 
 // cleanRootfs removes what a guest never reads: apt's indexes and

@@ -239,8 +239,16 @@ func Load(log *slog.Logger, dir, cmdline string, load LoadFunc) error {
 	for _, wave := range waves {
 		var wg sync.WaitGroup
 		for _, m := range wave {
-			if dep := firstFailed(m, failed); dep != "" {
+			// Dependencies are all in earlier waves, finished: reading
+			// their entries needs no lock, but this wave's goroutines
+			// are writing others.
+			mu.Lock()
+			dep := firstFailed(m, failed)
+			if dep != "" {
 				failed[m.Name] = fmt.Errorf("%w (%s)", ErrSkipped, dep)
+			}
+			mu.Unlock()
+			if dep != "" {
 				continue
 			}
 			wg.Add(1)
