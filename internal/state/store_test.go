@@ -374,7 +374,7 @@ func TestKilledWriter(t *testing.T) {
 	s := newStore(t)
 	r := mustCreate(t, s, &Record{Name: "churn"})
 	path := filepath.Join(r.Dir, recordFile)
-	check := func() {
+	check := func() (written bool) {
 		t.Helper()
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -387,12 +387,22 @@ func TestKilledWriter(t *testing.T) {
 		if got.Labels != nil && strconv.Itoa(len(got.Labels["pad"])) != got.Labels["len"] {
 			t.Fatalf("record mixes two writes: pad %d bytes, len says %s", len(got.Labels["pad"]), got.Labels["len"])
 		}
+		return got.Labels != nil
 	}
 	reads := 0
 	for round := range 5 {
 		c := startHelper(t, "churn", s.Dir(), r.ID)
 		if err := c.Start(); err != nil {
 			t.Fatal(err)
+		}
+		// Wait for the writer's first write (a slow machine may take a
+		// while to start it), then read while it writes.
+		started := time.Now()
+		for round == 0 && !check() {
+			if time.Since(started) > 30*time.Second {
+				t.Fatal("the writer wrote nothing in 30 s")
+			}
+			reads++
 		}
 		deadline := time.Now().Add(time.Duration(50+round*37) * time.Millisecond)
 		for time.Now().Before(deadline) {
