@@ -652,8 +652,16 @@ func (s *Store) prune(all bool) ([]Image, error) {
 	return removed, errors.Join(errs...)
 }
 
-// pruneTemp removes temp dirs whose owner is gone: their lock is free.
+// pruneTemp removes temp dirs whose owner is gone (their lock is free) and
+// build locks that a crashed pull left.
 func (s *Store) pruneTemp() {
+	locks := filepath.Join(s.dir, "locks")
+	lents, _ := os.ReadDir(locks)
+	for _, e := range lents {
+		if l, ok, err := tryLockFile(filepath.Join(locks, e.Name())); err == nil && ok {
+			l.unlock(true)
+		}
+	}
 	tmp := filepath.Join(s.dir, "tmp")
 	ents, _ := os.ReadDir(tmp)
 	for _, e := range ents {
