@@ -159,10 +159,10 @@ func checkRootlessNet(ctx context.Context, _ Options) Check {
 			continue
 		}
 		v, err := version(ctx, path, "--version")
-		if err != nil {
-			v = path
+		if err != nil || !strings.ContainsAny(v, "0123456789") {
+			v = "version unknown" // pasta from Debian 12 prints no number
 		}
-		found = append(found, fmt.Sprintf("%s: %s", bin, v))
+		found = append(found, fmt.Sprintf("%s (%s)", path, v))
 	}
 	if len(found) == 0 {
 		c.Detail = "neither pasta nor slirp4netns is in PATH"
