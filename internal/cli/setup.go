@@ -49,6 +49,7 @@ mirror in the host's apt sources, else http://deb.debian.org/debian.`,
 	f.StringVar(&o.mirror, "mirror", "", "Debian mirror URL (default: the host's, else http://deb.debian.org/debian)")
 	f.StringVar(&o.suite, "suite", artifacts.DefaultSuite, "Debian suite")
 	_ = f.MarkHidden("suite")
+	cmd.AddCommand(newSetupFirecrackerCmd(env))
 	return cmd
 }
 

@@ -127,7 +127,7 @@ func checkFirecracker(ctx context.Context, o Options) Check {
 }
 
 // firecrackerFix is how to get the firecracker binary.
-var firecrackerFix = "install firecracker into PATH or " + filepath.Join("<data dir>", "bin", "firecracker") + "; without it use --vmm qemu"
+const firecrackerFix = "fcvm setup firecracker --download (or --from PATH); without it use --vmm qemu"
 
 func checkQEMU(ctx context.Context, _ Options) Check {
 	bin := qemuBinary()
