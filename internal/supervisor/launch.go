@@ -225,7 +225,7 @@ func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options)
 		RuntimeDir: rec.RuntimeDir,
 		Kernel:     set.Kernel,
 		Initrd:     set.Initrd,
-		Cmdline:    "fcvm.channel=serial",
+		Cmdline:    strings.TrimSpace("fcvm.channel=serial " + os.Getenv("FCVM_KERNEL_ARGS")),
 		VCPUs:      o.CPUs,
 		MemoryMiB:  o.MemoryMiB,
 		Disks: []vmm.Disk{

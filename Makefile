@@ -1,0 +1,12 @@
+GO ?= go
+BIN := bin
+
+.PHONY: build test demo
+build:
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/fcvm ./cmd/fc-agent
+
+test:
+	bash scripts/test.sh
+
+demo: build
+	bash scripts/demo.sh

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs the Debian packages fcvm and its tests need on the host.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q || true
+apt-get install -y -q --no-install-recommends \
+  qemu-system-x86 debootstrap debian-archive-keyring e2fsprogs cpio \
+  podman runc crun conmon uidmap fuse-overlayfs catatonit skopeo \
+  docker-registry busybox-static \
+  passt slirp4netns nftables iproute2 \
+  btrfs-progs xfsprogs fuse3 \
+  gcc libc6-dev ca-certificates curl procps util-linux tmux
