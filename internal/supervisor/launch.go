@@ -24,24 +24,24 @@ import (
 
 // Options are the run flags.
 type Options struct {
-	Name       string
-	Image      string
-	Cmd        []string
-	Entrypoint *string // nil: the image's
-	Env        []string
-	Workdir    string
-	User       string
-	CPUs       int
-	MemoryMiB  int
-	VMM        string // auto, qemu, firecracker
-	Network    string
-	Remove     bool
-	Detach     bool
+	Name        string
+	Image       string
+	Cmd         []string
+	Entrypoint  *string // nil: the image's
+	Env         []string
+	Workdir     string
+	User        string
+	CPUs        int
+	MemoryMiB   int
+	VMM         string // auto, qemu, firecracker
+	Network     string
+	Remove      bool
+	Detach      bool
 	Interactive bool
-	TTY        bool
-	Rows, Cols uint16
-	Labels     map[string]string
-	TLSVerify  bool
+	TTY         bool
+	Rows, Cols  uint16
+	Labels      map[string]string
+	TLSVerify   bool
 	// DiskMiB is the size of the writable upper disk.
 	DiskMiB int
 	// Progress receives image pull progress.
