@@ -41,8 +41,9 @@
 // `mkfs.ext4 -d` (no journal, no reserved blocks, root owned by 0:0) sized
 // from the content. A pull that fails or is interrupted leaves nothing but
 // its temp dir, which the pull removes and Prune reclaims after a crash.
-// Building needs root to keep file ownership and device nodes; without
-// root the files belong to the invoking user.
+// Without root the tree is extracted as the invoking user, and the owners,
+// device nodes and privileged xattrs it could not set are written into the
+// finished disk with debugfs (no mount, no privilege needed).
 //
 // # Concurrency
 //
@@ -64,5 +65,6 @@
 //
 // # Requirements
 //
-// mkfs.ext4 from e2fsprogs 1.43 or later; podman for containers-storage.
+// mkfs.ext4 (with -d) and debugfs from e2fsprogs; podman for
+// containers-storage.
 package image

@@ -37,6 +37,11 @@ type extractor struct {
 	meta    []*tar.Header   // directory entries, applied at the end
 	pending []*tar.Header   // hardlinks whose target had not arrived yet
 
+	// fixups are debugfs commands that give the disk what an unprivileged
+	// extraction could not: owners, device nodes, privileged xattrs.
+	fixups     []string
+	fixupFiles []string // xattr values for debugfs's ea_set -f
+
 	entries int64 // inodes created, for sizing the disk
 	bytes   int64 // file content written
 	skipped int
@@ -154,7 +159,7 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		return x.hardlink(hdr, false)
 	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
 		if hdr.Typeflag != tar.TypeFifo && !x.asRoot {
-			x.skip(hdr, "device nodes need root")
+			x.deviceFixup(hdr)
 			return nil
 		}
 		mode := uint32(hdr.Mode & 0o7777)
@@ -245,6 +250,9 @@ func (x *extractor) parent(dir string, create bool) (bool, error) {
 			return false, fmt.Errorf("extract %s: %w", dir, err)
 		}
 		x.entries++
+		if !x.asRoot {
+			x.ownerFixup(&tar.Header{Name: dir})
+		}
 	default:
 		if errors.Is(err, fs.ErrNotExist) {
 			return false, nil
@@ -261,6 +269,8 @@ func (x *extractor) setMeta(p string, hdr *tar.Header, chmod bool) error {
 		if err := os.Lchown(p, hdr.Uid, hdr.Gid); err != nil {
 			return fmt.Errorf("extract %s: %w", hdr.Name, err)
 		}
+	} else {
+		x.ownerFixup(hdr)
 	}
 	if chmod {
 		// After chown, which clears set-id bits.
@@ -273,7 +283,9 @@ func (x *extractor) setMeta(p string, hdr *tar.Header, chmod bool) error {
 		if !ok {
 			continue
 		}
-		if err := unix.Lsetxattr(p, attr, []byte(v), 0); err != nil {
+		if err := unix.Lsetxattr(p, attr, []byte(v), 0); err != nil && !x.asRoot {
+			x.xattrFixup(hdr, attr, v)
+		} else if err != nil {
 			x.log.Debug("image xattr not kept", "path", hdr.Name, "xattr", attr, "err", err)
 		}
 	}
@@ -304,9 +316,9 @@ var mountPoints = []struct {
 
 // addMountPoints creates the missing mount points. An existing entry of
 // that name, even a symlink (var/run -> ../run style), is left alone.
-func addMountPoints(root string) error {
+func (x *extractor) addMountPoints() error {
 	for _, m := range mountPoints {
-		p := filepath.Join(root, m.name)
+		p := filepath.Join(x.root, m.name)
 		if _, err := os.Lstat(p); err == nil {
 			continue
 		}
@@ -315,6 +327,9 @@ func addMountPoints(root string) error {
 		}
 		if err := unix.Chmod(p, m.mode); err != nil {
 			return fmt.Errorf("create mount point /%s: %w", m.name, err)
+		}
+		if !x.asRoot {
+			x.ownerFixup(&tar.Header{Name: m.name})
 		}
 	}
 	return nil

@@ -252,8 +252,6 @@ func (s *Store) build(ctx context.Context, f *fetched, id string, cfg *v1.Config
 		if err := os.Chown(rootfs, 0, 0); err != nil {
 			return fmt.Errorf("build image %s: %w", shortID(id), err)
 		}
-	} else {
-		s.log.Warn("not root: files in the image disk are owned by the invoking user", "image", shortID(id))
 	}
 
 	t0 := time.Now()
@@ -272,7 +270,7 @@ func (s *Store) build(ctx context.Context, f *fetched, id string, cfg *v1.Config
 	if err != nil {
 		return err
 	}
-	if err := addMountPoints(rootfs); err != nil {
+	if err := x.addMountPoints(); err != nil {
 		return err
 	}
 	t1 := time.Now()
@@ -281,6 +279,9 @@ func (s *Store) build(ctx context.Context, f *fetched, id string, cfg *v1.Config
 	disk := filepath.Join(tmp, diskFile)
 	size, err := mkfs(ctx, rootfs, disk, "fcvm-"+hexOf(id)[:11])
 	if err != nil {
+		return fmt.Errorf("build image disk %s: %w", shortID(id), err)
+	}
+	if err := x.fixup(ctx, disk); err != nil {
 		return fmt.Errorf("build image disk %s: %w", shortID(id), err)
 	}
 	if err := os.Chmod(disk, 0o444); err != nil {
