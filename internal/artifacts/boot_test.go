@@ -50,7 +50,7 @@ type bootResult struct {
 
 // bootQEMU boots kernel+initrd under QEMU microvm with TCG and one
 // virtio-blk disk, and collects bootcheck's report.
-func bootQEMU(t *testing.T, kernel, initrd string) bootResult {
+func bootQEMU(t testing.TB, kernel, initrd string) bootResult {
 	disk := filepath.Join(t.TempDir(), "disk.img")
 	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o644); err != nil {
 		t.Fatal(err)
@@ -127,5 +127,39 @@ func TestBootDebianKernelModules(t *testing.T) {
 	}
 	if !strings.Contains(r.fields["disks"], "vda") {
 		t.Errorf("no vda: virtio_mmio did not get QEMU's virtio_mmio.device= parameters (disks %q)", r.fields["disks"])
+	}
+}
+
+// BenchmarkBootInitramfs boots Debian's vmlinux to bootcheck's report
+// under TCG with the initramfs uncompressed and gzipped, to choose
+// initrdCompression. Run: go test -run XXX -bench BootInitramfs
+// -benchtime 3x ./internal/artifacts. The metric guest-s is the guest's
+// uptime when /init reported (kernel boot plus module loading).
+func BenchmarkBootInitramfs(b *testing.B) {
+	tree := debianKernelTree(b)
+	work := b.TempDir()
+	bl := &builder{log: testLogger(b)}
+	k, err := bl.kernelFromTree(tree, work)
+	if err != nil {
+		b.Fatal(err)
+	}
+	raw := filepath.Join(work, "initrd.cpio")
+	if _, err := writeInitramfs(context.Background(), raw, buildBootcheck(b), filepath.Join(work, "modules", k.release)); err != nil {
+		b.Fatal(err)
+	}
+	gz := raw + ".gz"
+	if out, err := exec.Command("sh", "-c", "gzip -6 -c "+raw+" > "+gz).CombinedOutput(); err != nil {
+		b.Fatalf("gzip: %v %s", err, out)
+	}
+	for _, c := range []struct{ name, initrd string }{{"none", raw}, {"gzip", gz}} {
+		b.Run(c.name, func(b *testing.B) {
+			var guest float64
+			for i := 0; i < b.N; i++ {
+				r := bootQEMU(b, filepath.Join(work, "vmlinux"), c.initrd)
+				up, _ := strconv.ParseFloat(r.fields["uptime"], 64)
+				guest += up
+			}
+			b.ReportMetric(guest/float64(b.N), "guest-s")
+		})
 	}
 }
