@@ -78,14 +78,18 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 func commands(env *Env) []*cobra.Command {
 	return []*cobra.Command{
 		newDoctorCmd(env),
+		newExecCmd(env),
 		newGCCmd(env),
 		newImageCmd(env),
 		newRunCmd(env),
 		newInspectCmd(env),
+		newLogsCmd(env),
 		newLsCmd(env),
 		newRmCmd(env),
 		newSetupCmd(env),
 		newSnapshotCmd(env),
+		newStopCmd(env),
+		newWaitCmd(env),
 	}
 }
 

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -133,13 +135,31 @@ func runRun(ctx context.Context, env *Env, o *runOptions) error {
 			o.Rows, o.Cols = uint16(h), uint16(w)
 		}
 	}
+	if o.Detach && os.Getenv(superviseEnv) == "" {
+		return startDetached(ctx, env)
+	}
+	var ready func()
 	if o.Detach {
-		return errors.New("-d: detached VMs are not available yet in this build: run in the foreground")
+		// This process is the detached supervisor: report to the parent
+		// through fd 3 and keep nothing of its terminal.
+		report := os.NewFile(3, "ready")
+		defer report.Close()
+		var once sync.Once
+		fail := func(err error) error {
+			once.Do(func() { fmt.Fprintf(report, "err %s\n", err) })
+			return err
+		}
+		vm, err := supervisor.Launch(ctx, env.Log, env.Dirs, o.Options)
+		if err != nil {
+			return fail(err)
+		}
+		ready = func() { once.Do(func() { fmt.Fprintf(report, "ok %s\n", vm.Record.ID); report.Close() }) }
+		code, runErr := vm.Run(ctx, supervisor.Stdio{}, ready)
+		if runErr != nil {
+			fail(runErr)
+		}
+		return finishRun(env, vm, o, code, runErr)
 	}
-	if stdinFile != nil && term.IsTerminal(int(stdinFile.Fd())) {
-		o.Progress = env.Stderr
-	}
-
 	// Launch under a context that Ctrl-C cancels, so a pull or a boot can
 	// be interrupted and cleaned up.
 	vm, err := supervisor.Launch(ctx, env.Log, env.Dirs, o.Options)
@@ -174,7 +194,13 @@ func runRun(ctx context.Context, env *Env, o *runOptions) error {
 		}()
 		stdio.Resize = resize
 	}
-	code, runErr := vm.Run(ctx, stdio)
+	code, runErr := vm.Run(ctx, stdio, nil)
+	return finishRun(env, vm, o, code, runErr)
+}
+
+// finishRun records how the container ended, powers the VM off and cleans
+// up, and turns the exit code into fcvm's.
+func finishRun(env *Env, vm *supervisor.VM, o *runOptions, code int, runErr error) error {
 	vm.Finish(code, runErr)
 	vm.PowerOff(5 * time.Second)
 	if err := vm.Teardown(o.rm); err != nil {
@@ -190,4 +216,52 @@ func runRun(ctx context.Context, env *Env, o *runOptions) error {
 		return &ExitError{Code: code}
 	}
 	return nil
+}
+
+// superviseEnv marks the re-executed process of `fcvm run -d` that stays
+// behind as the VM's supervisor.
+const superviseEnv = "FCVM_SUPERVISOR"
+
+// startDetached re-executes this command as a background supervisor and
+// waits until it reports the container started (printing the VM's ID) or
+// failed.
+func startDetached(ctx context.Context, env *Env) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find fcvm executable: %w", err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		w.Close()
+		return err
+	}
+	defer devnull.Close()
+	cmd := exec.Command(exe, os.Args[1:]...)
+	cmd.Env = append(os.Environ(), superviseEnv+"=1")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, devnull
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		return fmt.Errorf("start supervisor: %w", err)
+	}
+	// The supervisor outlives us: do not wait for it beyond its report.
+	go cmd.Wait()
+	line, err := bufio.NewReader(r).ReadString('\n')
+	line = strings.TrimSpace(line)
+	switch {
+	case strings.HasPrefix(line, "ok "):
+		fmt.Fprintln(env.Stdout, strings.TrimPrefix(line, "ok "))
+		return nil
+	case strings.HasPrefix(line, "err "):
+		return errors.New(strings.TrimPrefix(line, "err "))
+	default:
+		return fmt.Errorf("supervisor exited before the container started (%v); see fcvm logs", err)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/fcvm/fcvm/internal/artifacts"
@@ -113,6 +114,15 @@ type VM struct {
 	Plan    *channel.Plan
 	Phases  []Phase
 
+	// Generation is the channel generation the guest is told (1 for a
+	// cold boot; clones count up).
+	Generation uint64
+
+	sess      *session
+	stopped   atomic.Bool // a stop request killed the VM
+	exited    chan struct{}
+	cancelRun context.CancelFunc
+
 	log    *slog.Logger
 	store  *state.Store
 	dirs   datadir.Dirs
@@ -201,7 +211,7 @@ func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options)
 	if err := store.Create(rec); err != nil {
 		return nil, err
 	}
-	vm = &VM{Record: rec, Plan: plan, log: log, store: store, dirs: dirs, driver: driver}
+	vm = &VM{Record: rec, Plan: plan, log: log, store: store, dirs: dirs, driver: driver, exited: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			vm.Teardown(true)

@@ -73,42 +73,126 @@ func (vm *VM) consoleTail() string {
 	return "; last lines of the guest console:\n  " + strings.Join(lines, "\n  ")
 }
 
+// session holds the supervisor's one connection to the guest; the
+// foreground stream and every control client share it.
+type session struct {
+	vm *VM
+
+	mu sync.Mutex // guards c
+	c  *channel.Client
+}
+
+// get returns the live session, dialling the guest if there is none.
+func (s *session) get(ctx context.Context) (*channel.Client, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.c != nil {
+		select {
+		case <-s.c.Done():
+			s.c.Close()
+			s.c = nil
+		default:
+			return s.c, nil
+		}
+	}
+	c, err := s.vm.connect(ctx, s.vm.generation())
+	if err != nil {
+		return nil, err
+	}
+	s.c = c
+	return c, nil
+}
+
+// drop discards c after an error so the next get dials again.
+func (s *session) drop(c *channel.Client) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.c == c {
+		c.Close()
+		s.c = nil
+	}
+}
+
+func (s *session) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.c != nil {
+		s.c.Close()
+		s.c = nil
+	}
+}
+
+// generation is the handshake generation: 1 for a cold-booted VM, higher
+// for clones.
+func (vm *VM) generation() uint64 {
+	if vm.Generation == 0 {
+		return 1
+	}
+	return vm.Generation
+}
+
 // Run starts the container and streams its output until it exits,
-// returning its exit code. ctx cancellation (Ctrl-C, SIGTERM) stops the VM.
-func (vm *VM) Run(ctx context.Context, stdio Stdio) (int, error) {
+// returning its exit code. ready, if not nil, is called once the container
+// has started. While it runs, Run serves the VM's control socket (exec,
+// stop, signals from other fcvm commands). ctx cancellation (Ctrl-C,
+// SIGTERM) ends it; the caller then powers the VM off.
+func (vm *VM) Run(ctx context.Context, stdio Stdio, ready func()) (int, error) {
 	logw, err := containerlog.Create(vm.Record.Dir+"/container.log", 0)
 	if err != nil {
 		return 0, err
 	}
 	defer logw.Close()
+	vm.sess = &session{vm: vm}
+	defer vm.sess.close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	vm.cancelRun = cancel
+	ctl, err := vm.serveControl(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer ctl.Close()
 
 	var lastSeq uint64
 	started := false
 	stdinDone := false
 	for {
-		c, err := vm.connect(ctx, 1)
+		c, err := vm.sess.get(ctx)
 		if err != nil {
+			if vm.stopped.Load() {
+				return 128 + int(syscall.SIGKILL), nil
+			}
 			return 0, err
 		}
 		if !started {
 			if _, _, err := c.Open(ctx, channel.Request{Kind: channel.KindStart, Start: vm.Plan}); err != nil {
-				c.Close()
 				if ctx.Err() != nil {
 					return 0, ctx.Err()
 				}
-				return 0, fmt.Errorf("start container: %w", err)
+				var ge *channel.GuestError
+				if errors.As(err, &ge) {
+					return 0, fmt.Errorf("start container: %w", err)
+				}
+				vm.sess.drop(c)
+				continue
 			}
 			started = true
+			if ready != nil {
+				ready()
+			}
 		}
 		code, exited, err := vm.attach(ctx, c, &lastSeq, logw, stdio, &stdinDone)
 		if exited {
-			c.Close()
+			close(vm.exited)
 			return code, nil
 		}
-		c.Close()
+		if vm.stopped.Load() {
+			return 128 + int(syscall.SIGKILL), nil
+		}
 		if ctx.Err() != nil {
 			return 0, ctx.Err()
 		}
+		vm.sess.drop(c)
 		vm.log.Info("channel broke; reconnecting", "err", err)
 	}
 }
@@ -195,15 +279,6 @@ func (vm *VM) attach(ctx context.Context, c *channel.Client, lastSeq *uint64, lo
 			return 0, false, &channel.GuestError{Msg: string(f.Payload)}
 		}
 	}
-}
-
-// Signal forwards a signal to the container's main process.
-func (vm *VM) Signal(ctx context.Context, c *channel.Client, sig syscall.Signal) error {
-	s, _, err := c.Open(ctx, channel.Request{Kind: channel.KindSignal, Signal: int(sig)})
-	if err != nil {
-		return err
-	}
-	return s.Close()
 }
 
 // PowerOff asks the guest to power off and waits up to grace for the VMM to

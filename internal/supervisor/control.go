@@ -1,0 +1,140 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/fcvm/fcvm/internal/channel"
+)
+
+// ControlSocket is the name of a VM's control socket in its runtime dir.
+// Other fcvm commands (exec, stop) reach the guest through it, because the
+// supervisor holds the VM's only channel connection.
+const ControlSocket = "control.sock"
+
+// KindStop asks the supervisor to stop the VM: SIGTERM to the container,
+// then after Request.Signal seconds the VM is killed.
+const KindStop channel.Kind = "stop"
+
+// serveControl listens on the control socket until ctx ends.
+func (vm *VM) serveControl(ctx context.Context) (io.Closer, error) {
+	path := filepath.Join(vm.Record.RuntimeDir, ControlSocket)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on control socket: %w", err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				vm.control(ctx, conn)
+			}()
+		}
+	}()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	return closerFunc(func() error {
+		stop()
+		err := ln.Close()
+		return err
+	}), nil
+}
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
+
+func (vm *VM) control(ctx context.Context, conn net.Conn) {
+	defer conn.Close()
+	req, err := channel.ReadRequest(conn)
+	if err != nil {
+		return
+	}
+	if req.Kind == KindStop {
+		vm.stop(ctx, time.Duration(req.Signal)*time.Second)
+		channel.Reply(conn, nil)
+		return
+	}
+	c, err := vm.sess.get(ctx)
+	if err != nil {
+		channel.ReplyError(conn, err)
+		return
+	}
+	s, payload, err := c.Open(ctx, req)
+	if err != nil {
+		var ge *channel.GuestError
+		if errors.As(err, &ge) {
+			channel.ReplyError(conn, errors.New(ge.Msg))
+		} else {
+			channel.ReplyError(conn, err)
+		}
+		return
+	}
+	defer s.Close()
+	if err := channel.Reply(conn, payload); err != nil {
+		return
+	}
+	// Splice: each direction ends the other when it finishes.
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(s, conn); s.Close(); done <- struct{}{} }()
+	go func() { io.Copy(conn, s); conn.Close(); done <- struct{}{} }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+// stop sends SIGTERM to the container and, if it has not exited after
+// grace, kills the VM.
+func (vm *VM) stop(ctx context.Context, grace time.Duration) {
+	if c, err := vm.sess.get(ctx); err == nil {
+		if s, _, err := c.Open(ctx, channel.Request{Kind: channel.KindSignal, Signal: int(syscall.SIGTERM)}); err == nil {
+			s.Close()
+		}
+	}
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-vm.exited:
+		return
+	case <-ctx.Done():
+		return
+	case <-t.C:
+	}
+	vm.stopped.Store(true)
+	vm.Machine.Stop(context.Background(), 0)
+}
+
+// Dial connects to the control socket of the VM whose runtime dir is dir
+// and sends req, returning the stream after the supervisor's reply.
+func Dial(ctx context.Context, runtimeDir string, req channel.Request) (net.Conn, []byte, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", filepath.Join(runtimeDir, ControlSocket))
+	if err != nil {
+		return nil, nil, fmt.Errorf("reach the VM's supervisor: %w", err)
+	}
+	if err := channel.WriteRequest(conn, req); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	payload, err := channel.ReadReply(conn)
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return conn, payload, nil
+}
