@@ -94,7 +94,7 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 		}
 		tty, err = pty.StartWithAttrs(cmd, &pty.Winsize{Rows: req.Rows, Cols: req.Cols}, cmd.SysProcAttr)
 		if err != nil {
-			return execStartError(err)
+			return a.execFailed(conn, err)
 		}
 		stdin = tty
 		copies.Add(1)
@@ -114,7 +114,7 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 			}
 		}
 		if err := cmd.Start(); err != nil {
-			return execStartError(err)
+			return a.execFailed(conn, err)
 		}
 		copies.Add(2)
 		go copyOut(channel.FrameStdout, stdout)
@@ -177,8 +177,26 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 	return send(channel.FrameExit, channel.Uint32(uint32(code)))
 }
 
-// execStartError maps a command that cannot start to podman's exit codes
-// (127 not found, 126 not executable) by reporting them as an exit.
-func execStartError(err error) error {
-	return fmt.Errorf("exec: %w", err)
+// startFailure is the exit code podman gives a command that cannot start:
+// 127 not found, 126 not executable.
+func startFailure(err error) (int, bool) {
+	switch {
+	case errors.Is(err, exec.ErrNotFound), errors.Is(err, os.ErrNotExist):
+		return 127, true
+	case errors.Is(err, os.ErrPermission):
+		return 126, true
+	}
+	return 0, false
+}
+
+// execFailed reports a command that could not start: as an exit code where
+// podman has one (the stream then looks like any other), else as an error.
+func (a *Agent) execFailed(conn net.Conn, err error) error {
+	code, ok := startFailure(err)
+	if !ok {
+		return fmt.Errorf("exec: %w", err)
+	}
+	channel.Reply(conn, nil)
+	channel.WriteFrame(conn, channel.FrameStderr, []byte(fmt.Sprintf("fc-agent: %v\n", err)))
+	return channel.WriteFrame(conn, channel.FrameExit, channel.Uint32(uint32(code)))
 }

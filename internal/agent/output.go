@@ -14,12 +14,12 @@ type outputLog struct {
 	cond *sync.Cond
 	// chunks are unacknowledged output, in order; chunks[0].seq is the
 	// oldest still held.
-	chunks  []chunk
-	next    uint64 // seq of the next chunk appended (starts at 1)
-	held    int    // bytes in chunks
-	exited  bool
-	code    int
-	closed  bool
+	chunks []chunk
+	next   uint64 // seq of the next chunk appended (starts at 1)
+	held   int    // bytes in chunks
+	exited bool
+	code   int
+	closed bool
 }
 
 type chunk struct {

@@ -14,15 +14,15 @@ type FrameType uint8
 // 8-byte sequence number before the data; on an exec stream they carry data
 // only.
 const (
-	FrameStdout   FrameType = 1 // guest → host
-	FrameStderr   FrameType = 2 // guest → host
-	FrameStdin    FrameType = 3 // host → guest
-	FrameStdinEOF FrameType = 4 // host → guest, empty
-	FrameResize   FrameType = 5 // host → guest: rows u16, cols u16
-	FrameSignal   FrameType = 6 // host → guest: signal number u32
-	FrameExit     FrameType = 7 // guest → host: exit code i32
-	FrameError    FrameType = 8 // either way: a UTF-8 message, ends the stream
-	FrameOK       FrameType = 9 // guest → host: the request was accepted; payload optional JSON
+	FrameStdout   FrameType = 1  // guest → host
+	FrameStderr   FrameType = 2  // guest → host
+	FrameStdin    FrameType = 3  // host → guest
+	FrameStdinEOF FrameType = 4  // host → guest, empty
+	FrameResize   FrameType = 5  // host → guest: rows u16, cols u16
+	FrameSignal   FrameType = 6  // host → guest: signal number u32
+	FrameExit     FrameType = 7  // guest → host: exit code i32
+	FrameError    FrameType = 8  // either way: a UTF-8 message, ends the stream
+	FrameOK       FrameType = 9  // guest → host: the request was accepted; payload optional JSON
 	FrameAck      FrameType = 10 // host → guest: sequence number u64 received and stored
 )
 

@@ -97,8 +97,13 @@ var (
 	_ vmm.Restorer = (*Driver)(nil)
 )
 
-// New returns a driver. It checks nothing; call Available.
-func New(opts Options) *Driver { return &Driver{opts: opts} }
+// New returns a driver. It checks nothing; call Available. It starts
+// parsing the embedded spec in the background (about 10 ms, once per
+// process) so that Start does not wait for it.
+func New(opts Options) *Driver {
+	go LoadSpec()
+	return &Driver{opts: opts}
+}
 
 // Name is "firecracker".
 func (d *Driver) Name() string { return "firecracker" }

@@ -60,9 +60,11 @@ func benchIO(b *testing.B, write bool, o shareOpts) {
 	}
 }
 
-func BenchmarkRead4K(b *testing.B)           { benchIO(b, false, shareOpts{}) }
-func BenchmarkWrite4K(b *testing.B)          { benchIO(b, true, shareOpts{}) }
-func BenchmarkWrite4KWriteback(b *testing.B) { benchIO(b, true, shareOpts{mount: MountOptions{Writeback: true}}) }
+func BenchmarkRead4K(b *testing.B)  { benchIO(b, false, shareOpts{}) }
+func BenchmarkWrite4K(b *testing.B) { benchIO(b, true, shareOpts{}) }
+func BenchmarkWrite4KWriteback(b *testing.B) {
+	benchIO(b, true, shareOpts{mount: MountOptions{Writeback: true}})
+}
 
 func BenchmarkOpenClose(b *testing.B) {
 	for name, dir := range benchTargets(b, shareOpts{}) {

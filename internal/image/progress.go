@@ -20,7 +20,7 @@ func progressFunc(w io.Writer) func(int64) {
 	}
 	var last time.Time
 	return func(n int64) {
-		if now := time.Now(); now.Sub(last) >= 100*time.Millisecond {
+		if now := time.Now(); n > 0 && now.Sub(last) >= 100*time.Millisecond {
 			last = now
 			fmt.Fprintf(w, "\rExtracting %s\033[K", humanSize(n))
 		}
