@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -55,7 +56,11 @@ func run(log *slog.Logger) error {
 	if err := guestmod.LoadAll(log); err != nil {
 		return fmt.Errorf("load modules: %w", err)
 	}
-	disks, err := findDisks([]string{"base", "upper"}, 10*time.Second)
+	var order []string
+	if params["disks"] != "" {
+		order = strings.Split(params["disks"], ",")
+	}
+	disks, err := findDisks([]string{"base", "upper"}, order, 10*time.Second)
 	if err != nil {
 		return err
 	}

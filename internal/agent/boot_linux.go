@@ -44,11 +44,18 @@ func earlyMounts() error {
 }
 
 // findDisks maps disk serials to /dev nodes, waiting for the devices the
-// caller needs to appear.
-func findDisks(want []string, timeout time.Duration) (map[string]string, error) {
+// caller needs to appear. order, when set (Firecracker's drives have no
+// serial), names the disks in the order the guest enumerates them.
+func findDisks(want, order []string, timeout time.Duration) (map[string]string, error) {
 	deadline := time.Now().Add(timeout)
 	for {
 		found := map[string]string{}
+		for i, id := range order {
+			dev := "/dev/vd" + string(rune('a'+i))
+			if _, err := os.Stat(dev); err == nil {
+				found[id] = dev
+			}
+		}
 		entries, _ := os.ReadDir("/sys/block")
 		for _, e := range entries {
 			if !strings.HasPrefix(e.Name(), "vd") {

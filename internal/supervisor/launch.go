@@ -16,6 +16,7 @@ import (
 	"github.com/fcvm/fcvm/internal/artifacts"
 	"github.com/fcvm/fcvm/internal/channel"
 	"github.com/fcvm/fcvm/internal/datadir"
+	"github.com/fcvm/fcvm/internal/firecracker"
 	"github.com/fcvm/fcvm/internal/image"
 	"github.com/fcvm/fcvm/internal/qemu"
 	"github.com/fcvm/fcvm/internal/state"
@@ -129,17 +130,22 @@ type VM struct {
 	driver vmm.Driver
 }
 
-// Driver picks the VMM driver for name.
-func Driver(name string) (vmm.Driver, error) {
+// Driver picks the VMM driver for name: auto means firecracker where it
+// can run (KVM and the binary), else qemu.
+func Driver(name string, dirs datadir.Dirs, log *slog.Logger) (vmm.Driver, error) {
 	q := &qemu.Driver{}
+	fc := firecracker.New(firecracker.Options{DataDir: dirs.Data, Log: log})
 	switch name {
 	case "qemu":
 		return q, q.Available()
 	case "firecracker":
-		return nil, fmt.Errorf("--vmm firecracker: %w", firecrackerUnavailable())
-	default: // auto
-		if firecrackerUnavailable() == nil {
-			return nil, errors.New("--vmm auto: firecracker is usable but not wired in this build: use --vmm qemu")
+		if err := fc.Available(); err != nil {
+			return nil, fmt.Errorf("--vmm firecracker: %w", err)
+		}
+		return fc, nil
+	default:
+		if fc.Available() == nil {
+			return fc, nil
 		}
 		return q, q.Available()
 	}
@@ -163,7 +169,7 @@ func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options)
 	if err != nil {
 		return nil, err
 	}
-	driver, err := Driver(o.VMM)
+	driver, err := Driver(o.VMM, dirs, log)
 	if err != nil {
 		return nil, err
 	}
@@ -235,7 +241,7 @@ func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options)
 		RuntimeDir: rec.RuntimeDir,
 		Kernel:     set.Kernel,
 		Initrd:     set.Initrd,
-		Cmdline:    strings.TrimSpace("fcvm.channel=serial " + os.Getenv("FCVM_KERNEL_ARGS")),
+		Cmdline:    strings.TrimSpace(channelArg(driver) + " " + os.Getenv("FCVM_KERNEL_ARGS")),
 		VCPUs:      o.CPUs,
 		MemoryMiB:  o.MemoryMiB,
 		Disks: []vmm.Disk{
@@ -337,4 +343,12 @@ func (vm *VM) Teardown(remove bool) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// channelArg tells fc-agent which carrier its channel uses.
+func channelArg(d vmm.Driver) string {
+	if d.Name() == "firecracker" {
+		return "fcvm.channel=vsock"
+	}
+	return "fcvm.channel=serial"
 }
