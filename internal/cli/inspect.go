@@ -3,6 +3,8 @@ package cli
 import (
 	"context"
 	"errors"
+	"fmt"
+	"text/template"
 
 	"github.com/spf13/cobra"
 
@@ -10,12 +12,13 @@ import (
 )
 
 type inspectOptions struct {
-	names []string
+	names  []string
+	format string
 }
 
 func newInspectCmd(env *Env) *cobra.Command {
 	var o inspectOptions
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "inspect NAME|ID...",
 		Short: "Show VMs' full records as JSON",
 		Long: `Print a JSON array with the full record of each VM named, like podman
@@ -24,13 +27,18 @@ inspect. A VM is named by its name, its full ID or a unique ID prefix.
 "status" is the effective status (dead when the supervisor is gone; then
 "recorded_status" says what the record claimed). For a VM whose VMM is
 running, "memory" has the VMM's rss_kib and pss_kib from
-/proc/PID/smaps_rollup.`,
+/proc/PID/smaps_rollup.
+
+--format takes a Go template run once per VM over the record's Go fields,
+e.g. '{{.Status}} {{.VMM.PID}} {{.Network.GuestIP}} {{.Memory.PSSKiB}}'.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.names = args
 			return runInspect(cmd.Context(), env, o)
 		},
 	}
+	cmd.Flags().StringVarP(&o.format, "format", "f", "", "a Go template per VM instead of JSON")
+	return cmd
 }
 
 // inspectJSON is the record as stored, with the status readers should
@@ -48,6 +56,12 @@ func runInspect(_ context.Context, env *Env, o inspectOptions) error {
 	st, err := state.Open(env.Dirs.VMs())
 	if err != nil {
 		return err
+	}
+	if o.format != "" {
+		// Fail on a bad template before printing anything.
+		if _, err := template.New("format").Parse(o.format); err != nil {
+			return fmt.Errorf("parse --format: %w", err)
+		}
 	}
 	// Like podman: print what was found, fail for what was not.
 	out := []inspectJSON{}
@@ -69,7 +83,11 @@ func runInspect(_ context.Context, env *Env, o inspectOptions) error {
 		}
 		out = append(out, j)
 	}
-	if err := writeJSON(env.Stdout, out); err != nil {
+	if o.format != "" {
+		if err := writeTemplate(env.Stdout, o.format, out); err != nil {
+			return err
+		}
+	} else if err := writeJSON(env.Stdout, out); err != nil {
 		return err
 	}
 	return errors.Join(errs...)

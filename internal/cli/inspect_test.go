@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -68,5 +69,20 @@ func TestInspectNotFound(t *testing.T) {
 	os.MkdirAll(env.Dirs.VMs(), 0o700)
 	if code := Run(context.Background(), []string{"inspect", "x"}, nil, &stdout, &stderr); code == 0 || !strings.Contains(stderr.String(), "no such VM: x") {
 		t.Errorf("inspect x: exit %d, stderr %q", code, stderr.String())
+	}
+}
+
+func TestInspectFormat(t *testing.T) {
+	env, stdout, _ := fixture(t)
+	o := inspectOptions{names: []string{"web", "ghost"}, format: "{{.Name}} {{.Status}} {{.Network.GuestIP}} {{.VMM.PID}}"}
+	if err := runInspect(context.Background(), env, o); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("web running 10.0.0.2 %d\nghost dead  0\n", os.Getpid())
+	if stdout.String() != want {
+		t.Errorf("inspect --format = %q, want %q", stdout.String(), want)
+	}
+	if err := runInspect(context.Background(), env, inspectOptions{names: []string{"web"}, format: "{{"}); err == nil {
+		t.Error("bad --format succeeded")
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -24,6 +26,7 @@ type lsOptions struct {
 	quiet   bool
 	noTrunc bool
 	format  string
+	filters []string  // KEY=VALUE, see lsFilter
 	now     time.Time // "3 seconds ago" is relative to this; tests fix it
 }
 
@@ -42,7 +45,12 @@ or fcvm gc). -a adds created and exited VMs.
 --json prints a stable array of objects (keys in snake_case; see the lsJSON
 type in the source). --format takes "json" or a Go template over the table's
 columns: {{.ID}} {{.Image}} {{.Command}} {{.Created}} {{.Status}} {{.Health}}
-{{.Ports}} {{.Names}} {{.Snapshot}}.`,
+{{.Ports}} {{.Names}} {{.Snapshot}}.
+
+--filter KEY=VALUE (repeatable; different keys must all match, repeats of
+one key are alternatives, as in podman): id=PREFIX, name=REGEXP,
+status=STATUS (implies -a), label=KEY or label=KEY=VALUE, health=STATE,
+snapshot=TAG.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.now = time.Now()
@@ -54,6 +62,7 @@ columns: {{.ID}} {{.Image}} {{.Command}} {{.Created}} {{.Status}} {{.Health}}
 	f.BoolVar(&o.json, "json", false, "print JSON")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print IDs only")
 	f.BoolVar(&o.noTrunc, "no-trunc", false, "do not shorten IDs and commands")
+	f.StringArrayVarP(&o.filters, "filter", "f", nil, "show only VMs that match, e.g. status=exited or label=app=web")
 	f.StringVar(&o.format, "format", "", `"json" or a Go template, e.g. '{{.Names}} {{.Status}}'`)
 	return cmd
 }
@@ -74,11 +83,15 @@ func runLs(_ context.Context, env *Env, o lsOptions) error {
 			fmt.Fprintf(env.Stderr, "fcvm: warning: skipping %v\n", e)
 		}
 	}
+	match, all, err := lsFilter(o.filters)
+	if err != nil {
+		return err
+	}
 	var shown []*state.Record
 	var statuses []state.Status
 	for _, r := range recs {
 		s := r.Effective()
-		if o.all || s.Live() || s == state.StatusDead {
+		if (o.all || all || s.Live() || s == state.StatusDead) && match(r, s) {
 			shown = append(shown, r)
 			statuses = append(statuses, s)
 		}
@@ -98,17 +111,11 @@ func runLs(_ context.Context, env *Env, o lsOptions) error {
 		}
 		return bw.Flush()
 	case o.format != "":
-		tmpl, err := template.New("format").Parse(o.format)
-		if err != nil {
-			return fmt.Errorf("parse --format: %w", err)
-		}
+		rows := make([]lsRow, len(shown))
 		for i, r := range shown {
-			if err := tmpl.Execute(env.Stdout, o.row(r, statuses[i])); err != nil {
-				return fmt.Errorf("run --format: %w", err)
-			}
-			fmt.Fprintln(env.Stdout)
+			rows[i] = o.row(r, statuses[i])
 		}
-		return nil
+		return writeTemplate(env.Stdout, o.format, rows)
 	}
 
 	var withHealth, withSnapshot bool
@@ -143,6 +150,58 @@ func runLs(_ context.Context, env *Env, o lsOptions) error {
 		return err
 	}
 	return bw.Flush()
+}
+
+// lsFilter compiles --filter flags into a predicate. all is true when a
+// status filter makes -a implicit.
+func lsFilter(filters []string) (match func(*state.Record, state.Status) bool, all bool, err error) {
+	byKey := map[string][]func(*state.Record, state.Status) bool{}
+	for _, f := range filters {
+		key, val, ok := strings.Cut(f, "=")
+		if !ok {
+			return nil, false, fmt.Errorf("parse --filter %q: want KEY=VALUE", f)
+		}
+		var m func(*state.Record, state.Status) bool
+		switch key {
+		case "id":
+			m = func(r *state.Record, _ state.Status) bool { return strings.HasPrefix(r.ID, val) }
+		case "name":
+			re, err := regexp.Compile(val)
+			if err != nil {
+				return nil, false, fmt.Errorf("parse --filter %q: %w", f, err)
+			}
+			m = func(r *state.Record, _ state.Status) bool { return re.MatchString(r.Name) }
+		case "status":
+			switch state.Status(val) {
+			case state.StatusCreated, state.StatusStarting, state.StatusRunning, state.StatusStopping, state.StatusExited, state.StatusDead:
+			default:
+				return nil, false, fmt.Errorf("parse --filter %q: status is one of created, starting, running, stopping, exited, dead", f)
+			}
+			all = true
+			m = func(_ *state.Record, s state.Status) bool { return s == state.Status(val) }
+		case "label":
+			k, v, hasValue := strings.Cut(val, "=")
+			m = func(r *state.Record, _ state.Status) bool {
+				got, ok := r.Labels[k]
+				return ok && (!hasValue || got == v)
+			}
+		case "health":
+			m = func(r *state.Record, _ state.Status) bool { return r.Health == val }
+		case "snapshot":
+			m = func(r *state.Record, _ state.Status) bool { return r.Snapshot == val }
+		default:
+			return nil, false, fmt.Errorf("parse --filter %q: unknown key %q: use id, name, status, label, health or snapshot", f, key)
+		}
+		byKey[key] = append(byKey[key], m)
+	}
+	return func(r *state.Record, s state.Status) bool {
+		for _, alts := range byKey {
+			if !slices.ContainsFunc(alts, func(m func(*state.Record, state.Status) bool) bool { return m(r, s) }) {
+				return false
+			}
+		}
+		return true
+	}, all, nil
 }
 
 // lsRow is one line of the table, and what --format templates see.
@@ -337,6 +396,23 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// writeTemplate runs the Go template text once per item, each on its own
+// line, as podman's --format does.
+func writeTemplate[T any](w io.Writer, text string, items []T) error {
+	tmpl, err := template.New("format").Parse(text)
+	if err != nil {
+		return fmt.Errorf("parse --format: %w", err)
+	}
+	bw := bufio.NewWriter(w)
+	for _, it := range items {
+		if err := tmpl.Execute(bw, it); err != nil {
+			return fmt.Errorf("run --format: %w", err)
+		}
+		bw.WriteByte('\n')
+	}
+	return bw.Flush()
 }
 
 // unjoin splits an errors.Join result into its parts.

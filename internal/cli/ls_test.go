@@ -90,6 +90,19 @@ ghost Dead
 web Up 3 minutes
 clone1 Up About a minute
 `},
+		{"filter", lsOptions{filters: []string{"status=exited", "status=created"}, format: "{{.Names}}"}, `
+job
+fresh
+`},
+		{"filter-and", lsOptions{filters: []string{"name=^(web|clone1|job)$", "label=app=web"}, format: "{{.Names}}"}, `
+web
+`},
+		{"filter-label-key", lsOptions{all: true, filters: []string{"label=app", "id=aaa"}, format: "{{.Names}}"}, `
+web
+`},
+		{"filter-snapshot", lsOptions{filters: []string{"snapshot=warm"}, format: "{{.Names}}"}, `
+clone1
+`},
 		{"no-trunc", lsOptions{noTrunc: true, format: "{{.ID}} {{.Command}}"}, `
 ` + testID('c') + ` sleep 1000
 ` + testID('a') + ` nginx -g daemon off; pid /tmp/n.pid;
@@ -224,6 +237,15 @@ func TestLsCommand(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	if code := Run(context.Background(), []string{"ls", "--format", "{{.Nope}}"}, nil, &stdout, &stderr); code == 0 {
 		t.Errorf("bad --format succeeded")
+	}
+}
+
+func TestLsBadFilter(t *testing.T) {
+	env, _, _ := fixture(t)
+	for _, f := range []string{"status", "status=zombie", "colour=red", "name=("} {
+		if err := runLs(context.Background(), env, lsOptions{filters: []string{f}}); err == nil || !strings.Contains(err.Error(), "--filter") {
+			t.Errorf("--filter %s: %v, want an error about --filter", f, err)
+		}
 	}
 }
 
