@@ -9,6 +9,10 @@ func newSnapshotCmd(env *Env) *cobra.Command {
 	}
 	cmd.AddCommand(
 		// one constructor per subcommand, each in its own snapshot_*.go file
+		newSnapshotCreateCmd(env),
+		newSnapshotLsCmd(env),
+		newSnapshotRmCmd(env),
+		newSnapshotRunCmd(env),
 		newSnapshotServeCmd(env),
 	)
 	return cmd

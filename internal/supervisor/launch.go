@@ -119,6 +119,9 @@ type VM struct {
 	// cold boot; clones count up).
 	Generation uint64
 
+	// started is set for clones, whose container already runs.
+	started bool
+
 	sess      *session
 	stopped   atomic.Bool // a stop request killed the VM
 	exited    chan struct{}
@@ -250,6 +253,14 @@ func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options)
 			{ID: "image", Path: img.Disk, ReadOnly: true},
 		},
 		ConsoleLog: filepath.Join(rec.Dir, "console.log"),
+	}
+	if driver.Name() == "qemu" {
+		// Shared file-backed RAM is what makes the VM snapshottable
+		// without copying its memory through the migration stream.
+		cfg.MemoryFile = filepath.Join(rec.RuntimeDir, memFile)
+	}
+	if err := writeLaunchInfo(rec.Dir, launchInfo{Plan: plan, Kernel: set.Kernel, Initrd: set.Initrd, Rootfs: set.Rootfs, ImageDisk: img.Disk, Cmdline: cfg.Cmdline, Generation: 1}); err != nil {
+		return vm, err
 	}
 	m, err := driver.Start(ctx, cfg)
 	if err != nil {

@@ -154,7 +154,7 @@ func (vm *VM) Run(ctx context.Context, stdio Stdio, ready func()) (int, error) {
 	defer ctl.Close()
 
 	var lastSeq uint64
-	started := false
+	started := vm.started
 	stdinDone := false
 	for {
 		c, err := vm.sess.get(ctx)
@@ -177,9 +177,10 @@ func (vm *VM) Run(ctx context.Context, stdio Stdio, ready func()) (int, error) {
 				continue
 			}
 			started = true
-			if ready != nil {
-				ready()
-			}
+		}
+		if ready != nil {
+			ready()
+			ready = nil
 		}
 		code, exited, err := vm.attach(ctx, c, &lastSeq, logw, stdio, &stdinDone)
 		if exited {

@@ -1,0 +1,71 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fcvm/fcvm/internal/supervisor"
+)
+
+type snapshotRunOptions struct {
+	supervisor.CloneOptions
+	servePID int
+}
+
+func newSnapshotRunCmd(env *Env) *cobra.Command {
+	o := &snapshotRunOptions{}
+	cmd := &cobra.Command{
+		Use:   "run TAG|--serve PID [--name NAME] [-d]",
+		Short: "Start a clone of a snapshot",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				o.Tag = args[0]
+			}
+			return runSnapshotRun(cmd.Context(), env, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Name, "name", "", "name of the clone")
+	f.BoolVarP(&o.Detach, "detach", "d", false, "run in the background and print the clone's ID")
+	f.BoolVar(&o.Remove, "rm", false, "remove the clone when it exits")
+	f.StringVar(&o.VMM, "vmm", "", "VMM (must be the snapshot's)")
+	f.IntVar(&o.servePID, "serve", 0, "clone through the memory server with this PID (Firecracker)")
+	return cmd
+}
+
+func runSnapshotRun(ctx context.Context, env *Env, o *snapshotRunOptions) error {
+	if o.servePID != 0 {
+		return fmt.Errorf("--serve %d: no memory server with that PID: memory servers serve Firecracker snapshots, and this build's snapshots are QEMU's (clone with the TAG)", o.servePID)
+	}
+	if o.Tag == "" {
+		return errors.New("give a snapshot TAG (see fcvm snapshot ls)")
+	}
+	if o.Detach && os.Getenv(superviseEnv) == "" {
+		return startDetached(ctx, env)
+	}
+	vm, err := supervisor.LaunchClone(ctx, env.Log, env.Dirs, o.CloneOptions)
+	if err != nil {
+		if o.Detach {
+			report := os.NewFile(3, "ready")
+			fmt.Fprintf(report, "err %s\n", err)
+			report.Close()
+		}
+		return err
+	}
+	for _, p := range vm.Phases {
+		env.Log.Debug("clone phase", "phase", p.Name, "took", p.Dur)
+	}
+	var ready func()
+	if o.Detach {
+		report := os.NewFile(3, "ready")
+		defer report.Close()
+		ready = func() { fmt.Fprintf(report, "ok %s\n", vm.Record.ID); report.Close() }
+	}
+	code, runErr := vm.Run(ctx, supervisor.Stdio{Stdout: env.Stdout, Stderr: env.Stderr}, ready)
+	return finishRun(env, vm, &runOptions{rm: o.Remove}, code, runErr)
+}

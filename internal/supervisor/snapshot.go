@@ -1,0 +1,289 @@
+package supervisor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fcvm/fcvm/internal/channel"
+	"github.com/fcvm/fcvm/internal/datadir"
+	"github.com/fcvm/fcvm/internal/qemu"
+	"github.com/fcvm/fcvm/internal/snapshot"
+	"github.com/fcvm/fcvm/internal/state"
+	"github.com/fcvm/fcvm/internal/storage"
+	"github.com/fcvm/fcvm/internal/vmm"
+)
+
+// launchFile records, in the VM's dir, what a snapshot of it needs to know
+// about how it was booted.
+const launchFile = "launch.json"
+
+type launchInfo struct {
+	Plan       *channel.Plan `json:"plan"`
+	Kernel     string        `json:"kernel"`
+	Initrd     string        `json:"initrd"`
+	Rootfs     string        `json:"rootfs"`
+	ImageDisk  string        `json:"image_disk"`
+	Cmdline    string        `json:"cmdline"`
+	Generation uint64        `json:"generation"`
+}
+
+func writeLaunchInfo(dir string, li launchInfo) error {
+	b, err := json.Marshal(li)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, launchFile), b, 0o644)
+}
+
+// memFile is the VM's shared RAM file in its runtime dir (tmpfs for root),
+// which a snapshot copies and clones map privately.
+const memFile = "mem.ram"
+
+// CreateSnapshot snapshots the running VM nameOrID as tag. The VM pauses
+// for the copy of its memory and disk, and then goes on.
+func CreateSnapshot(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, nameOrID, tag string) (*snapshot.Manifest, error) {
+	store, err := state.Open(dirs.VMs())
+	if err != nil {
+		return nil, err
+	}
+	rec, err := store.Get(nameOrID)
+	if err != nil {
+		return nil, err
+	}
+	if rec.Effective() != state.StatusRunning {
+		return nil, fmt.Errorf("VM %s is not running (%s): only a running VM can be snapshotted", nameOrID, rec.Effective())
+	}
+	if rec.Driver != "qemu" {
+		return nil, fmt.Errorf("VM %s runs under %s: this build snapshots qemu VMs only", nameOrID, rec.Driver)
+	}
+	var li launchInfo
+	b, err := os.ReadFile(filepath.Join(rec.Dir, launchFile))
+	if err != nil {
+		return nil, fmt.Errorf("read launch info of %s: %w", nameOrID, err)
+	}
+	if err := json.Unmarshal(b, &li); err != nil {
+		return nil, fmt.Errorf("read launch info of %s: %w", nameOrID, err)
+	}
+	snaps := &snapshot.Store{Dir: dirs.Snapshots()}
+	staging, err := snaps.Staging(tag)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			os.RemoveAll(staging)
+		}
+	}()
+	mem := filepath.Join(rec.RuntimeDir, memFile)
+	upper := filepath.Join(rec.Dir, "upper.ext4")
+	if err := checkSpace(staging, mem, upper); err != nil {
+		return nil, err
+	}
+	err = qemu.Save(ctx, rec.RuntimeDir, filepath.Join(staging, qemu.StateFile), func() error {
+		if err := storage.Clone(mem, filepath.Join(staging, snapshot.MemFile)); err != nil {
+			return fmt.Errorf("copy memory: %w", err)
+		}
+		if err := storage.Clone(upper, filepath.Join(staging, snapshot.DiskFile)); err != nil {
+			return fmt.Errorf("copy disk: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	m := &snapshot.Manifest{
+		Tag:        tag,
+		Created:    time.Now(),
+		Driver:     rec.Driver,
+		SourceVM:   rec.ID,
+		Image:      rec.Image,
+		ImageID:    rec.ImageID,
+		ImageDisk:  li.ImageDisk,
+		CPUs:       rec.CPUs,
+		MemoryMiB:  rec.MemoryMiB,
+		Kernel:     li.Kernel,
+		Initrd:     li.Initrd,
+		Rootfs:     li.Rootfs,
+		Generation: li.Generation,
+		Network:    rec.Network,
+		Ports:      rec.Network.Ports,
+		Volumes:    rec.Volumes,
+		Plan:       li.Plan,
+	}
+	if err := snaps.Commit(staging, m); err != nil {
+		return nil, err
+	}
+	ok = true
+	log.Info("snapshot created", "tag", tag, "vm", rec.Name)
+	return m, nil
+}
+
+// checkSpace fails when dir's filesystem cannot hold copies of files,
+// saying how much is needed.
+func checkSpace(dir string, files ...string) error {
+	var need uint64
+	for _, f := range files {
+		var st unix.Stat_t
+		if err := unix.Stat(f, &st); err != nil {
+			return fmt.Errorf("snapshot: %s: %w", f, err)
+		}
+		need += uint64(st.Blocks) * 512
+	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs(dir, &fs); err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	if avail := fs.Bavail * uint64(fs.Bsize); avail < need {
+		return fmt.Errorf("snapshot: not enough disk in %s: need %d MiB, %d MiB free", dir, need>>20, avail>>20)
+	}
+	return nil
+}
+
+// CloneOptions are the flags of `fcvm snapshot run`.
+type CloneOptions struct {
+	Tag      string
+	Name     string
+	VMM      string // "" or auto: the snapshot's driver
+	Detach   bool
+	Remove   bool
+	ServePID int
+}
+
+// LaunchClone starts a clone of a snapshot: its own record, CoW disk and
+// sockets, the snapshot's memory mapped privately, the guest resumed where
+// the snapshot left it.
+func LaunchClone(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o CloneOptions) (vm *VM, err error) {
+	var phases []Phase
+	mark := time.Now()
+	phase := func(name string) {
+		now := time.Now()
+		phases = append(phases, Phase{name, now.Sub(mark)})
+		mark = now
+	}
+	snaps := &snapshot.Store{Dir: dirs.Snapshots()}
+	m, err := snaps.Load(o.Tag)
+	if err != nil {
+		return nil, err
+	}
+	if o.VMM != "" && o.VMM != "auto" && o.VMM != m.Driver {
+		return nil, fmt.Errorf("snapshot %s was taken under %s: a clone must use the same driver (drop --vmm %s)", o.Tag, m.Driver, o.VMM)
+	}
+	driver, err := Driver(m.Driver, dirs, log)
+	if err != nil {
+		return nil, err
+	}
+	restorer, ok := driver.(vmm.Restorer)
+	if !ok {
+		return nil, fmt.Errorf("driver %s cannot restore snapshots", m.Driver)
+	}
+	store, err := state.Open(dirs.VMs())
+	if err != nil {
+		return nil, err
+	}
+	phase("checks")
+	rec := &state.Record{
+		Name:       o.Name,
+		Image:      m.Image,
+		ImageID:    m.ImageID,
+		Cmd:        append(append([]string(nil), m.Plan.Entrypoint...), m.Plan.Cmd...),
+		Driver:     m.Driver,
+		CPUs:       m.CPUs,
+		MemoryMiB:  m.MemoryMiB,
+		Created:    time.Now(),
+		Status:     state.StatusStarting,
+		Supervisor: state.Self(),
+		Detached:   o.Detach,
+		AutoRemove: o.Remove,
+		Network:    state.Network{Mode: m.Network.Mode, GuestIP: m.Network.GuestIP},
+		Volumes:    m.Volumes,
+		Snapshot:   o.Tag,
+		ServePID:   o.ServePID,
+	}
+	if err := store.Create(rec); err != nil {
+		return nil, err
+	}
+	vm = &VM{Record: rec, Plan: m.Plan, log: log, store: store, dirs: dirs, driver: driver,
+		exited: make(chan struct{}), started: true,
+		// A generation no earlier guest has seen tells the agent it was
+		// restored.
+		Generation: m.Generation + uint64(time.Now().UnixNano()&0xffffffff) + 1,
+	}
+	defer func() {
+		if err != nil {
+			vm.Teardown(true)
+			vm = nil
+		}
+	}()
+	phase("record")
+	rec.RuntimeDir = dirs.VMRuntime(rec.ID[:12])
+	if err := os.MkdirAll(rec.RuntimeDir, 0o700); err != nil {
+		return vm, fmt.Errorf("make runtime dir: %w", err)
+	}
+	upper := filepath.Join(rec.Dir, "upper.ext4")
+	if err := storage.Clone(filepath.Join(snaps.Path(o.Tag), snapshot.DiskFile), upper); err != nil {
+		return vm, fmt.Errorf("copy snapshot disk: %w", err)
+	}
+	phase("disks")
+	cfg := vmm.Config{
+		Name:       rec.Name,
+		RuntimeDir: rec.RuntimeDir,
+		Kernel:     m.Kernel,
+		Initrd:     m.Initrd,
+		VCPUs:      m.CPUs,
+		MemoryMiB:  m.MemoryMiB,
+		Disks: []vmm.Disk{
+			{ID: "base", Path: m.Rootfs, ReadOnly: true},
+			{ID: "upper", Path: upper},
+			{ID: "image", Path: m.ImageDisk, ReadOnly: true},
+		},
+		ConsoleLog: filepath.Join(rec.Dir, "console.log"),
+		MemoryFile: filepath.Join(snaps.Path(o.Tag), snapshot.MemFile),
+	}
+	mach, err := restorer.Restore(ctx, cfg, snaps.Path(o.Tag))
+	if err != nil {
+		return vm, err
+	}
+	vm.Machine = mach
+	phase("restore")
+	if err := writeLaunchInfo(rec.Dir, launchInfo{Plan: m.Plan, Kernel: m.Kernel, Initrd: m.Initrd, Rootfs: m.Rootfs, ImageDisk: m.ImageDisk, Generation: vm.Generation}); err != nil {
+		return vm, err
+	}
+	vmmProc, _ := state.ProcessOf(mach.PID())
+	if _, err := store.Update(rec.ID, func(r *state.Record) error {
+		r.RuntimeDir = rec.RuntimeDir
+		r.VMM = vmmProc
+		r.Status = state.StatusRunning
+		r.Started = time.Now()
+		return nil
+	}); err != nil {
+		return vm, err
+	}
+	vm.Record.VMM = vmmProc
+	vm.Phases = phases
+	return vm, nil
+}
+
+// SnapshotUsers lists live VMs cloned from tag.
+func SnapshotUsers(dirs datadir.Dirs, tag string) ([]*state.Record, error) {
+	store, err := state.Open(dirs.VMs())
+	if err != nil {
+		return nil, err
+	}
+	recs, err := store.List()
+	var users []*state.Record
+	for _, r := range recs {
+		if r.Snapshot == tag && r.Effective().Live() {
+			users = append(users, r)
+		}
+	}
+	return users, errors.Join(err)
+}
