@@ -79,6 +79,8 @@ func (d *Driver) Available() error {
 		if _, err := exec.LookPath(j); err != nil {
 			add("jailer requested but no jailer binary at "+j,
 				"it ships in the same release tarball as firecracker: `fcvm setup firecracker --from PATH --jailer PATH/TO/jailer`")
+		} else if _, err := JailerVersion(j); err != nil {
+			add(j+" is not a working jailer", err.Error()+"; install the one from firecracker's release tarball with `fcvm setup firecracker --from PATH --jailer PATH`")
 		}
 	}
 	if len(probs) > 0 {

@@ -31,6 +31,8 @@ func TestAvailable(t *testing.T) {
 			[]string{"version 1.9.1, too old", "needs 1.10 or newer"}},
 		{"no jailer", Options{Binary: os.Args[0], KVMDevice: kvm, Jailer: &JailerOptions{Binary: "/nonexistent/jailer"}}, "1.12.1",
 			[]string{"jailer requested but no jailer binary at /nonexistent/jailer", "--jailer"}},
+		{"jailer is not a jailer", Options{Binary: os.Args[0], KVMDevice: kvm, Jailer: &JailerOptions{Binary: os.Args[0]}}, "1.12.1",
+			[]string{"is not a working jailer", "is not jailer's answer"}},
 		{"everything missing", Options{Binary: "/nonexistent/firecracker", KVMDevice: "/nonexistent/kvm", Jailer: &JailerOptions{Binary: "/nonexistent/jailer"}}, "",
 			[]string{"no /nonexistent/kvm", "no firecracker binary", "jailer requested", "--vmm qemu"}},
 	} {

@@ -85,6 +85,12 @@ func TestJailer(t *testing.T) {
 		t.Errorf("snapshot path %v", got)
 	}
 	stopMachine(t, m)
+	if m.LogPath() != filepath.Join(dir, logName) {
+		t.Errorf("log at %s after exit, want it moved out of the jail", m.LogPath())
+	}
+	if log, _ := os.ReadFile(m.LogPath()); !strings.Contains(string(log), "stand-in log") {
+		t.Errorf("moved log %q lacks the process's stderr", log)
+	}
 	if _, err := os.Stat(filepath.Dir(root)); !os.IsNotExist(err) {
 		t.Errorf("jail not removed: %v", err)
 	}

@@ -24,8 +24,9 @@ type Machine struct {
 	cmd    *exec.Cmd
 	client *Client
 	plan   *plan
-	// APISocket and VsockPath are host paths.
-	apiSock, vsock, logPath string
+	// Host paths. In a jail the log is inside it while the process runs,
+	// and moved to finalLog (outside) when it exits.
+	apiSock, vsock, logPath, finalLog string
 
 	// cancel ends cmd's context: os/exec then calls cmd.Cancel (Ctrl-Alt-Del
 	// or kill) and kills the process once cmd.WaitDelay has passed.
@@ -59,8 +60,16 @@ func (m *Machine) Client() *Client { return m.client }
 // VsockPath is the host side of the guest's vsock device.
 func (m *Machine) VsockPath() string { return m.vsock }
 
-// LogPath is the file holding Firecracker's log and stderr.
-func (m *Machine) LogPath() string { return m.logPath }
+// LogPath is the file holding Firecracker's log and stderr. A jailed
+// Firecracker's log is moved out of the jail, to RuntimeDir, when it exits.
+func (m *Machine) LogPath() string {
+	select {
+	case <-m.done:
+		return m.finalLog
+	default:
+		return m.logPath
+	}
+}
 
 // DialChannel connects to fc-agent on ChannelPort.
 func (m *Machine) DialChannel(ctx context.Context) (net.Conn, error) {
@@ -132,11 +141,12 @@ func (m *Machine) send(ctx context.Context, reqs []Request) error {
 // withLog adds the tail of Firecracker's log to err: API errors are terse
 // and the log usually says why.
 func (m *Machine) withLog(err error) error {
-	tail := logTail(m.logPath, 5)
+	path := m.LogPath()
+	tail := logTail(path, 5)
 	if tail == "" {
 		return err
 	}
-	return fmt.Errorf("%w\nfirecracker log (%s):\n%s", err, m.logPath, tail)
+	return fmt.Errorf("%w\nfirecracker log (%s):\n%s", err, path, tail)
 }
 
 // SnapshotOptions choose what Snapshot writes.

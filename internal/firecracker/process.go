@@ -111,17 +111,21 @@ func (d *Driver) launch(ctx context.Context, cfg vmm.Config, p *plan, configFile
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	cmd.SysProcAttr = sysProcAttr()
 	m := &Machine{
-		log:     log,
-		cmd:     cmd,
-		client:  NewClient(apiHost),
-		plan:    p,
-		apiSock: apiHost,
-		vsock:   vsockHost,
-		logPath: logHost,
-		cancel:  cancel,
-		done:    make(chan struct{}),
+		log:      log,
+		cmd:      cmd,
+		client:   NewClient(apiHost),
+		plan:     p,
+		apiSock:  apiHost,
+		vsock:    vsockHost,
+		logPath:  logHost,
+		finalLog: logHost,
+		cancel:   cancel,
+		done:     make(chan struct{}),
 	}
 	cmd.Cancel = m.interrupt
+	if p.jailRoot != "" {
+		m.finalLog = filepath.Join(cfg.RuntimeDir, logName)
+	}
 	m.cleanup = func() error {
 		m.client.Close()
 		var errs []error
@@ -131,7 +135,7 @@ func (d *Driver) launch(ctx context.Context, cfg vmm.Config, p *plan, configFile
 			}
 		}
 		if p.jailRoot != "" {
-			errs = append(errs, removeJail(p.jailRoot))
+			errs = append(errs, moveFile(logHost, m.finalLog), removeJail(p.jailRoot))
 		}
 		return errors.Join(errs...)
 	}
