@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -141,8 +142,17 @@ func checkConfig(cfg vmm.Config) error {
 			bad(fmt.Sprintf("Disks[%d].Path", i), "empty")
 		}
 	}
+	// The spec sets no bounds on these; Firecracker does.
+	if cfg.MemoryMiB < 1 {
+		bad("MemoryMiB", "%d: want at least 1", cfg.MemoryMiB)
+	}
 	if cfg.Net != nil && cfg.Net.TAP == "" {
 		bad("Net.TAP", "empty")
+	}
+	if cfg.Net != nil && cfg.Net.MAC != "" {
+		if hw, err := net.ParseMAC(cfg.Net.MAC); err != nil || len(hw) != 6 {
+			bad("Net.MAC", "%q is not a MAC address like 06:00:ac:10:00:02", cfg.Net.MAC)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -250,6 +250,8 @@ func TestBadInput(t *testing.T) {
 		}, "logger.level"},
 		{"disk id", func(_ *Options, c *vmm.Config) { c.Disks[1].ID = "up per" }, "Disks[1].ID"},
 		{"no tap", func(_ *Options, c *vmm.Config) { c.Net.TAP = "" }, "Net.TAP"},
+		{"bad mac", func(_ *Options, c *vmm.Config) { c.Net.MAC = "06:00:ac" }, "Net.MAC"},
+		{"no memory", func(_ *Options, c *vmm.Config) { c.MemoryMiB = 0 }, "MemoryMiB"},
 		{"plan without net", func(o *Options, c *vmm.Config) { o.BootPlan = testPlan; c.Net = nil }, "BootPlan"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
