@@ -74,8 +74,12 @@ func runSetup(ctx context.Context, env *Env, o setupOptions) error {
 		fmt.Fprintf(env.Stdout, "guest artifacts are up to date (kernel %s, rootfs %s)\n", set.KernelVersion, short)
 		return nil
 	}
-	fmt.Fprintf(env.Stdout, "guest artifacts ready (kernel %s, rootfs %s): built %s in %s\n",
-		set.KernelVersion, short, strings.Join(res.Built, ", "), time.Since(start).Round(100*time.Millisecond))
+	what := "reused parts built before"
+	if len(res.Built) > 0 {
+		what = "built " + strings.Join(res.Built, ", ")
+	}
+	fmt.Fprintf(env.Stdout, "guest artifacts ready (kernel %s, rootfs %s): %s in %s\n",
+		set.KernelVersion, short, what, time.Since(start).Round(100*time.Millisecond))
 	return nil
 }
 
