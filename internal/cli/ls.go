@@ -68,6 +68,10 @@ snapshot=TAG.`,
 }
 
 func runLs(_ context.Context, env *Env, o lsOptions) error {
+	match, all, err := lsFilter(o.filters)
+	if err != nil {
+		return err
+	}
 	st, err := state.Open(env.Dirs.VMs())
 	if err != nil {
 		return err
@@ -82,10 +86,6 @@ func runLs(_ context.Context, env *Env, o lsOptions) error {
 		for _, e := range unjoin(err) {
 			fmt.Fprintf(env.Stderr, "fcvm: warning: skipping %v\n", e)
 		}
-	}
-	match, all, err := lsFilter(o.filters)
-	if err != nil {
-		return err
 	}
 	var shown []*state.Record
 	var statuses []state.Status
