@@ -1,0 +1,94 @@
+package network
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+)
+
+// dnsForwarder answers the guest's DNS queries on the gateway address by
+// relaying each UDP query, unchanged, to the upstream resolvers in turn
+// and the first answer back. It understands nothing of DNS beyond "one
+// datagram in, one out", which is all a stub resolver needs.
+type dnsForwarder struct {
+	pc        net.PacketConn
+	upstreams []netip.AddrPort
+	// dial makes the upstream socket; it decides which namespace the
+	// query leaves from.
+	dial func(ctx context.Context, to netip.AddrPort) (net.Conn, error)
+	log  *slog.Logger
+	wg   sync.WaitGroup
+}
+
+const dnsTimeout = 5 * time.Second
+
+func newDNSForwarder(pc net.PacketConn, upstreams []netip.AddrPort, log *slog.Logger) *dnsForwarder {
+	f := &dnsForwarder{pc: pc, upstreams: upstreams, log: log}
+	f.dial = func(ctx context.Context, to netip.AddrPort) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "udp", to.String())
+	}
+	return f
+}
+
+// serve runs until pc is closed.
+func (f *dnsForwarder) serve() {
+	for {
+		buf := make([]byte, 4096)
+		n, from, err := f.pc.ReadFrom(buf)
+		if err != nil {
+			f.wg.Wait()
+			return
+		}
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			if ans := f.ask(buf[:n]); ans != nil {
+				f.pc.WriteTo(ans, from)
+			}
+		}()
+	}
+}
+
+func (f *dnsForwarder) ask(q []byte) []byte {
+	for _, up := range f.upstreams {
+		ctx, cancel := context.WithTimeout(context.Background(), dnsTimeout)
+		c, err := f.dial(ctx, up)
+		cancel()
+		if err != nil {
+			f.log.Debug("dns upstream", "server", up, "err", err)
+			continue
+		}
+		c.SetDeadline(time.Now().Add(dnsTimeout))
+		buf := make([]byte, 65536)
+		_, err = c.Write(q)
+		var n int
+		if err == nil {
+			n, err = c.Read(buf)
+		}
+		c.Close()
+		if err == nil && n >= 2 && len(q) >= 2 && buf[0] == q[0] && buf[1] == q[1] {
+			return buf[:n]
+		}
+		f.log.Debug("dns upstream", "server", up, "err", err)
+	}
+	return nil
+}
+
+// resolvConf lists the nameservers of a resolv.conf.
+func resolvConf(b []byte) []string {
+	var ns []string
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 2 && f[0] == "nameserver" {
+			if a, err := netip.ParseAddr(f[1]); err == nil && a.Is4() {
+				ns = append(ns, a.String())
+			}
+		}
+	}
+	return ns
+}

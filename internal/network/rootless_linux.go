@@ -1,0 +1,210 @@
+package network
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/fcvm/fcvm/internal/state"
+)
+
+// helperTimeout bounds how long the holder and pasta may take to be ready.
+const helperTimeout = 10 * time.Second
+
+// findUserNet picks the user-mode network helper.
+func findUserNet(want string) (name, path string, err error) {
+	names := []string{"pasta", "slirp4netns"}
+	if want != "" {
+		names = []string{want}
+	}
+	for _, name := range names {
+		if p, err := exec.LookPath(name); err == nil {
+			return name, p, nil
+		}
+	}
+	if want != "" {
+		return "", "", fmt.Errorf("%w: %s not found in PATH: install it (apt-get install %s)", ErrNoUserNet, want, map[string]string{"pasta": "passt", "slirp4netns": "slirp4netns"}[want])
+	}
+	return "", "", fmt.Errorf("%w: neither is in PATH: install pasta (apt-get install passt) or slirp4netns (apt-get install slirp4netns), or use --network bridged as root", ErrNoUserNet)
+}
+
+func setupRootless(ctx context.Context, cfg Config, n *Network, lv *live, upstreams []netip.AddrPort) error {
+	name, helperPath, err := findUserNet(cfg.UserNet)
+	if err != nil {
+		return err
+	}
+	if _, err := exec.LookPath("nsenter"); err != nil {
+		return fmt.Errorf("rootless network: nsenter not found: install util-linux: %w", err)
+	}
+	if cfg.RuntimeDir == "" {
+		return errors.New("rootless network: no runtime dir for the helper's files")
+	}
+	if err := checkFree(cfg.Ports); err != nil {
+		return err
+	}
+	n.UserNet = name
+	n.HostLoopbackIP = HostLoopbackIP
+
+	// The guest's resolvers, as the namespace reaches them: the host's
+	// loopback is at HostLoopbackIP there.
+	hc := holderConfig{Ports: cfg.Ports, GuestVeth: cfg.guestVeth}
+	for _, u := range upstreams {
+		if u.Addr().IsLoopback() {
+			u = netip.AddrPortFrom(netip.MustParseAddr(HostLoopbackIP), u.Port())
+		}
+		hc.DNS = append(hc.DNS, u)
+	}
+	if err := startHolder(ctx, n, lv, hc); err != nil {
+		return err
+	}
+	switch name {
+	case "pasta":
+		return startPasta(ctx, cfg, n, lv, helperPath)
+	default:
+		return startSlirp(ctx, cfg, n, lv, helperPath)
+	}
+}
+
+func startHolder(ctx context.Context, n *Network, lv *live, hc holderConfig) error {
+	b, _ := json.Marshal(hc)
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer statusR.Close()
+	lifeR, lifeW, err := os.Pipe()
+	if err != nil {
+		statusW.Close()
+		return err
+	}
+	cmd := &exec.Cmd{
+		Path:       "/proc/self/exe",
+		Args:       []string{holderArg0},
+		Env:        append(os.Environ(), holderEnv+"="+string(b)),
+		ExtraFiles: []*os.File{statusW, lifeR},
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET,
+			UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
+			GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}},
+			Pdeathsig:   syscall.SIGKILL,
+		},
+	}
+	err = cmd.Start()
+	statusW.Close()
+	lifeR.Close()
+	if err != nil {
+		lifeW.Close()
+		return fmt.Errorf("start network namespace holder (user namespaces disabled? see sysctl user.max_user_namespaces): %w", err)
+	}
+	lv.procs = append(lv.procs, cmd)
+	lv.alive = lifeW
+	if p, err := state.ProcessOf(cmd.Process.Pid); err == nil {
+		n.Holder = p
+	}
+	n.NetNS = fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid)
+	n.UserNS = fmt.Sprintf("/proc/%d/ns/user", cmd.Process.Pid)
+
+	done := make(chan error, 1)
+	go func() { done <- readStatus(statusR) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("network namespace holder: %w", ctx.Err())
+	case <-time.After(helperTimeout):
+		return fmt.Errorf("network namespace holder: not ready after %v", helperTimeout)
+	}
+}
+
+// pastaArgs are pasta's options for a holder: an uplink with slirp4netns's
+// addresses (so both helpers look the same from the namespace), published
+// ports to nsPort(i), nothing forwarded from the namespace to the host
+// (the gateway maps to the host's loopback instead).
+func pastaArgs(ports []Port, pidFile string, holder int, root bool) []string {
+	args := []string{"-f", "-q", "-4", "--config-net", "-I", uplinkName,
+		"-a", uplinkIP, "-n", strconv.Itoa(uplinkLen), "-g", HostLoopbackIP,
+		"--no-dhcp", "--no-ndp", "--no-dhcpv6", "--no-ra",
+		"-T", "none", "-U", "none", "-P", pidFile}
+	if root {
+		// As root pasta would switch to nobody, who may not join the
+		// holder's namespaces.
+		args = append([]string{"--runas", "0"}, args...)
+	}
+	var tcp, udp int
+	for i, p := range ports {
+		spec := strconv.Itoa(p.HostPort) + ":" + strconv.Itoa(nsPort(i))
+		if p.HostIP != "" {
+			spec = p.HostIP + "/" + spec
+		}
+		if p.Proto == "udp" {
+			args = append(args, "-u", spec)
+			udp++
+		} else {
+			args = append(args, "-t", spec)
+			tcp++
+		}
+	}
+	if tcp == 0 {
+		args = append(args, "-t", "none")
+	}
+	if udp == 0 {
+		args = append(args, "-u", "none")
+	}
+	return append(args, strconv.Itoa(holder))
+}
+
+func startPasta(ctx context.Context, cfg Config, n *Network, lv *live, path string) error {
+	pidFile := filepath.Join(cfg.RuntimeDir, "pasta.pid")
+	os.Remove(pidFile)
+	logPath := filepath.Join(cfg.RuntimeDir, "pasta.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return fmt.Errorf("pasta log: %w", err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(path, pastaArgs(cfg.Ports, pidFile, n.Holder.PID, os.Geteuid() == 0)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start pasta: %w", err)
+	}
+	lv.procs = append(lv.procs, cmd)
+	if p, err := state.ProcessOf(cmd.Process.Pid); err == nil {
+		n.Helper = p
+	}
+	return waitReady(ctx, "pasta", n.Helper, func() bool {
+		b, err := os.ReadFile(pidFile)
+		return err == nil && len(b) > 0
+	}, logPath)
+}
+
+// waitReady polls until ready says so, the helper exits (its log is then
+// the error), or time runs out.
+func waitReady(ctx context.Context, name string, proc state.Process, ready func() bool, logPath string) error {
+	deadline := time.Now().Add(helperTimeout)
+	for delay := 100 * time.Microsecond; ; delay = min(2*delay, 5*time.Millisecond) {
+		if ready() {
+			return nil
+		}
+		if !proc.Alive() {
+			b, _ := os.ReadFile(logPath)
+			return fmt.Errorf("%s exited before it was ready: %s", name, strings.TrimSpace(string(b)))
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("wait for %s: %w", name, err)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("wait for %s: not ready after %v", name, helperTimeout)
+		}
+		time.Sleep(delay)
+	}
+}

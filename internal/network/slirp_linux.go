@@ -1,0 +1,110 @@
+package network
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/fcvm/fcvm/internal/state"
+)
+
+// startSlirp attaches slirp4netns, the fallback when pasta is missing. Its
+// default addresses are the uplink's (10.0.2.100/24, host loopback at
+// 10.0.2.2); published ports are added through its API socket, to
+// nsPort(i) on the uplink address. --disable-dns: the guest's DNS goes
+// through the holder's forwarder like with pasta.
+func startSlirp(ctx context.Context, cfg Config, n *Network, lv *live, path string) error {
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer readyR.Close()
+	api := filepath.Join(cfg.RuntimeDir, "slirp.sock")
+	os.Remove(api)
+	logPath := filepath.Join(cfg.RuntimeDir, "slirp4netns.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		readyW.Close()
+		return fmt.Errorf("slirp4netns log: %w", err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(path, "--configure", "--mtu=65520", "--disable-dns", "--ready-fd=3",
+		"--api-socket="+api, "--netns-type=path", "--userns-path="+n.UserNS, n.NetNS, uplinkName)
+	cmd.ExtraFiles = []*os.File{readyW}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	err = cmd.Start()
+	readyW.Close()
+	if err != nil {
+		return fmt.Errorf("start slirp4netns: %w", err)
+	}
+	lv.procs = append(lv.procs, cmd)
+	if p, err := state.ProcessOf(cmd.Process.Pid); err == nil {
+		n.Helper = p
+	}
+	ready := make(chan struct{})
+	go func() {
+		b := make([]byte, 1)
+		readyR.Read(b)
+		close(ready)
+	}()
+	if err := waitReady(ctx, "slirp4netns", n.Helper, func() bool {
+		select {
+		case <-ready:
+			return true
+		default:
+			return false
+		}
+	}, logPath); err != nil {
+		return err
+	}
+	for i, p := range cfg.Ports {
+		host := p.HostIP
+		if host == "" {
+			host = "0.0.0.0"
+		}
+		if err := slirpCall(api, map[string]any{"execute": "add_hostfwd", "arguments": map[string]any{
+			"proto": p.Proto, "host_addr": host, "host_port": p.HostPort, "guest_addr": uplinkIP, "guest_port": nsPort(i),
+		}}); err != nil {
+			return fmt.Errorf("publish %s through slirp4netns: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// slirpCall makes one request on slirp4netns's API socket.
+func slirpCall(sock string, req any) error {
+	c, err := net.DialTimeout("unix", sock, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := json.NewEncoder(c).Encode(req); err != nil {
+		return err
+	}
+	c.(*net.UnixConn).CloseWrite()
+	var resp struct {
+		Error *struct {
+			Desc string `json:"desc"`
+		} `json:"error"`
+	}
+	b, err := io.ReadAll(c)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &resp); err != nil {
+		return fmt.Errorf("slirp4netns answer %q: %w", b, err)
+	}
+	if resp.Error != nil {
+		return fmt.Errorf("%s", resp.Error.Desc)
+	}
+	return nil
+}
