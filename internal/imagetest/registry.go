@@ -80,6 +80,7 @@ storage:
     enabled: true
 http:
   addr: %s
+  secret: fcvm-imagetest
 `, filepath.Join(dir, "data"), addr)
 	cfgPath := filepath.Join(dir, "config.yml")
 	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
