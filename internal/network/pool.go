@@ -23,4 +23,3 @@ func blockAt(pool netip.Prefix, i int) block {
 	}
 	return block{net: netip.PrefixFrom(addr(0), 30), host: addr(1), ns: addr(2)}
 }
-
