@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
+	"strconv"
 
 	"github.com/google/nftables"
 )
@@ -62,27 +64,30 @@ func runHolder(v string, status, lifeline *os.File) error {
 	if err := configureGuestSide(cfg.GuestVeth, 0); err != nil {
 		return err
 	}
-	// Connections pasta splices from the host's loopback arrive from the
-	// namespace's 127.0.0.1; forwarding them to the guest needs
-	// route_localnet, here in the VM's own namespace only.
-	for _, s := range []string{"all", TAPName} {
-		if err := writeSysctl("net/ipv4/conf/"+s+"/route_localnet", "1"); err != nil {
-			return err
-		}
-	}
 	c, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("nftables in the VM's namespace: %w", err)
 	}
-	rootlessNSTable(c, cfg.Ports)
+	rootlessNSTable(c)
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nftables in the VM's namespace: %w", err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	// Published ports: pasta or slirp4netns deliver port i to nsPort(cfg.Ports, i)
+	// on the namespace's loopback (pasta's splice path) or its uplink
+	// address; a proxy takes it on to the guest.
+	for i, p := range cfg.Ports {
+		ln, pc, err := listen(Port{HostPort: nsPort(cfg.Ports, i), Proto: p.Proto})
+		if err != nil {
+			return fmt.Errorf("listen in the VM's namespace for %s: %w", p, err)
+		}
+		newProxy(ln, pc, net.JoinHostPort(GuestIP, strconv.Itoa(p.GuestPort)), log)
 	}
 	pc, err := listenDNS()
 	if err != nil {
 		return err
 	}
-	fwd := newDNSForwarder(pc, cfg.DNS, slog.New(slog.DiscardHandler))
+	fwd := newDNSForwarder(pc, cfg.DNS, log)
 	go fwd.serve()
 	if _, err := status.WriteString("ok\n"); err != nil {
 		return err

@@ -177,26 +177,24 @@ func bridgedNSTable(c *nftables.Conn, veth string, nsAddr netip.Addr) {
 }
 
 // nsPort is the port in a rootless namespace that published port i
-// arrives on from pasta or slirp4netns.
-func nsPort(i int) int { return 20000 + i }
+// arrives on from pasta or slirp4netns; the holder proxies it to the
+// guest. UDP keeps the host port: pasta (2023-03) loses the replies of
+// spliced UDP whose port it translates.
+func nsPort(ports []Port, i int) int {
+	if ports[i].Proto == "udp" {
+		return ports[i].HostPort
+	}
+	return 20000 + i
+}
 
-// rootlessNSTable writes the table in a rootless VM's namespace: published
-// ports arrive on nsPort(i), through the uplink or (pasta's splice path for
-// connections from the host's loopback) on the namespace's 127.0.0.1, and
-// go to the guest; guest egress is masqueraded out of the uplink, and
-// traffic from the namespace's loopback to the guest gets the gateway's
-// address (a guest cannot answer 127.0.0.1).
-func rootlessNSTable(c *nftables.Conn, ports []Port) {
+// rootlessNSTable writes the table in a rootless VM's namespace: guest
+// egress is masqueraded out of the uplink. (Published ports need no rules:
+// the holder proxies them, because pasta's splice path for UDP from the
+// host's loopback does not carry DNATed replies back.)
+func rootlessNSTable(c *nftables.Conn) {
 	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: nsTableName})
 	ch := addChains(c, t, false)
-	guest := netip.MustParseAddr(GuestIP)
-	lo := netip.MustParsePrefix("127.0.0.1/32")
-	for i, p := range ports {
-		rule(c, ch.pre, ifMatch(expr.MetaKeyIIFNAME, expr.CmpOpEq, uplinkName), portMatch(p.Proto, nsPort(i)), dnat(guest, p.GuestPort))
-		rule(c, ch.out, addrMatch(true, expr.CmpOpEq, lo), portMatch(p.Proto, nsPort(i)), dnat(guest, p.GuestPort))
-	}
 	rule(c, ch.post, addrMatch(false, expr.CmpOpEq, guestNet), ifMatch(expr.MetaKeyOIFNAME, expr.CmpOpNeq, TAPName), []expr.Any{masq()})
-	rule(c, ch.post, addrMatch(false, expr.CmpOpEq, loopbackNet), ifMatch(expr.MetaKeyOIFNAME, expr.CmpOpEq, TAPName), []expr.Any{masq()})
 }
 
 // deleteTable removes an ip table; a table that is not there is success.

@@ -48,6 +48,13 @@ func setupRootless(ctx context.Context, cfg Config, n *Network, lv *live, upstre
 	if cfg.RuntimeDir == "" {
 		return errors.New("rootless network: no runtime dir for the helper's files")
 	}
+	udp := map[int]bool{}
+	for _, p := range cfg.Ports {
+		if p.Proto == "udp" && udp[p.HostPort] {
+			return fmt.Errorf("-p %s: rootless mode publishes a UDP host port once, on one address: use one -p for port %d", p, p.HostPort)
+		}
+		udp[p.HostPort] = p.Proto == "udp"
+	}
 	if err := checkFree(cfg.Ports); err != nil {
 		return err
 	}
@@ -141,7 +148,7 @@ func pastaArgs(ports []Port, pidFile string, holder int, root bool) []string {
 	}
 	var tcp, udp int
 	for i, p := range ports {
-		spec := strconv.Itoa(p.HostPort) + ":" + strconv.Itoa(nsPort(i))
+		spec := strconv.Itoa(p.HostPort) + ":" + strconv.Itoa(nsPort(ports, i))
 		if p.HostIP != "" {
 			spec = p.HostIP + "/" + spec
 		}

@@ -18,7 +18,7 @@ import (
 // startSlirp attaches slirp4netns, the fallback when pasta is missing. Its
 // default addresses are the uplink's (10.0.2.100/24, host loopback at
 // 10.0.2.2); published ports are added through its API socket, to
-// nsPort(i) on the uplink address. --disable-dns: the guest's DNS goes
+// nsPort(cfg.Ports, i) on the uplink address. --disable-dns: the guest's DNS goes
 // through the holder's forwarder like with pasta.
 func startSlirp(ctx context.Context, cfg Config, n *Network, lv *live, path string) error {
 	readyR, readyW, err := os.Pipe()
@@ -71,7 +71,7 @@ func startSlirp(ctx context.Context, cfg Config, n *Network, lv *live, path stri
 			host = "0.0.0.0"
 		}
 		if err := slirpCall(api, map[string]any{"execute": "add_hostfwd", "arguments": map[string]any{
-			"proto": p.Proto, "host_addr": host, "host_port": p.HostPort, "guest_addr": uplinkIP, "guest_port": nsPort(i),
+			"proto": p.Proto, "host_addr": host, "host_port": p.HostPort, "guest_addr": uplinkIP, "guest_port": nsPort(cfg.Ports, i),
 		}}); err != nil {
 			return fmt.Errorf("publish %s through slirp4netns: %w", p, err)
 		}
