@@ -40,6 +40,8 @@ func Main() {
 
 func run(log *slog.Logger) error {
 	t0 := time.Now()
+	// The kernel starts PID 1 with no PATH; podman and its helpers need one.
+	os.Setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 	if err := earlyMounts(); err != nil {
 		return err
 	}
@@ -51,6 +53,7 @@ func run(log *slog.Logger) error {
 	}
 	params := cmdline()
 	if params["debug"] == "1" {
+		podmanDebug = true
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	if err := guestmod.LoadAll(log); err != nil {

@@ -28,14 +28,22 @@ const outputLimit = 8 << 20
 // upper disk (podman's overlay driver refuses an overlayfs root), runtime
 // state in tmpfs, no systemd.
 func podmanGlobal() []string {
-	return []string{
+	g := []string{}
+	if podmanDebug {
+		g = append(g, "--log-level", "debug")
+	}
+	return append(g,
 		"--root", upperMount + "/containers/storage",
 		"--runroot", "/run/containers/storage",
 		"--cgroup-manager", "cgroupfs",
 		"--events-backend", "file",
 		"--storage-driver", "overlay",
-	}
+	)
 }
+
+// podmanDebug (fcvm.debug=1 on the kernel command line) makes podman log
+// what it does to the container's stderr.
+var podmanDebug bool
 
 type container struct {
 	out *outputLog
@@ -60,7 +68,6 @@ func podmanRunArgs(p *channel.Plan) ([]string, error) {
 		return nil, errors.New("no command: the image has no entrypoint or cmd; give one after the image name")
 	}
 	a := append(podmanGlobal(), "run", "--name", containerName, "--replace",
-		"--rootfs", imageMount+":O",
 		"--log-driver", "none",
 		"--security-opt", "label=disable",
 	)
@@ -90,15 +97,11 @@ func podmanRunArgs(p *channel.Plan) ([]string, error) {
 	if p.TTY {
 		a = append(a, "--tty")
 	}
-	// The entrypoint is already resolved: an empty one stops podman from
-	// prepending anything.
-	a = append(a, "--entrypoint", mustJSON(argv[:1]), "--")
-	return append(a, argv[1:]...), nil
-}
-
-func mustJSON(v any) string {
-	b, _ := json.Marshal(v)
-	return string(b)
+	// --rootfs is a boolean: the first argument after "--" is the root
+	// (overlaid, :O, because the image disk is read-only) and the rest is
+	// the command, already resolved from entrypoint and cmd on the host.
+	a = append(a, "--rootfs", "--", imageMount+":O")
+	return append(a, argv...), nil
 }
 
 func (a *Agent) start(p *channel.Plan, conn net.Conn) error {
