@@ -65,6 +65,9 @@ func setupNet(t *testing.T, m mode, cfg Config) (*Network, *guest) {
 	if cfg.DataDir == "" {
 		cfg.DataDir = t.TempDir()
 	}
+	if !cfg.Pool.IsValid() {
+		cfg.Pool = testPool
+	}
 	cfg.RuntimeDir = t.TempDir()
 	cfg.Log = testLog(t)
 	n, err := Setup(context.Background(), cfg)
@@ -316,7 +319,7 @@ func attachServerNS(t *testing.T) *guest {
 // tests (a helper process, as in os/exec's tests).
 const testHelperEnv = "FCVM_NETWORK_TEST_HELPER"
 
-func runTestHelper(h string) int {
-	fmt.Fprintf(os.Stderr, "unknown helper %q\n", h)
-	return 2
-}
+
+// testPool keeps the tests' bridged addresses off DefaultPool, which a
+// real fcvm on this host may be using from another data dir.
+var testPool = netip.MustParsePrefix("10.67.0.0/16")

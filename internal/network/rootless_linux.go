@@ -53,7 +53,9 @@ func setupRootless(ctx context.Context, cfg Config, n *Network, lv *live, upstre
 		if p.Proto == "udp" && udp[p.HostPort] {
 			return fmt.Errorf("-p %s: rootless mode publishes a UDP host port once, on one address: use one -p for port %d", p, p.HostPort)
 		}
-		udp[p.HostPort] = p.Proto == "udp"
+		if p.Proto == "udp" {
+			udp[p.HostPort] = true
+		}
 	}
 	if err := checkFree(cfg.Ports); err != nil {
 		return err
