@@ -34,8 +34,9 @@
 // user's file's sha256), initrd-<digest> (the kernel digest, fc-agent's
 // sha256 and the module list) and rootfs-<digest> (suite, mirror,
 // architecture and package list). current.json names the set in use.
-// Everything is keyed by Recipe too, so a change to how a part is built
-// rebuilds it. A Build whose inputs match current.json does nothing and
+// Each digest includes its part's recipe version too (KernelRecipe,
+// InitrdRecipe, RootfsRecipe), so a change to how a part is built
+// rebuilds that part only. A Build whose inputs match current.json does nothing and
 // needs no network: a newer Debian kernel is picked up by Force. When only
 // fc-agent changed, only the initramfs is rebuilt. Old directories are
 // left in place, because VMs and snapshots may still use them.
@@ -66,9 +67,13 @@ import (
 // ErrNotSetUp means there are no guest artifacts, or some are missing.
 var ErrNotSetUp = errors.New("guest artifacts missing: run `fcvm setup`")
 
-// Recipe versions the way parts are built; it goes into every digest.
-// Bump it when a change to this package changes what a part contains.
-const Recipe = 1
+// Recipe versions say how each part is built and go into its digest.
+// Bump one when a change to this package changes what its part contains.
+const (
+	KernelRecipe = 2 // 2: module signatures stripped
+	InitrdRecipe = 1
+	RootfsRecipe = 1
+)
 
 // Set is one complete set of guest artifacts. Paths are absolute.
 type Set struct {

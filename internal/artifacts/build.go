@@ -205,7 +205,7 @@ func (b *builder) build(ctx context.Context) (Set, error) {
 // buildInitrd builds the initramfs for set's kernel unless one with the
 // same digest is already in place.
 func (b *builder) buildInitrd(ctx context.Context, set *Set, agentSHA string, need bool) error {
-	d := digest("initrd", fmt.Sprint(Recipe), set.KernelDigest, agentSHA, strings.Join(GuestModules, ","), initrdCompression)
+	d := digest("initrd", fmt.Sprint(InitrdRecipe), set.KernelDigest, agentSHA, strings.Join(GuestModules, ","), initrdCompression)
 	final := filepath.Join(b.dir, "initrd-"+d)
 	path := filepath.Join(final, "initrd.cpio")
 	if !need {

@@ -10,9 +10,10 @@ import (
 	"strings"
 )
 
-// initrdCompression is how the initramfs is packed. Uncompressed, because
-// under TCG the kernel's decompressor is slow and the archive is small
-// (see the package tests for the measurement).
+// initrdCompression is how the initramfs is packed. Uncompressed: under
+// TCG, BenchmarkBootInitramfs measured a median guest uptime at /init's
+// report of 1.89 s uncompressed against 2.56 s gzipped (7 MiB archive,
+// 5 alternating boots each, module signatures stripped).
 const initrdCompression = "none"
 
 // initrdDirs are the empty directories the agent mounts on before it has

@@ -32,7 +32,7 @@ type userKernel struct {
 // be (that needs the mirror).
 func (b *builder) kernelKey() (string, *userKernel, error) {
 	if b.opts.KernelPath == "" {
-		return digest("kernel-source", fmt.Sprint(Recipe), "debian", b.opts.Mirror, b.opts.Suite, b.arch), nil, nil
+		return digest("kernel-source", fmt.Sprint(KernelRecipe), "debian", b.opts.Mirror, b.opts.Suite, b.arch), nil, nil
 	}
 	abs, err := filepath.Abs(b.opts.KernelPath)
 	if err != nil {
@@ -42,7 +42,7 @@ func (b *builder) kernelKey() (string, *userKernel, error) {
 	if err != nil {
 		return "", nil, fmt.Errorf("read --kernel: %w", err)
 	}
-	return digest("kernel-source", fmt.Sprint(Recipe), "file", sha), &userKernel{path: abs, sha: sha}, nil
+	return digest("kernel-source", fmt.Sprint(KernelRecipe), "file", sha), &userKernel{path: abs, sha: sha}, nil
 }
 
 func (b *builder) buildKernel(ctx context.Context, uk *userKernel) (kernelPart, error) {
@@ -90,7 +90,7 @@ func (b *builder) importKernel(uk *userKernel, work string) (kernelPart, error) 
 	if err != nil {
 		return kernelPart{}, fmt.Errorf("read --kernel: %w", err)
 	}
-	k := kernelPart{release: KernelRelease(data), digest: digest("kernel", fmt.Sprint(Recipe), "file", uk.sha)}
+	k := kernelPart{release: KernelRelease(data), digest: digest("kernel", fmt.Sprint(KernelRecipe), "file", uk.sha)}
 	switch {
 	case isELF(data):
 		b.progress("kernel: using %s (ELF vmlinux)", uk.path)
@@ -217,7 +217,7 @@ func (b *builder) debianKernel(ctx context.Context, work string) (kernelPart, er
 	}
 	b.step("kernel index", start, 0)
 
-	d := digest("kernel", fmt.Sprint(Recipe), "debian", pkg, version, sha, strings.Join(GuestModules, ","))
+	d := digest("kernel", fmt.Sprint(KernelRecipe), "debian", pkg, version, sha, strings.Join(GuestModules, ","))
 	if final := filepath.Join(b.dir, "kernel-"+d); !b.opts.Force && exists(filepath.Join(final, "vmlinux")) {
 		// Built before (an earlier setup that failed later on).
 		release, _ := os.ReadFile(filepath.Join(final, "release"))
@@ -307,6 +307,10 @@ func (b *builder) kernelFromTree(root, work string) (kernelPart, error) {
 	return kernelPart{bzImage: "bzImage", release: release}, nil
 }
 
+// stripSignatures says whether guest modules lose their signatures; see
+// stripModuleSignature.
+var stripSignatures = true
+
 // copyModules writes mods, uncompressed, under dst with a modules.dep
 // naming only them and the kernel's modules.builtin.
 func copyModules(src, dst string, mods []Module) error {
@@ -322,6 +326,9 @@ func copyModules(src, dst string, mods []Module) error {
 		data, err := readModule(from)
 		if err != nil {
 			return err
+		}
+		if stripSignatures {
+			data = stripModuleSignature(data)
 		}
 		to := filepath.Join(dst, m.Path)
 		if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {

@@ -232,3 +232,31 @@ func parseDep(t *testing.T, s string) map[string][]string {
 }
 
 func sorted(s []string) []string { return slices.Sorted(slices.Values(s)) }
+
+func TestStripModuleSignature(t *testing.T) {
+	tree := debianKernelTree(t)
+	rel := debianRelease(t, tree)
+	ko, err := os.ReadFile(filepath.Join(tree, "lib/modules", rel, "kernel/fs/ext4/ext4.ko"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasSuffix(ko, []byte(moduleSigMagic)) {
+		t.Fatal("Debian's ext4.ko is not signed: the test's premise is gone")
+	}
+	stripped := stripModuleSignature(ko)
+	if len(stripped) >= len(ko)-len(moduleSigMagic)-12 || bytes.Contains(stripped[len(stripped)-64:], []byte("Module signature")) {
+		t.Fatalf("stripped %d of %d bytes", len(ko)-len(stripped), len(ko))
+	}
+	t.Logf("signature and trailer: %d bytes", len(ko)-len(stripped))
+	deps, err := modinfoDepends(stripped)
+	if err != nil || strings.Join(sorted(deps), ",") != "crc16,jbd2,mbcache" {
+		t.Errorf("stripped ext4.ko: depends %v, %v", deps, err)
+	}
+	if again := stripModuleSignature(stripped); !bytes.Equal(again, stripped) {
+		t.Error("stripping an unsigned module changed it")
+	}
+	bad := append(bytes.Repeat([]byte{0xff}, 20), moduleSigMagic...)
+	if got := stripModuleSignature(bad); !bytes.Equal(got, bad) {
+		t.Error("a signature length beyond the file was trusted")
+	}
+}

@@ -57,7 +57,7 @@ func (b *builder) rootfsDigest() string {
 	for _, k := range sortedKeys(guestFiles) {
 		fmt.Fprintf(h, "%s\n%d\n%s", k, len(guestFiles[k]), guestFiles[k])
 	}
-	return digest("rootfs", fmt.Sprint(Recipe), b.opts.Suite, b.opts.Mirror, b.arch,
+	return digest("rootfs", fmt.Sprint(RootfsRecipe), b.opts.Suite, b.opts.Mirror, b.arch,
 		strings.Join(RootfsPackages, ","), strings.Join(GuestMountPoints, ","), fmt.Sprintf("%x", h.Sum(nil)))
 }
 

@@ -254,7 +254,9 @@ func Load(log *slog.Logger, dir, cmdline string, load LoadFunc) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				t := time.Now()
 				err := load(filepath.Join(dir, m.Path), params[m.Name])
+				log.Debug("load module", "module", m.Name, "took", time.Since(t), "err", err)
 				if errors.Is(err, errNoDevice) {
 					log.Debug("module has no device", "module", m.Name)
 					err = nil
