@@ -42,7 +42,8 @@ func TestBadInput(t *testing.T) {
 		badRun(t, "reference", "run", "--rm", "UPPER/Case::bad", "true")
 	})
 	t.Run("unreachable registry", func(t *testing.T) {
-		badRun(t, imagetest.ClosedAddr(t), "run", "--rm", "--tls-verify=false", imagetest.ClosedAddr(t)+"/test/busybox:1", "true")
+		closed := imagetest.ClosedAddr(t)
+		badRun(t, closed, "run", "--rm", "--tls-verify=false", closed+"/test/busybox:1", "true")
 	})
 	t.Run("firecracker without kvm", func(t *testing.T) {
 		badRun(t, "--vmm qemu", "run", "--rm", "--vmm", "firecracker", archive, "true")
