@@ -64,9 +64,14 @@ func ExtractVmlinux(bz []byte) ([]byte, error) {
 	}
 	payload := bz[start : start+n-4]
 	want := binary.LittleEndian.Uint32(bz[start+n-4:])
+	// Kernels compress about 8 to 1; a header claiming far more is
+	// corrupt, and trusting it would allocate gigabytes.
+	if want > maxVmlinux || int64(want) > 50*int64(len(payload))+1<<20 {
+		return nil, fmt.Errorf("bzImage says its %d-byte payload holds %d bytes: %w", len(payload), want, ErrNotKernel)
+	}
 
 	if bytes.HasPrefix(payload, []byte{0xfd, '7', 'z', 'X', 'Z', 0}) {
-		out, err := decodeXZKernel(payload, maxVmlinux)
+		out, err := decodeXZKernel(payload, int64(want))
 		if err != nil {
 			return nil, fmt.Errorf("decompress xz bzImage payload: %w", err)
 		}

@@ -101,10 +101,9 @@ func decodeXZKernel(p []byte, limit int64) ([]byte, error) {
 		}
 	}
 
-	dict := lzma2DictSize(dictProp)
-	if dict < lzma.MinDictCap {
-		dict = lzma.MinDictCap
-	}
+	// A dictionary larger than the output is never used; bounding it
+	// keeps a hostile header from allocating gigabytes.
+	dict := min(lzma2DictSize(dictProp), max(int(uncompressed), lzma.MinDictCap))
 	lr, err := lzma.Reader2Config{DictCap: dict}.NewReader2(bytes.NewReader(blk[hdrLen:]))
 	if err != nil {
 		return nil, fmt.Errorf("xz: %w", err)

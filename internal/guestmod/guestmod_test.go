@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -228,4 +229,32 @@ func TestFinitModuleRejectsGarbage(t *testing.T) {
 		t.Errorf("finit_module of garbage: %v", err)
 	}
 	t.Logf("finit_module of garbage: %v", err)
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add(modulesDep, `virtio_mmio.device=4K@0xd0000000:5 foo.bar="a b" -- x.y=1`)
+	f.Fuzz(func(t *testing.T, dep, cmdline string) {
+		if mods, err := ParseModulesDep(strings.NewReader(dep)); err == nil {
+			Waves(mods)
+		}
+		for mod, p := range CmdlineParams(cmdline) {
+			if mod == "" || p == "" {
+				t.Fatalf("empty module or params: %q %q", mod, p)
+			}
+		}
+	})
+}
+
+// TestImports keeps guestmod fit for the static guest agent: the standard
+// library and golang.org/x/sys only.
+func TestImports(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", ".").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, p := range strings.Fields(string(out)) {
+		if p != "github.com/fcvm/fcvm/internal/guestmod" && !strings.HasPrefix(p, "golang.org/x/sys/") {
+			t.Errorf("guestmod depends on %s", p)
+		}
+	}
 }
