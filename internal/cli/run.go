@@ -25,6 +25,7 @@ type runOptions struct {
 	entrypoint string
 	labels     []string
 	rm         bool
+	volumes    []string // -v, parsed by parseVolumes (volume.go)
 }
 
 func newRunCmd(env *Env) *cobra.Command {
@@ -59,6 +60,7 @@ func newRunCmd(env *Env) *cobra.Command {
 	f.StringVar(&o.VMM, "vmm", "auto", "VMM: auto, firecracker or qemu")
 	f.StringVar(&o.Network, "network", "none", "network: none, rootless or bridged")
 	f.StringArrayVarP(&o.labels, "label", "l", nil, "set a label (K=V)")
+	f.StringArrayVarP(&o.volumes, "volume", "v", nil, "share a host directory: HOST-DIR:CONTAINER-DIR[:ro] (repeatable)")
 	f.BoolVar(&o.TLSVerify, "tls-verify", true, "require HTTPS and verify certificates when pulling")
 	return cmd
 }
@@ -122,6 +124,9 @@ func runRun(ctx context.Context, env *Env, o *runOptions) error {
 		return err
 	}
 	if o.Labels, err = parseLabels(o.labels); err != nil {
+		return err
+	}
+	if o.Volumes, err = parseVolumes(o.volumes); err != nil {
 		return err
 	}
 	o.Remove = o.rm

@@ -44,6 +44,8 @@ type Options struct {
 	Rows, Cols  uint16
 	Labels      map[string]string
 	TLSVerify   bool
+	// Volumes are the -v host directories, already checked (volumes.go).
+	Volumes []state.Volume
 	// DiskMiB is the size of the writable upper disk.
 	DiskMiB int
 	// Progress receives image pull progress.
@@ -121,6 +123,9 @@ type VM struct {
 
 	// started is set for clones, whose container already runs.
 	started bool
+
+	// volumes serves the -v directories (volumes.go).
+	volumes *volumeServers
 
 	sess      *session
 	stopped   atomic.Bool // a stop request killed the VM
@@ -216,6 +221,7 @@ func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options)
 		AutoRemove: o.Remove,
 		Network:    state.Network{Mode: o.Network},
 		Labels:     o.Labels,
+		Volumes:    o.Volumes,
 	}
 	if err := store.Create(rec); err != nil {
 		return nil, err
@@ -227,6 +233,9 @@ func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options)
 			vm = nil
 		}
 	}()
+	if vm.volumes, err = openVolumes(o.Volumes, log); err != nil { // volumes.go
+		return vm, err
+	}
 	plan.Hostname = rec.ShortID()
 	rec.RuntimeDir = dirs.VMRuntime(rec.ID[:12])
 	if err := os.MkdirAll(rec.RuntimeDir, 0o700); err != nil {
@@ -295,6 +304,7 @@ func buildPlan(o Options, img *image.Image) (*channel.Plan, error) {
 		Rows:          o.Rows,
 		Cols:          o.Cols,
 		Labels:        o.Labels,
+		Volumes:       volumePlans(o.Volumes), // volumes.go
 		ClockUnixNano: time.Now().UnixNano(),
 	}
 	if o.Entrypoint != nil {
@@ -342,6 +352,9 @@ func (vm *VM) Teardown(remove bool) error {
 	var errs []error
 	if vm.Machine != nil {
 		vm.Machine.Stop(context.Background(), 0)
+	}
+	if err := vm.volumes.Close(); err != nil { // volumes.go
+		errs = append(errs, err)
 	}
 	if vm.Record.RuntimeDir != "" {
 		if err := os.RemoveAll(vm.Record.RuntimeDir); err != nil {

@@ -99,6 +99,9 @@ func (s *session) get(ctx context.Context) (*channel.Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Volumes first, so the guest mounts them before it starts podman
+	// (volumes.go).
+	s.vm.volumes.attach(ctx, c)
 	s.c = c
 	return c, nil
 }
