@@ -197,3 +197,80 @@ func median(x []float64) float64 {
 	slices.Sort(s)
 	return s[len(s)/2]
 }
+
+// BenchmarkGuestPodman boots the current guest artifacts of
+// $FCVM_DATA_DIR (run `fcvm setup` first) with testdata/rootfscheck as
+// /init: it mounts the base rootfs under an overlay as fc-agent will and
+// runs podman with the rootfs's containers.conf (crun, cgroupfs, file
+// events) with --network none and host, runc, and --init. It fails if
+// any of them fails and reports each one's time in the guest, in
+// seconds. Run: FCVM_DATA_DIR=... go test -run XXX -bench GuestPodman
+// -benchtime 1x ./internal/artifacts
+func BenchmarkGuestPodman(b *testing.B) {
+	dirs := os.Getenv("FCVM_DATA_DIR")
+	set, err := Load(dirs)
+	if err != nil {
+		b.Fatalf("%v (set FCVM_DATA_DIR to a data dir where fcvm setup ran)", err)
+	}
+	out := filepath.Join(b.TempDir(), "rootfscheck")
+	cmd := exec.Command("go", "build", "-o", out, "./testdata/rootfscheck")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if o, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("build rootfscheck: %v\n%s", err, o)
+	}
+	initrd := filepath.Join(b.TempDir(), "initrd.cpio")
+	if _, err := writeInitramfs(context.Background(), initrd, out, set.modulesDir()); err != nil {
+		b.Fatal(err)
+	}
+	want := map[string]string{ // step: expected err field
+		"version": "<nil>", "info": "<nil>", "run-none": "exit status 3",
+		"run-host": "<nil>", "run-runc": "<nil>", "run-init": "<nil>",
+	}
+	took := map[string][]float64{}
+	for i := 0; i < b.N; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		q := exec.CommandContext(ctx, "qemu-system-x86_64",
+			"-machine", "microvm,rtc=on", "-accel", "tcg,tb-size=256", "-cpu", "max", "-smp", "1", "-m", "1024",
+			"-no-reboot", "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
+			"-kernel", set.Kernel, "-initrd", initrd,
+			"-drive", "id=d0,file="+set.Rootfs+",format=raw,if=none,readonly=on",
+			"-device", "virtio-blk-device,drive=d0",
+			"-append", fmt.Sprintf("console=ttyS0 panic=-1 reboot=t tsc_early_khz=%d loglevel=4", hostTSCkHz(b)))
+		console, err := q.CombinedOutput()
+		cancel()
+		if err != nil {
+			b.Fatalf("qemu: %v\n%s", err, tail(string(console), 40))
+		}
+		seen := 0
+		for _, line := range strings.Split(string(console), "\n") {
+			rest, ok := strings.CutPrefix(strings.TrimSpace(line), "RFCHECK ")
+			if !ok {
+				continue
+			}
+			if strings.HasPrefix(rest, "FAIL") {
+				b.Fatalf("%s\n%s", rest, tail(string(console), 40))
+			}
+			f := strings.Fields(rest)
+			if len(f) < 3 || want[f[0]] == "" {
+				continue
+			}
+			seen++
+			errField := strings.TrimPrefix(rest[len(f[0])+1:strings.Index(rest, " took=")], "err=")
+			if errField != want[f[0]] {
+				b.Errorf("%s: err=%s, want %s: %s", f[0], errField, want[f[0]], rest)
+			}
+			for _, kv := range f {
+				if v, ok := strings.CutPrefix(kv, "took="); ok {
+					d, _ := time.ParseDuration(v)
+					took[f[0]] = append(took[f[0]], d.Seconds())
+				}
+			}
+		}
+		if seen != len(want) {
+			b.Fatalf("saw %d of %d podman steps:\n%s", seen, len(want), tail(string(console), 40))
+		}
+	}
+	for step, d := range took {
+		b.ReportMetric(median(d), step+"-s")
+	}
+}
