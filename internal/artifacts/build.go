@@ -86,9 +86,11 @@ func (b *builder) progress(format string, args ...any) {
 }
 
 func (b *builder) step(name string, start time.Time, size int64) {
+	took := time.Since(start)
+	b.log.Info("setup step", "step", name, "took", took.Round(time.Millisecond), "size", size)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.result.Steps = append(b.result.Steps, Step{Name: name, Took: time.Since(start), Size: size})
+	b.result.Steps = append(b.result.Steps, Step{Name: name, Took: took, Size: size})
 }
 
 func (b *builder) built(part string) {
@@ -162,6 +164,9 @@ func (b *builder) build(ctx context.Context) (Set, error) {
 		b.result.UpToDate = true
 		return cur.Set, nil
 	}
+	if needRootfs && os.Geteuid() != 0 {
+		return Set{}, fmt.Errorf("build rootfs: debootstrap needs root: run `sudo fcvm setup`")
+	}
 
 	b.tmp, err = os.MkdirTemp(b.dir, ".tmp-")
 	if err != nil {
@@ -193,6 +198,11 @@ func (b *builder) build(ctx context.Context) (Set, error) {
 	}
 	if err := g.Wait(); err != nil {
 		return Set{}, err
+	}
+	// Some steps do not watch ctx; an interrupted setup must not switch
+	// the current set even if they finished.
+	if err := ctx.Err(); err != nil {
+		return Set{}, fmt.Errorf("setup: %w", err)
 	}
 	set.Digest = digest("set", set.KernelDigest, set.InitrdDigest, set.RootfsDigest)
 	m := manifest{Set: set, KernelKey: kernelKey, AgentSHA: agentSHA}

@@ -357,3 +357,67 @@ func TestBuildLock(t *testing.T) {
 	}
 	unlock2()
 }
+
+// TestBuildConcurrentAndInterrupted runs two Builds at once (one builds,
+// the other waits for the lock and finds everything up to date), then
+// interrupts a third and checks it leaves the current set alone.
+func TestBuildConcurrentAndInterrupted(t *testing.T) {
+	tree := debianKernelTree(t)
+	bz := filepath.Join(tree, "boot", "vmlinuz-"+debianRelease(t, tree))
+	data := t.TempDir()
+	opts := BuildOptions{KernelPath: bz, AgentPath: fakeAgent(t, "agent"), Mirror: "http://127.0.0.1:9/debian", Log: testLogger(t)}
+	seedRootfs(t, data, opts)
+
+	type out struct {
+		set Set
+		res Result
+		err error
+	}
+	results := make(chan out, 2)
+	for range 2 {
+		go func() {
+			s, r, err := Build(context.Background(), data, opts)
+			results <- out{s, r, err}
+		}()
+	}
+	a, b := <-results, <-results
+	if a.err != nil || b.err != nil {
+		t.Fatalf("concurrent builds: %v, %v", a.err, b.err)
+	}
+	if a.res.UpToDate == b.res.UpToDate || a.set != b.set {
+		t.Errorf("want one build and one no-op with equal sets: %+v / %+v", a.res, b.res)
+	}
+
+	// Interrupt a build whose kernel is new (a vmlinux this time).
+	vmlinux := filepath.Join(t.TempDir(), "vmlinux")
+	if err := os.WriteFile(vmlinux, mustRead(t, a.set.Kernel), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := os.OpenFile(vmlinux, os.O_APPEND|os.O_WRONLY, 0)
+	f.Write([]byte("different"))
+	f.Close()
+	before := mustRead(t, filepath.Join(artifactsDir(data), manifestName))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	opts.KernelPath = vmlinux
+	if _, _, err := Build(ctx, data, opts); !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted build: %v, want context.Canceled", err)
+	}
+	if after := mustRead(t, filepath.Join(artifactsDir(data), manifestName)); !bytes.Equal(before, after) {
+		t.Error("an interrupted build changed current.json")
+	}
+	for _, n := range listArtifacts(t, data) {
+		if strings.HasPrefix(n, ".tmp-") {
+			t.Errorf("temp dir %s left behind", n)
+		}
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

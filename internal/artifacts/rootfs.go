@@ -62,9 +62,6 @@ func (b *builder) rootfsDigest() string {
 }
 
 func (b *builder) buildRootfs(ctx context.Context, d string) (string, error) {
-	if os.Geteuid() != 0 {
-		return "", fmt.Errorf("build rootfs: debootstrap needs root: run `sudo fcvm setup`")
-	}
 	work := filepath.Join(b.tmp, "rootfs")
 	tree := filepath.Join(b.tmp, "rootfs-tree")
 	if err := os.MkdirAll(work, 0o755); err != nil {
