@@ -26,6 +26,8 @@ type Agent struct {
 	gen  uint64
 	ctr  *container
 	plan *channel.Plan
+
+	vols guestVolumes // has its own lock (volumes_linux.go)
 }
 
 // Main is fc-agent's entry point as PID 1. It never returns: on a fatal
@@ -145,6 +147,10 @@ func (a *Agent) restored() {
 }
 
 func (a *Agent) handle(ctx context.Context, req channel.Request, conn net.Conn) {
+	if req.Kind == channel.KindVolume {
+		a.volume(req.Volume, conn) // the mount keeps conn (volumes_linux.go)
+		return
+	}
 	defer conn.Close()
 	var err error
 	switch req.Kind {
