@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mdlayher/vsock"
@@ -24,20 +26,82 @@ type listener interface {
 }
 
 // serialListener serves the channel over a virtio-serial port (QEMU).
+//
+// The port is one byte stream for the VM's whole life, across host
+// reconnects and snapshot restores. A restored clone's guest still runs the
+// original's session when its new host connects and sends a Hello; the
+// session's reader watches for the Hello magic, ends the session there and
+// keeps the Hello for the next handshake, so a reconnect costs no timeout.
+// Writes of an ended session are fenced off, so none of its bytes can
+// follow the next handshake's answer.
 type serialListener struct {
 	name string
+
+	f *os.File
+	// pending holds input read but not yet consumed: the start of a new
+	// Hello found inside a session.
+	pending []byte
 }
 
-// fileConn adapts a character device to net.Conn.
-type fileConn struct{ *os.File }
+// fileConn adapts a session on the port to net.Conn.
+type fileConn struct {
+	l *serialListener
+	r io.Reader
 
-func (fileConn) LocalAddr() net.Addr  { return serialAddr{} }
-func (fileConn) RemoteAddr() net.Addr { return serialAddr{} }
+	mu     sync.Mutex // guards fenced and serialises writes
+	fenced bool
+	broken bool // read side: a new Hello was seen
+}
+
+var errResync = errors.New("host started a new handshake")
+
+func (c *fileConn) Read(p []byte) (int, error) {
+	if c.broken {
+		return 0, errResync
+	}
+	n, err := c.r.Read(p)
+	if i := bytes.Index(p[:n], c.l.magic()); i >= 0 {
+		c.l.pending = append([]byte(nil), p[i:n]...)
+		c.broken = true
+		if i == 0 {
+			return 0, errResync
+		}
+		return i, nil
+	}
+	return n, err
+}
+
+func (c *fileConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fenced {
+		return 0, net.ErrClosed
+	}
+	return c.l.f.Write(p)
+}
+
+// Close fences the session's writes; the port itself stays open.
+func (c *fileConn) Close() error {
+	c.mu.Lock()
+	c.fenced = true
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *fileConn) LocalAddr() net.Addr                { return serialAddr{} }
+func (c *fileConn) RemoteAddr() net.Addr               { return serialAddr{} }
+func (c *fileConn) SetDeadline(t time.Time) error      { return c.l.f.SetDeadline(t) }
+func (c *fileConn) SetReadDeadline(t time.Time) error  { return c.l.f.SetReadDeadline(t) }
+func (c *fileConn) SetWriteDeadline(t time.Time) error { return c.l.f.SetWriteDeadline(t) }
 
 type serialAddr struct{}
 
 func (serialAddr) Network() string { return "virtio-serial" }
 func (serialAddr) String() string  { return "fcvm.0" }
+
+func (l *serialListener) magic() []byte { return helloMagic }
+
+var helloMagic = channel.HelloMagic()
 
 // portPath finds the /dev node of the virtio-serial port called name
 // (without udev there is no /dev/virtio-ports symlink).
@@ -58,23 +122,39 @@ func portPath(name string) (string, error) {
 	}
 }
 
+// handshakeRW reads pending input first, then the port.
+type handshakeRW struct {
+	l *serialListener
+}
+
+func (h handshakeRW) Read(p []byte) (int, error) {
+	if len(h.l.pending) > 0 {
+		n := copy(p, h.l.pending)
+		h.l.pending = h.l.pending[n:]
+		return n, nil
+	}
+	return h.l.f.Read(p)
+}
+
+func (h handshakeRW) Write(p []byte) (int, error) { return h.l.f.Write(p) }
+
 func (l *serialListener) accept(lastGen uint64) (net.Conn, io.Reader, channel.Hello, error) {
-	path, err := portPath(l.name)
-	if err != nil {
-		return nil, nil, channel.Hello{}, err
+	if l.f == nil {
+		path, err := portPath(l.name)
+		if err != nil {
+			return nil, nil, channel.Hello{}, err
+		}
+		f, err := os.OpenFile(path, os.O_RDWR|unix.O_NONBLOCK, 0)
+		if err != nil {
+			return nil, nil, channel.Hello{}, fmt.Errorf("open %s: %w", path, err)
+		}
+		l.f = f
 	}
-	// A fresh open per session: closing the previous fd unblocks any
-	// writer of the old session, so its stale bytes cannot follow the new
-	// handshake.
-	f, err := os.OpenFile(path, os.O_RDWR|unix.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, nil, channel.Hello{}, fmt.Errorf("open %s: %w", path, err)
-	}
-	conn := fileConn{f}
 	for {
-		h, r, err := channel.GuestHandshake(conn, lastGen)
+		h, r, err := channel.GuestHandshake(handshakeRW{l}, lastGen)
 		if err == nil {
-			return conn, r, h, nil
+			c := &fileConn{l: l, r: r}
+			return c, c, h, nil
 		}
 		// With no host connected, reads return 0 (EOF): wait and retry on
 		// the same fd, which works again once the host connects.
@@ -82,12 +162,16 @@ func (l *serialListener) accept(lastGen uint64) (net.Conn, io.Reader, channel.He
 			time.Sleep(5 * time.Millisecond)
 			continue
 		}
-		f.Close()
 		return nil, nil, channel.Hello{}, err
 	}
 }
 
-func (l *serialListener) Close() error { return nil }
+func (l *serialListener) Close() error {
+	if l.f != nil {
+		return l.f.Close()
+	}
+	return nil
+}
 
 // vsockListener serves the channel over vsock (Firecracker). Guest
 // listeners survive snapshot restore; connections do not.

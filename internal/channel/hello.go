@@ -18,6 +18,11 @@ const Version = 1
 // yamux frames never contain it by chance.
 var helloMagic = [8]byte{'F', 'C', 'V', 'M', 0xf0, 0x9f, 0x90, 0x9d}
 
+// HelloMagic returns the bytes every Hello starts with, for carriers that
+// watch a live session's input for a new handshake (a restored guest whose
+// host reconnected under it).
+func HelloMagic() []byte { return append([]byte(nil), helloMagic[:]...) }
+
 // helloSize is the encoded size of a Hello: magic, version (2), flags (2),
 // generation (8), nonce (16).
 const helloSize = 8 + 2 + 2 + 8 + 16
