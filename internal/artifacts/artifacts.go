@@ -18,14 +18,33 @@
 //     Set.BzImage keeps the original. BuildOptions.KernelPath replaces
 //     Debian's kernel with the user's own vmlinux or bzImage; such a kernel
 //     has no modules and must have what the guest needs built in.
-//   - initramfs: an uncompressed newc cpio with fc-agent as /init, the
-//     modules in GuestModules plus their dependencies under
-//     /lib/modules/<release>/ and a modules.dep naming only those. The
+//   - initramfs: an uncompressed newc cpio (it boots faster under TCG than
+//     gzip) with fc-agent as /init, /dev/console, empty mount points
+//     (initrdDirs), the modules in GuestModules plus their dependencies
+//     under /lib/modules/<release>/ with their signatures stripped (see
+//     stripModuleSignature), and a modules.dep naming only those. The
 //     agent loads them with package guestmod.
 //   - rootfs: debootstrap --variant=minbase, then RootfsPackages installed
 //     by apt-get --no-install-recommends in the chroot, cleaned of caches
-//     and docs, given the config files the guest needs, and
-//     written into an ext4 image with mkfs.ext4 -d (no mounting).
+//     and docs, given the config files the guest needs, and written into
+//     an ext4 image (no journal) with mkfs.ext4 -d: no mounting.
+//
+// Packages come from the Suite alone (not <suite>-updates or the
+// security archive), so the kernel is the one of the last point release.
+//
+// # What the rootfs gives the guest agent
+//
+// /etc/containers/containers.conf selects crun, the cgroupfs manager and
+// file events (no systemd in the guest); registries.conf has no search
+// registries; /etc/hostname, /etc/hosts, and an empty regular-file
+// /etc/resolv.conf the agent rewrites; empty mount points in
+// GuestMountPoints. Tested in a TCG guest (BenchmarkGuestPodman), podman
+// run --rootfs DIR:O works with --network none and host, crun and runc,
+// and --init, provided the agent mounts cgroup2 on /sys/fs/cgroup, a
+// tmpfs on /dev/shm (podman's lock manager fails without it), devpts,
+// and puts /var/lib/containers on a filesystem that is not overlayfs.
+// Nothing sets the kernel hostname: the agent should call sethostname,
+// or containers see "(none)".
 //
 // # Content addressing
 //
@@ -33,13 +52,14 @@
 // kernel-<digest> (the kernel package's name, version and sha256, or the
 // user's file's sha256), initrd-<digest> (the kernel digest, fc-agent's
 // sha256 and the module list) and rootfs-<digest> (suite, mirror,
-// architecture and package list). current.json names the set in use.
-// Each digest includes its part's recipe version too (KernelRecipe,
-// InitrdRecipe, RootfsRecipe), so a change to how a part is built
-// rebuilds that part only. A Build whose inputs match current.json does nothing and
-// needs no network: a newer Debian kernel is picked up by Force. When only
-// fc-agent changed, only the initramfs is rebuilt. Old directories are
-// left in place, because VMs and snapshots may still use them.
+// architecture, package list and config files). current.json names the
+// set in use. Each digest includes its part's recipe version
+// (KernelRecipe, InitrdRecipe, RootfsRecipe), so a change to how a part
+// is built rebuilds that part only. A Build whose inputs match
+// current.json does nothing and needs no network: a newer Debian kernel
+// is picked up by Force. When only fc-agent changed, only the initramfs
+// is rebuilt. Old directories are left in place, because VMs and
+// snapshots may still use them.
 //
 // # Failure and concurrency
 //
@@ -50,8 +70,9 @@
 // by a crashed build are removed by the next. A failing host tool gives a
 // *ToolError carrying the last lines of its output.
 //
-// Building the rootfs needs root (debootstrap). The host needs apt,
-// dpkg, debootstrap, e2fsprogs and debian-archive-keyring.
+// Building the rootfs needs root (debootstrap, chroot); Build refuses
+// early without it. The host needs apt, dpkg, debootstrap, e2fsprogs and
+// debian-archive-keyring (`fcvm doctor` checks).
 package artifacts
 
 import (
