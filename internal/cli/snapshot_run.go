@@ -40,7 +40,14 @@ func newSnapshotRunCmd(env *Env) *cobra.Command {
 
 func runSnapshotRun(ctx context.Context, env *Env, o *snapshotRunOptions) error {
 	if o.servePID != 0 {
-		return fmt.Errorf("--serve %d: no memory server with that PID: memory servers serve Firecracker snapshots, and this build's snapshots are QEMU's (clone with the TAG)", o.servePID)
+		srv, err := supervisor.FindServe(env.Dirs, o.servePID)
+		if err != nil {
+			return err
+		}
+		if srv.Driver != "firecracker" {
+			return fmt.Errorf("--serve %d: snapshot %s is a %s snapshot, whose clones map its memory file directly: clone it with `fcvm snapshot run %s`", o.servePID, srv.Tag, srv.Driver, srv.Tag)
+		}
+		o.Tag, o.ServePID = srv.Tag, o.servePID
 	}
 	if o.Tag == "" {
 		return errors.New("give a snapshot TAG (see fcvm snapshot ls)")

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fcvm/fcvm/internal/supervisor"
 	"github.com/fcvm/fcvm/internal/uffd"
 )
 
@@ -47,10 +48,17 @@ stderr.`,
 }
 
 func runSnapshotServe(ctx context.Context, env *Env, o snapshotServeOptions) error {
+	var serve *supervisor.ServeRecord
 	if o.tag != "" {
-		return fmt.Errorf("serve snapshot %q: serving by tag is not available in this build; pass --mem-file PATH --socket PATH", o.tag)
-	}
-	if o.memFile == "" || o.socket == "" {
+		if o.memFile != "" || o.socket != "" {
+			return errors.New("serve: give a TAG or --mem-file and --socket, not both")
+		}
+		var err error
+		if serve, err = supervisor.PrepareServe(env.Dirs, o.tag); err != nil {
+			return err
+		}
+		o.memFile, o.socket = serve.MemFile, serve.Socket
+	} else if o.memFile == "" || o.socket == "" {
 		return errors.New("serve: give both --mem-file PATH and --socket PATH")
 	}
 	srv, err := uffd.NewServer(uffd.Options{
@@ -71,12 +79,28 @@ func runSnapshotServe(ctx context.Context, env *Env, o snapshotServeOptions) err
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve() }()
-	fmt.Fprintln(env.Stdout, srv.SocketPath())
+	if serve != nil {
+		if err := serve.Register(); err != nil {
+			srv.Close()
+			return errors.Join(err, <-served)
+		}
+		defer serve.Unregister()
+		fmt.Fprintf(env.Stdout, "Serve PID: %d\nSocket: %s\n", os.Getpid(), srv.SocketPath())
+	} else {
+		fmt.Fprintln(env.Stdout, srv.SocketPath())
+	}
 	for {
 		select {
 		case <-usr1:
 			uffd.WriteStats(env.Stderr, srv.Stats())
 		case <-ctx.Done():
+			// As the original fcvm: a memory server takes its clones down
+			// with it, since they would hang on their next missing page.
+			var pids []int
+			for _, c := range srv.Stats() {
+				pids = append(pids, c.PID)
+			}
+			supervisor.StopClones(env.Dirs, os.Getpid(), pids)
 			err := srv.Close()
 			return errors.Join(err, <-served)
 		case err := <-served:

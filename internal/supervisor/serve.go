@@ -1,0 +1,107 @@
+package supervisor
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/fcvm/fcvm/internal/datadir"
+	"github.com/fcvm/fcvm/internal/snapshot"
+	"github.com/fcvm/fcvm/internal/state"
+)
+
+// ServeRecord describes a running memory server (`fcvm snapshot serve
+// TAG`), so that `fcvm snapshot run --serve PID` can find it and a reused
+// PID is never mistaken for one.
+type ServeRecord struct {
+	Process state.Process `json:"process"`
+	Tag     string        `json:"tag"`
+	Driver  string        `json:"driver"`
+	MemFile string        `json:"mem_file"`
+	Socket  string        `json:"socket"`
+
+	path string
+}
+
+func serveRecordPath(dirs datadir.Dirs, pid int) string {
+	return filepath.Join(dirs.Runtime, fmt.Sprintf("serve-%d.json", pid))
+}
+
+// PrepareServe checks tag and picks the memory file and socket a server
+// for it uses.
+func PrepareServe(dirs datadir.Dirs, tag string) (*ServeRecord, error) {
+	snaps := &snapshot.Store{Dir: dirs.Snapshots()}
+	m, err := snaps.Load(tag)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dirs.Runtime, 0o755); err != nil {
+		return nil, err
+	}
+	pid := os.Getpid()
+	return &ServeRecord{
+		Process: state.Self(),
+		Tag:     tag,
+		Driver:  m.Driver,
+		MemFile: filepath.Join(snaps.Path(tag), snapshot.MemFile),
+		Socket:  filepath.Join(dirs.Runtime, fmt.Sprintf("uffd-%s-%d.sock", tag, pid)),
+		path:    serveRecordPath(dirs, pid),
+	}, nil
+}
+
+// Register publishes the record.
+func (r *ServeRecord) Register() error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	tmp := r.path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return fmt.Errorf("register memory server: %w", err)
+	}
+	return os.Rename(tmp, r.path)
+}
+
+// Unregister removes the record.
+func (r *ServeRecord) Unregister() { os.Remove(r.path) }
+
+// FindServe returns the live memory server with pid.
+func FindServe(dirs datadir.Dirs, pid int) (*ServeRecord, error) {
+	b, err := os.ReadFile(serveRecordPath(dirs, pid))
+	var r ServeRecord
+	if err == nil {
+		err = json.Unmarshal(b, &r)
+	}
+	if err != nil || !r.Process.Alive() {
+		return nil, fmt.Errorf("PID %d is not a memory server (start one with fcvm snapshot serve TAG)", pid)
+	}
+	return &r, nil
+}
+
+// StopClones ends the clones of the memory server servePID: the VMM
+// processes connected to it (peers) and every VM recorded as its clone.
+func StopClones(dirs datadir.Dirs, servePID int, peers []int) error {
+	var errs []error
+	for _, pid := range peers {
+		if pid > 0 {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	store, err := state.Open(dirs.VMs())
+	if err != nil {
+		return err
+	}
+	recs, _ := store.List()
+	for _, r := range recs {
+		if r.ServePID == servePID && r.Effective().Live() {
+			if err := Kill(r, 10*time.Second); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
