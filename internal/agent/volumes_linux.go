@@ -21,7 +21,7 @@ func (a *Agent) setupNetwork(n *channel.NetPlan) error {
 
 // Volumes: the host opens one KindVolume stream per -v directory as soon
 // as a session starts, before it sends start. The agent mounts stream i
-// with fuse-pipe at volumeDir(i), and podman binds that directory to the
+// with fuse-pipe at volumeRoot/i, and podman binds that directory to the
 // container's path (podmanRunArgs). start waits until every volume of its
 // plan is mounted, so the container never sees an empty directory.
 //
@@ -40,12 +40,25 @@ const (
 	volumeWait = 30 * time.Second
 )
 
-// volumeDir is where volume i is mounted in the VM.
-func volumeDir(i int) string { return fmt.Sprintf("/mnt/volumes/%d", i) }
+// volumeRoot holds the volumes' mount points in the VM; podmanRunArgs
+// names the same directory.
+const volumeRoot = "/mnt/volumes"
+
+// dir is where volume i is mounted.
+func (v *guestVolumes) dir(i int) string {
+	root := v.root
+	if root == "" {
+		root = volumeRoot
+	}
+	return fmt.Sprintf("%s/%d", root, i)
+}
 
 // guestVolumes are the volumes mounted from the host. Its zero value is
 // ready to use.
 type guestVolumes struct {
+	// root replaces volumeRoot in tests, which run on the host.
+	root string
+
 	mu sync.Mutex // guards the fields below
 	m  map[int]*guestVolume
 	// inUse is set once start has handed the mounts to podman: from then
@@ -72,7 +85,7 @@ func (a *Agent) volume(i int, conn net.Conn) {
 		conn.Close()
 		return
 	}
-	dir := volumeDir(i)
+	dir := a.vols.dir(i)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		err = fmt.Errorf("make mount point: %w", err)
 		channel.ReplyError(conn, err)
