@@ -22,6 +22,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fcvm/fcvm/internal/uffd/uffdtest"
 )
 
 var (
@@ -31,6 +33,8 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// This binary doubles as a Firecracker-protocol memory client.
+	uffdtest.RunHelper()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "e2e: these tests need root (VMs, mounts, namespaces): run them with sudo")
 		os.Exit(1)

@@ -1,0 +1,280 @@
+package e2e
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fcvm/fcvm/internal/imagetest"
+	"github.com/fcvm/fcvm/internal/uffd/uffdtest"
+)
+
+// counterScript keeps a counter in memory (tmpfs), so a clone's value says
+// whether it got the snapshot's memory.
+const counterScript = `i=0; while true; do i=$((i+1)); echo $i > /dev/shm/c; sleep 1; done`
+
+// startDetached runs `fcvm run -d` or `fcvm snapshot run -d` and returns
+// the VM's ID, removing the VM when the test ends.
+func startDetached(t *testing.T, args ...string) string {
+	t.Helper()
+	r := fcvm(t, args...)
+	if r.code != 0 {
+		t.Fatalf("start: %s", r)
+	}
+	id := strings.TrimSpace(r.stdout)
+	t.Cleanup(func() { fcvm(t, "rm", "-f", id) })
+	return id
+}
+
+// execOut runs fcvm exec and returns trimmed stdout, failing on error.
+func execOut(t *testing.T, vm string, cmd ...string) string {
+	t.Helper()
+	r := fcvm(t, append([]string{"exec", vm}, cmd...)...)
+	if r.code != 0 {
+		t.Fatalf("exec %v in %s: %s", cmd, vm, r)
+	}
+	return strings.TrimSpace(r.stdout)
+}
+
+// counter reads a VM's in-memory counter, waiting until it exists.
+func counter(t *testing.T, vm string) int {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		r := fcvm(t, "exec", vm, "cat", "/dev/shm/c")
+		if n, err := strconv.Atoi(strings.TrimSpace(r.stdout)); r.code == 0 && err == nil {
+			return n
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no counter in %s: %s", vm, r)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+func TestSnapshotClones(t *testing.T) {
+	needSetup(t)
+	ref := busyboxArchive(t, imagetest.Options{})
+	orig := startDetached(t, "run", "-d", "--name", uniqueName(t, "orig"), ref, "sh", "-c", counterScript)
+	for counter(t, orig) < 3 {
+		time.Sleep(time.Second)
+	}
+	// Disk state before the snapshot: every clone must see it.
+	execOut(t, orig, "sh", "-c", "echo before > /before")
+
+	tag := uniqueName(t, "tag")
+	if r := fcvm(t, "snapshot", "create", orig, "--tag", tag); r.code != 0 {
+		t.Fatalf("snapshot create: %s", r)
+	}
+	t.Cleanup(func() { fcvm(t, "snapshot", "rm", "-f", tag) })
+	atSnapshot := counter(t, orig)
+
+	t.Run("tag in use", func(t *testing.T) {
+		if r := fcvm(t, "snapshot", "create", orig, "--tag", tag); r.code == 0 || !strings.Contains(r.stderr, "in use") {
+			t.Errorf("second create with the same tag: %s", r)
+		}
+	})
+
+	clones := make([]string, 3)
+	for i := range clones {
+		clones[i] = startDetached(t, "snapshot", "run", tag, "-d", "--name", uniqueName(t, "clone"+strconv.Itoa(i)))
+	}
+	for i, c := range clones {
+		n := counter(t, c)
+		if n < atSnapshot-1 || n > atSnapshot+120 {
+			t.Errorf("clone %d counter %d: not continuing the snapshot's %d", i, n, atSnapshot)
+		}
+		if got := execOut(t, c, "cat", "/before"); got != "before" {
+			t.Errorf("clone %d misses the snapshot's disk state: %q", i, got)
+		}
+		// Diverge: each clone writes its own memory and disk.
+		execOut(t, c, "sh", "-c", "echo clone"+strconv.Itoa(i)+" > /dev/shm/who; echo clone"+strconv.Itoa(i)+" > /who")
+	}
+	for i, c := range clones {
+		want := "clone" + strconv.Itoa(i)
+		if got := execOut(t, c, "cat", "/dev/shm/who", "/who"); got != want+"\n"+want {
+			t.Errorf("clone %d sees %q, want its own writes only", i, got)
+		}
+	}
+	// The original keeps running and sees none of the clones' writes.
+	if n := counter(t, orig); n < atSnapshot {
+		t.Errorf("original counter went back: %d < %d", n, atSnapshot)
+	}
+	if r := fcvm(t, "exec", orig, "cat", "/who"); r.code == 0 {
+		t.Errorf("a clone's disk write reached the original: %s", r)
+	}
+	// Logs of a clone are its own.
+	if r := fcvm(t, "logs", clones[0]); r.code != 0 {
+		t.Errorf("logs of a clone: %s", r)
+	}
+
+	t.Run("clone after the original is removed", func(t *testing.T) {
+		if r := fcvm(t, "rm", "-f", orig); r.code != 0 {
+			t.Fatalf("rm original: %s", r)
+		}
+		c := startDetached(t, "snapshot", "run", tag, "-d")
+		if n := counter(t, c); n < atSnapshot-1 {
+			t.Errorf("late clone counter %d", n)
+		}
+		if r := fcvm(t, "exec", c, "cat", "/who"); r.code == 0 {
+			t.Errorf("another clone's disk write reached a new clone: %s", r)
+		}
+	})
+
+	t.Run("rm refused while in use", func(t *testing.T) {
+		if r := fcvm(t, "snapshot", "rm", tag); r.code == 0 || !strings.Contains(r.stderr, "in use") {
+			t.Errorf("snapshot rm with live clones: %s", r)
+		}
+	})
+
+	t.Run("ls", func(t *testing.T) {
+		r := fcvm(t, "snapshot", "ls", "--json")
+		if r.code != 0 || !strings.Contains(r.stdout, `"tag": "`+tag+`"`) {
+			t.Errorf("snapshot ls: %s", r)
+		}
+	})
+}
+
+func TestSnapshotBadInput(t *testing.T) {
+	needSetup(t)
+	ref := busyboxArchive(t, imagetest.Options{})
+	stopped := uniqueName(t, "stopped")
+	if r := fcvm(t, "run", "--name", stopped, ref, "true"); r.code != 0 {
+		t.Fatalf("run: %s", r)
+	}
+	t.Cleanup(func() { fcvm(t, "rm", "-f", stopped) })
+	cases := []struct {
+		name, want string
+		args       []string
+	}{
+		{"not running", "not running", []string{"snapshot", "create", stopped, "--tag", uniqueName(t, "x")}},
+		{"missing snapshot", "not found", []string{"snapshot", "run", "nosuch-snapshot"}},
+		{"bad tag", "tag", []string{"snapshot", "create", stopped, "--tag", "../evil"}},
+		{"not a memory server", "not a memory server", []string{"snapshot", "run", "--serve", strconv.Itoa(os.Getpid())}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := fcvm(t, c.args...)
+			if r.code == 0 || !strings.Contains(r.stderr, c.want) {
+				t.Errorf("want an error mentioning %q: %s", c.want, r)
+			}
+		})
+	}
+
+	// A corrupt snapshot and a clone with another driver need a real one.
+	orig := startDetached(t, "run", "-d", ref, "sleep", "1000")
+	tag := uniqueName(t, "corrupt")
+	if r := fcvm(t, "snapshot", "create", orig, "--tag", tag); r.code != 0 {
+		t.Fatalf("snapshot create: %s", r)
+	}
+	t.Cleanup(func() { fcvm(t, "snapshot", "rm", "-f", tag) })
+	t.Run("other driver", func(t *testing.T) {
+		r := fcvm(t, "snapshot", "run", tag, "--vmm", "firecracker")
+		if r.code == 0 || !strings.Contains(r.stderr, "same driver") {
+			t.Errorf("clone with another driver: %s", r)
+		}
+	})
+	t.Run("corrupt", func(t *testing.T) {
+		before := len(list(t))
+		state := filepath.Join(dataDir, "snapshots", tag, "vmstate")
+		if err := os.Truncate(state, 100); err != nil {
+			t.Fatal(err)
+		}
+		r := fcvm(t, "snapshot", "run", tag)
+		if r.code == 0 || !strings.Contains(r.stderr, "corrupt") {
+			t.Errorf("clone of a corrupt snapshot: %s", r)
+		}
+		if after := len(list(t)); after != before {
+			t.Errorf("failed clone left a record")
+		}
+	})
+}
+
+// TestSnapshotServeStopsClones: SIGTERM to a memory server stops the
+// processes it serves and removes its socket. A Firecracker-protocol client
+// (this test binary, re-executed) stands in for a clone's VMM, since
+// Firecracker cannot run here.
+func TestSnapshotServeStopsClones(t *testing.T) {
+	needSetup(t)
+	ref := busyboxArchive(t, imagetest.Options{})
+	orig := startDetached(t, "run", "-d", ref, "sleep", "1000")
+	tag := uniqueName(t, "serve")
+	if r := fcvm(t, "snapshot", "create", orig, "--tag", tag); r.code != 0 {
+		t.Fatalf("snapshot create: %s", r)
+	}
+	t.Cleanup(func() { fcvm(t, "snapshot", "rm", "-f", tag) })
+
+	serve := fcvmCmd(t.Context(), dataDir, "snapshot", "serve", tag)
+	out, err := serve.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr strings.Builder
+	serve.Stderr = &serr
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(out)
+	var socket string
+	for sc.Scan() {
+		if s, ok := strings.CutPrefix(sc.Text(), "Socket: "); ok {
+			socket = s
+			break
+		}
+	}
+	if socket == "" {
+		serve.Process.Kill()
+		t.Fatalf("serve printed no socket; stderr: %s", serr.String())
+	}
+	exe, _ := os.Executable()
+	mem := filepath.Join(dataDir, "snapshots", tag, "mem.ram")
+	clones := make([]*uffdtest.Helper, 2)
+	for i := range clones {
+		h, err := uffdtest.StartHelper(exe, uffdtest.Job{
+			Socket:     socket,
+			MemFile:    mem,
+			Regions:    []uffdtest.RegionSpec{{Size: 8 << 20, Offset: 0, PageSize: 4096}},
+			StallAfter: 16,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.WaitLine("stalled", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		clones[i] = h
+	}
+	serve.Process.Signal(syscall.SIGTERM)
+	var wg sync.WaitGroup
+	for i, h := range clones {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := h.Cmd.Wait()
+			var ee *exec.ExitError
+			if err == nil || !asExit(err, &ee) || ee.Sys().(syscall.WaitStatus).Signaled() == false {
+				t.Errorf("clone %d was not stopped by the server: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := serve.Wait(); err != nil {
+		t.Errorf("serve exit: %v; stderr: %s", err, serr.String())
+	}
+	if _, err := os.Stat(socket); err == nil {
+		t.Errorf("socket %s left behind", socket)
+	}
+}
+
+func asExit(err error, ee **exec.ExitError) bool {
+	e, ok := err.(*exec.ExitError)
+	*ee = e
+	return ok
+}
