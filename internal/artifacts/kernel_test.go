@@ -91,6 +91,7 @@ func debianKernelTree(t testing.TB) string {
 		t.Fatal(err)
 	}
 	os.RemoveAll(filepath.Join(cache, "apt"))
+	os.Remove(debs[0]) // the tree is what tests use
 	if err := os.WriteFile(filepath.Join(cache, "done"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
