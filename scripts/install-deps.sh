@@ -9,4 +9,4 @@ apt-get install -y -q --no-install-recommends \
   docker-registry busybox-static \
   passt slirp4netns nftables iproute2 \
   btrfs-progs xfsprogs fuse3 \
-  gcc libc6-dev ca-certificates curl procps util-linux tmux
+  gcc libc6-dev ca-certificates curl procps util-linux tmux xz-utils kmod hyperfine

@@ -121,6 +121,11 @@ type VM struct {
 	// cold boot; clones count up).
 	Generation uint64
 
+	// Trace, if set, is called at the first "agent ready" and
+	// "container started" of Run (benchmarks time the phases with it).
+	Trace  func(event string)
+	traced map[string]bool
+
 	// started is set for clones, whose container already runs.
 	started bool
 

@@ -167,6 +167,7 @@ func (vm *VM) Run(ctx context.Context, stdio Stdio, ready func()) (int, error) {
 			}
 			return 0, err
 		}
+		vm.trace("agent ready")
 		if !started {
 			if _, _, err := c.Open(ctx, channel.Request{Kind: channel.KindStart, Start: vm.Plan}); err != nil {
 				if ctx.Err() != nil {
@@ -180,6 +181,7 @@ func (vm *VM) Run(ctx context.Context, stdio Stdio, ready func()) (int, error) {
 				continue
 			}
 			started = true
+			vm.trace("container started")
 		}
 		if ready != nil {
 			ready()
@@ -316,4 +318,16 @@ func (vm *VM) Finish(code int, runErr error) {
 		}
 		return nil
 	})
+}
+
+// trace reports a milestone to Trace, once per name.
+func (vm *VM) trace(event string) {
+	if vm.Trace == nil || vm.traced[event] {
+		return
+	}
+	if vm.traced == nil {
+		vm.traced = map[string]bool{}
+	}
+	vm.traced[event] = true
+	vm.Trace(event)
 }

@@ -50,6 +50,9 @@ const memFile = "mem.ram"
 // CreateSnapshot snapshots the running VM nameOrID as tag. The VM pauses
 // for the copy of its memory and disk, and then goes on.
 func CreateSnapshot(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, nameOrID, tag string) (*snapshot.Manifest, error) {
+	if err := snapshot.ValidTag(tag); err != nil {
+		return nil, err
+	}
 	store, err := state.Open(dirs.VMs())
 	if err != nil {
 		return nil, err
