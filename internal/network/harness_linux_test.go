@@ -319,7 +319,6 @@ func attachServerNS(t *testing.T) *guest {
 // tests (a helper process, as in os/exec's tests).
 const testHelperEnv = "FCVM_NETWORK_TEST_HELPER"
 
-
 // testPool keeps the tests' bridged addresses off DefaultPool, which a
 // real fcvm on this host may be using from another data dir.
 var testPool = netip.MustParsePrefix("10.67.0.0/16")

@@ -72,28 +72,42 @@ func setupRootless(ctx context.Context, cfg Config, n *Network, lv *live, upstre
 		}
 		hc.DNS = append(hc.DNS, u)
 	}
-	if err := startHolder(ctx, n, lv, hc); err != nil {
+	// The holder and pasta start in parallel (pasta needs only the
+	// holder's PID, whose namespaces exist once it is started): setup
+	// takes the slower of the two, not their sum.
+	waitHolder, err := startHolder(n, lv, hc)
+	if err != nil {
 		return err
 	}
+	var waitHelper func(context.Context) error
 	switch name {
 	case "pasta":
-		return startPasta(ctx, cfg, n, lv, helperPath)
+		waitHelper, err = startPasta(cfg, n, lv, helperPath)
 	default:
-		return startSlirp(ctx, cfg, n, lv, helperPath)
+		waitHelper, err = startSlirp(cfg, n, lv, helperPath)
 	}
+	if err != nil {
+		return err
+	}
+	if err := waitHolder(ctx); err != nil {
+		return err
+	}
+	return waitHelper(ctx)
 }
 
-func startHolder(ctx context.Context, n *Network, lv *live, hc holderConfig) error {
+// startHolder starts the namespace holder; the returned func waits until
+// it is ready.
+func startHolder(n *Network, lv *live, hc holderConfig) (func(context.Context) error, error) {
 	b, _ := json.Marshal(hc)
 	statusR, statusW, err := os.Pipe()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer statusR.Close()
 	lifeR, lifeW, err := os.Pipe()
 	if err != nil {
+		statusR.Close()
 		statusW.Close()
-		return err
+		return nil, err
 	}
 	cmd := &exec.Cmd{
 		Path:       "/proc/self/exe",
@@ -112,7 +126,8 @@ func startHolder(ctx context.Context, n *Network, lv *live, hc holderConfig) err
 	lifeR.Close()
 	if err != nil {
 		lifeW.Close()
-		return fmt.Errorf("start network namespace holder (user namespaces disabled? see sysctl user.max_user_namespaces): %w", err)
+		statusR.Close()
+		return nil, fmt.Errorf("start network namespace holder (user namespaces disabled? see sysctl user.max_user_namespaces): %w", err)
 	}
 	lv.procs = append(lv.procs, cmd)
 	lv.alive = lifeW
@@ -123,15 +138,20 @@ func startHolder(ctx context.Context, n *Network, lv *live, hc holderConfig) err
 	n.UserNS = fmt.Sprintf("/proc/%d/ns/user", cmd.Process.Pid)
 
 	done := make(chan error, 1)
-	go func() { done <- readStatus(statusR) }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return fmt.Errorf("network namespace holder: %w", ctx.Err())
-	case <-time.After(helperTimeout):
-		return fmt.Errorf("network namespace holder: not ready after %v", helperTimeout)
-	}
+	go func() {
+		done <- readStatus(statusR)
+		statusR.Close()
+	}()
+	return func(ctx context.Context) error {
+		select {
+		case err := <-done:
+			return err
+		case <-ctx.Done():
+			return fmt.Errorf("network namespace holder: %w", ctx.Err())
+		case <-time.After(helperTimeout):
+			return fmt.Errorf("network namespace holder: not ready after %v", helperTimeout)
+		}
+	}, nil
 }
 
 // pastaArgs are pasta's options for a holder: an uplink with slirp4netns's
@@ -171,29 +191,31 @@ func pastaArgs(ports []Port, pidFile string, holder int, root bool) []string {
 	return append(args, strconv.Itoa(holder))
 }
 
-func startPasta(ctx context.Context, cfg Config, n *Network, lv *live, path string) error {
+func startPasta(cfg Config, n *Network, lv *live, path string) (func(context.Context) error, error) {
 	pidFile := filepath.Join(cfg.RuntimeDir, "pasta.pid")
 	os.Remove(pidFile)
 	logPath := filepath.Join(cfg.RuntimeDir, "pasta.log")
 	logf, err := os.Create(logPath)
 	if err != nil {
-		return fmt.Errorf("pasta log: %w", err)
+		return nil, fmt.Errorf("pasta log: %w", err)
 	}
 	defer logf.Close()
 	cmd := exec.Command(path, pastaArgs(cfg.Ports, pidFile, n.Holder.PID, os.Geteuid() == 0)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start pasta: %w", err)
+		return nil, fmt.Errorf("start pasta: %w", err)
 	}
 	lv.procs = append(lv.procs, cmd)
 	if p, err := state.ProcessOf(cmd.Process.Pid); err == nil {
 		n.Helper = p
 	}
-	return waitReady(ctx, "pasta", n.Helper, func() bool {
-		b, err := os.ReadFile(pidFile)
-		return err == nil && len(b) > 0
-	}, logPath)
+	return func(ctx context.Context) error {
+		return waitReady(ctx, "pasta", n.Helper, func() bool {
+			b, err := os.ReadFile(pidFile)
+			return err == nil && len(b) > 0
+		}, logPath)
+	}, nil
 }
 
 // waitReady polls until ready says so, the helper exits (its log is then

@@ -20,19 +20,19 @@ import (
 // 10.0.2.2); published ports are added through its API socket, to
 // nsPort(cfg.Ports, i) on the uplink address. --disable-dns: the guest's DNS goes
 // through the holder's forwarder like with pasta.
-func startSlirp(ctx context.Context, cfg Config, n *Network, lv *live, path string) error {
+func startSlirp(cfg Config, n *Network, lv *live, path string) (func(context.Context) error, error) {
 	readyR, readyW, err := os.Pipe()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer readyR.Close()
 	api := filepath.Join(cfg.RuntimeDir, "slirp.sock")
 	os.Remove(api)
 	logPath := filepath.Join(cfg.RuntimeDir, "slirp4netns.log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		readyW.Close()
-		return fmt.Errorf("slirp4netns log: %w", err)
+		readyR.Close()
+		return nil, fmt.Errorf("slirp4netns log: %w", err)
 	}
 	defer logf.Close()
 	cmd := exec.Command(path, "--configure", "--mtu=65520", "--disable-dns", "--ready-fd=3",
@@ -43,7 +43,8 @@ func startSlirp(ctx context.Context, cfg Config, n *Network, lv *live, path stri
 	err = cmd.Start()
 	readyW.Close()
 	if err != nil {
-		return fmt.Errorf("start slirp4netns: %w", err)
+		readyR.Close()
+		return nil, fmt.Errorf("start slirp4netns: %w", err)
 	}
 	lv.procs = append(lv.procs, cmd)
 	if p, err := state.ProcessOf(cmd.Process.Pid); err == nil {
@@ -53,8 +54,13 @@ func startSlirp(ctx context.Context, cfg Config, n *Network, lv *live, path stri
 	go func() {
 		b := make([]byte, 1)
 		readyR.Read(b)
+		readyR.Close()
 		close(ready)
 	}()
+	return func(ctx context.Context) error { return slirpReady(ctx, cfg, n, ready, api, logPath) }, nil
+}
+
+func slirpReady(ctx context.Context, cfg Config, n *Network, ready chan struct{}, api, logPath string) error {
 	if err := waitReady(ctx, "slirp4netns", n.Helper, func() bool {
 		select {
 		case <-ready:
