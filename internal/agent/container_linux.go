@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -33,7 +36,7 @@ func podmanGlobal() []string {
 		g = append(g, "--log-level", "debug")
 	}
 	return append(g,
-		"--root", upperMount + "/containers/storage",
+		"--root", upperMount+"/containers/storage",
 		"--runroot", "/run/containers/storage",
 		"--cgroup-manager", "cgroupfs",
 		"--events-backend", "file",
@@ -48,6 +51,11 @@ var podmanDebug bool
 type container struct {
 	out *outputLog
 	cmd *exec.Cmd
+
+	// up is closed once the container runs (podman has started its
+	// process) or podman has exited; done once podman has exited.
+	up   chan struct{}
+	done chan struct{}
 
 	mu    sync.Mutex // guards stdin and tty
 	stdin io.WriteCloser
@@ -68,6 +76,7 @@ func podmanRunArgs(p *channel.Plan) ([]string, error) {
 		return nil, errors.New("no command: the image has no entrypoint or cmd; give one after the image name")
 	}
 	a := append(podmanGlobal(), "run", "--name", containerName, "--replace",
+		"--cidfile", cidFile,
 		"--log-driver", "none",
 		"--security-opt", "label=disable",
 	)
@@ -108,11 +117,34 @@ func (a *Agent) start(p *channel.Plan, conn net.Conn) error {
 	if p == nil {
 		return errors.New("start: no plan")
 	}
+	c, already, err := a.launch(p)
+	if err != nil {
+		return err
+	}
+	if already {
+		// Already started (a reconnect): never run it twice.
+		return channel.Reply(conn, []byte(`{"already":true}`))
+	}
+	// Reply once the container runs, so that `fcvm run -d` returns when
+	// exec works, as podman's does.
+	select {
+	case <-c.up:
+	case <-time.After(startTimeout):
+		a.log.Warn("container not running yet; replying anyway", "after", startTimeout)
+	}
+	return channel.Reply(conn, nil)
+}
+
+// startTimeout bounds how long a start request waits for the container
+// to run; the first podman command of a boot under TCG takes seconds.
+const startTimeout = 3 * time.Minute
+
+// launch starts podman for p unless a container exists already.
+func (a *Agent) launch(p *channel.Plan) (c *container, already bool, err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.ctr != nil {
-		// Already started (a reconnect): never run it twice.
-		return channel.Reply(conn, []byte(`{"already":true}`))
+		return a.ctr, true, nil
 	}
 	if p.ClockUnixNano != 0 {
 		tv := unix.NsecToTimeval(p.ClockUnixNano)
@@ -122,16 +154,17 @@ func (a *Agent) start(p *channel.Plan, conn net.Conn) error {
 		unix.Sethostname([]byte(p.Hostname))
 	}
 	if err := a.setupNetwork(p.Network); err != nil {
-		return err
+		return nil, false, err
 	}
 	if err := a.mountVolumes(p.Volumes); err != nil {
-		return err
+		return nil, false, err
 	}
 	args, err := podmanRunArgs(p)
 	if err != nil {
-		return err
+		return nil, false, err
 	}
-	c := &container{out: newOutputLog(outputLimit)}
+	os.Remove(cidFile)
+	c = &container{out: newOutputLog(outputLimit), up: make(chan struct{}), done: make(chan struct{})}
 	c.cmd = exec.Command("podman", args...)
 	c.cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -139,7 +172,7 @@ func (a *Agent) start(p *channel.Plan, conn net.Conn) error {
 	if p.TTY {
 		ptmx, err := pty.StartWithSize(c.cmd, &pty.Winsize{Rows: max(p.Rows, 24), Cols: max(p.Cols, 80)})
 		if err != nil {
-			return fmt.Errorf("start podman: %w", err)
+			return nil, false, fmt.Errorf("start podman: %w", err)
 		}
 		c.tty = ptmx
 		c.stdin = ptmx
@@ -148,19 +181,19 @@ func (a *Agent) start(p *channel.Plan, conn net.Conn) error {
 	} else {
 		stdout, err := c.cmd.StdoutPipe()
 		if err != nil {
-			return err
+			return nil, false, err
 		}
 		stderr, err := c.cmd.StderrPipe()
 		if err != nil {
-			return err
+			return nil, false, err
 		}
 		if p.Interactive {
 			if c.stdin, err = c.cmd.StdinPipe(); err != nil {
-				return err
+				return nil, false, err
 			}
 		}
 		if err := c.cmd.Start(); err != nil {
-			return fmt.Errorf("start podman: %w", err)
+			return nil, false, fmt.Errorf("start podman: %w", err)
 		}
 		copies.Add(2)
 		go func() { defer copies.Done(); pump(c.out, channel.FrameStdout, stdout) }()
@@ -190,8 +223,46 @@ func (a *Agent) start(p *channel.Plan, conn net.Conn) error {
 		}
 		a.log.Info("container exited", "code", code)
 		c.out.exit(code)
+		close(c.done)
 	}()
-	return channel.Reply(conn, nil)
+	go c.watchRunning(a.log)
+	return c, false, nil
+}
+
+// cidFile is where podman writes the container's ID.
+const cidFile = "/run/fcvm.cid"
+
+// watchRunning closes c.up once the OCI runtime has started the
+// container's process, or podman has exited. The runtime's state directory
+// says so without running podman (a podman command costs a second under
+// TCG): crun and runc both keep an exec.fifo there from create until
+// start. podman records the state under the container's lock, which
+// podman exec takes too, so an exec that follows sees it running.
+func (c *container) watchRunning(log *slog.Logger) {
+	defer close(c.up)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-tick.C:
+		}
+		b, err := os.ReadFile(cidFile)
+		id := strings.TrimSpace(string(b))
+		if err != nil || id == "" {
+			continue
+		}
+		for _, st := range []string{"/run/crun/" + id + "/status", "/run/runc/" + id + "/state.json"} {
+			if _, err := os.Stat(st); err != nil {
+				continue
+			}
+			if _, err := os.Stat(filepath.Join(filepath.Dir(st), "exec.fifo")); errors.Is(err, os.ErrNotExist) {
+				log.Info("container running", "id", id[:min(12, len(id))])
+				return
+			}
+		}
+	}
 }
 
 func pump(out *outputLog, stream channel.FrameType, r io.Reader) {

@@ -1,15 +1,20 @@
 package agent
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/creack/pty"
 
@@ -17,8 +22,9 @@ import (
 )
 
 // execArgs builds the command line for an exec request: podman exec in the
-// container, or the command itself in the VM.
-func execArgs(req *channel.ExecRequest) []string {
+// container, or the command itself in the VM. marker tags the command's
+// environment so that its processes can be found for signals.
+func execArgs(req *channel.ExecRequest, marker string) []string {
 	if req.InVM {
 		return req.Cmd
 	}
@@ -36,6 +42,9 @@ func execArgs(req *channel.ExecRequest) []string {
 	for _, e := range req.Env {
 		a = append(a, "--env", e)
 	}
+	if marker != "" {
+		a = append(a, "--env", markerVar+"="+marker)
+	}
 	if req.Workdir != "" {
 		a = append(a, "--workdir", req.Workdir)
 	}
@@ -46,17 +55,81 @@ func execArgs(req *channel.ExecRequest) []string {
 	return append(a, req.Cmd...)
 }
 
+// markerVar is set in the environment of every command run by exec in the
+// container. podman exec does not pass signals on, and the command runs
+// under conmon, not under it, so the agent finds the command's processes
+// by this tag in /proc/PID/environ.
+const markerVar = "FCVM_EXEC"
+
+// markedPIDs lists the processes whose environment carries marker.
+func markedPIDs(marker string) []int {
+	want := []byte(markerVar + "=" + marker + "\x00")
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err == nil && bytes.Contains(append([]byte{0}, b...), append([]byte{0}, want...)) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// execProc is one running exec command.
+type execProc struct {
+	cmd    *exec.Cmd
+	marker string        // "" for a command in the VM
+	done   chan struct{} // closed once cmd has been waited for
+}
+
+// signal delivers sig the way a terminal's Ctrl-C would: to every process
+// of the command (its process group in the VM; every marked process in
+// the container).
+func (p *execProc) signal(sig syscall.Signal) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	if p.marker == "" {
+		syscall.Kill(-p.cmd.Process.Pid, sig)
+		return
+	}
+	for _, pid := range markedPIDs(p.marker) {
+		syscall.Kill(pid, sig)
+	}
+	if sig == syscall.SIGKILL {
+		p.cmd.Process.Kill()
+	}
+}
+
 // exec runs one command, streaming its stdio as frames.
 func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Conn) error {
 	if req == nil || len(req.Cmd) == 0 {
 		return errors.New("exec: no command")
 	}
+	var marker string
 	if !req.InVM {
-		if _, err := a.container(); err != nil {
+		c, err := a.container()
+		if err != nil {
 			return err
 		}
+		// Right after start podman may not have started the container's
+		// process yet; podman exec would refuse it.
+		select {
+		case <-c.up:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		b := make([]byte, 8)
+		rand.Read(b)
+		marker = hex.EncodeToString(b)
 	}
-	argv := execArgs(req)
+	argv := execArgs(req, marker)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "TERM=xterm"}
 	if req.InVM {
@@ -64,6 +137,7 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 		cmd.Dir = req.Workdir
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	proc := &execProc{cmd: cmd, marker: marker, done: make(chan struct{})}
 
 	var wmu sync.Mutex // serialises frames to conn
 	send := func(t channel.FrameType, p []byte) error {
@@ -80,6 +154,9 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 		for {
 			n, err := r.Read(buf)
 			if n > 0 && send(t, buf[:n]) != nil {
+				// The host is gone; keep draining so the command
+				// does not block on a full pipe before it is killed.
+				io.Copy(io.Discard, r)
 				return
 			}
 			if err != nil {
@@ -121,45 +198,19 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 		go copyOut(channel.FrameStderr, stderr)
 	}
 	if err := send(channel.FrameOK, nil); err != nil {
-		cmd.Process.Kill()
+		proc.signal(syscall.SIGKILL)
 	}
-	go func() {
-		for {
-			f, err := channel.ReadFrame(conn)
-			if err != nil {
-				// The host went away: the command must not outlive it.
-				if cmd.ProcessState == nil {
-					cmd.Process.Kill()
-				}
-				return
-			}
-			switch f.Type {
-			case channel.FrameStdin:
-				if stdin != nil {
-					stdin.Write(f.Payload)
-				}
-			case channel.FrameStdinEOF:
-				if stdin != nil && tty == nil {
-					stdin.Close()
-				} else if tty != nil {
-					tty.Write([]byte{4}) // ^D
-				}
-			case channel.FrameResize:
-				if rows, cols, err := channel.ParseResize(f.Payload); err == nil && tty != nil {
-					pty.Setsize(tty, &pty.Winsize{Rows: rows, Cols: cols})
-				}
-			case channel.FrameSignal:
-				if sig, err := channel.ParseUint32(f.Payload); err == nil {
-					cmd.Process.Signal(syscall.Signal(sig))
-				}
-			}
-		}
-	}()
+	go a.execInput(conn, proc, stdin, tty)
 	if tty == nil {
 		copies.Wait()
 	}
 	err := cmd.Wait()
+	close(proc.done)
 	if tty != nil {
+		// The pty's output ends with the last process holding it, which
+		// may outlive the command (a background job): do not wait for
+		// more than what is already there.
+		tty.SetReadDeadline(time.Now().Add(2 * time.Second))
 		copies.Wait()
 		tty.Close()
 	}
@@ -175,6 +226,39 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 		}
 	}
 	return send(channel.FrameExit, channel.Uint32(uint32(code)))
+}
+
+// execInput takes stdin, resizes and signals from the host until the
+// stream ends. A host that goes away takes the command with it.
+func (a *Agent) execInput(conn net.Conn, proc *execProc, stdin io.WriteCloser, tty *os.File) {
+	for {
+		f, err := channel.ReadFrame(conn)
+		if err != nil {
+			proc.signal(syscall.SIGKILL)
+			return
+		}
+		switch f.Type {
+		case channel.FrameStdin:
+			if stdin != nil {
+				stdin.Write(f.Payload)
+			}
+		case channel.FrameStdinEOF:
+			switch {
+			case tty != nil:
+				tty.Write([]byte{4}) // ^D, as a terminal would
+			case stdin != nil:
+				stdin.Close()
+			}
+		case channel.FrameResize:
+			if rows, cols, err := channel.ParseResize(f.Payload); err == nil && tty != nil {
+				pty.Setsize(tty, &pty.Winsize{Rows: rows, Cols: cols})
+			}
+		case channel.FrameSignal:
+			if sig, err := channel.ParseUint32(f.Payload); err == nil {
+				proc.signal(syscall.Signal(sig))
+			}
+		}
+	}
 }
 
 // startFailure is the exit code podman gives a command that cannot start:

@@ -63,12 +63,11 @@ func runExec(ctx context.Context, env *Env, o *execOptions) error {
 	}
 	o.Stdin = o.interactive
 	stdinFile, _ := env.Stdin.(*os.File)
-	isTTY := stdinFile != nil && term.IsTerminal(int(stdinFile.Fd()))
-	if o.TTY && !isTTY {
-		fmt.Fprintln(env.Stderr, "fcvm: the input device is not a TTY; running without a terminal (drop -t)")
-		o.TTY = false
-	}
-	if o.TTY {
+	// As podman exec: -t without a terminal on stdin still gives the
+	// command a terminal (its output then has CRLF line ends), silently;
+	// only this side's raw mode and resizing need a real one.
+	rawTTY := o.TTY && stdinFile != nil && term.IsTerminal(int(stdinFile.Fd()))
+	if rawTTY {
 		if w, h, err := term.GetSize(int(stdinFile.Fd())); err == nil {
 			o.Rows, o.Cols = uint16(h), uint16(w)
 		}
@@ -84,10 +83,14 @@ func runExec(ctx context.Context, env *Env, o *execOptions) error {
 		defer wmu.Unlock()
 		return channel.WriteFrame(conn, t, p)
 	}
-	if o.TTY {
+	if rawTTY {
 		if old, err := term.MakeRaw(int(stdinFile.Fd())); err == nil {
 			defer term.Restore(int(stdinFile.Fd()), old)
 		}
+		// Ctrl-C is a byte to the remote terminal now; SIGTERM or
+		// SIGHUP (the terminal went away) end the session.
+		stop := context.AfterFunc(ctx, func() { conn.Close() })
+		defer stop()
 		winch := make(chan os.Signal, 1)
 		signal.Notify(winch, syscall.SIGWINCH)
 		defer signal.Stop(winch)
