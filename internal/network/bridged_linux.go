@@ -118,7 +118,7 @@ func setupBridged(cfg Config, n *Network, lv *live, upstreams []netip.AddrPort) 
 		return err
 	}
 	if changed {
-		cfg.Log.Info("net.ipv4.ip_forward is on for bridged VMs; fcvm turns it off again when the last one is gone")
+		cfg.Log.Info("turned on net.ipv4.ip_forward for bridged VMs", "marker", ls.markerPath())
 	}
 
 	fwd := newDNSForwarder(dnsConn, upstreams, cfg.Log)

@@ -42,8 +42,9 @@
 // route_localnet) are the VM namespace's own. Bridged mode needs the
 // host's net.ipv4.ip_forward for guest egress and for published ports
 // reached from other machines: if it is off, fcvm turns it on, records that
-// in DATADIR/network/ip_forward.fcvm, and turns it off again when the last
-// bridged VM's lease is released. Nothing else host-wide is touched; in
+// in DATADIR/network/ip_forward.fcvm, and, as docker and podman, never turns
+// it off again (something else may rely on it by then). Nothing else
+// host-wide is touched; in
 // particular not route_localnet: published ports on the host's loopback
 // are served by a userspace TCP/UDP proxy in the supervisor (which also
 // holds every published port, so nothing else can take it while the VM

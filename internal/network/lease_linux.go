@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -123,8 +124,7 @@ func (l leases) take(pool netip.Prefix, le lease, reclaim func(lease) error) (in
 	return pick, path, nil
 }
 
-// release removes the lease at path if it still belongs to id, and turns
-// ip_forward back off if fcvm turned it on and no lease is left.
+// release removes the lease at path if it still belongs to id.
 func (l leases) release(path, id string) error {
 	unlock, err := l.lock()
 	if err != nil {
@@ -143,13 +143,15 @@ func (l leases) release(path, id string) error {
 			}
 		}
 	}
-	return l.restoreForwardLocked()
+	return nil
 }
 
 // The host's net.ipv4.ip_forward: bridged mode needs it for guest egress
 // and for published ports reached from other machines. fcvm turns it on
-// when it is off, leaves a marker, and turns it off again when the last
-// bridged VM is gone; a host that had it on already is never touched.
+// when it is off and leaves a marker saying so. It never turns it off
+// again (as docker and podman): by then something else on the host (a
+// podman CNI bridge, say) may rely on it, and turning it off under that is
+// worse than leaving it on.
 const ipForward = "/proc/sys/net/ipv4/ip_forward"
 
 func (l leases) markerPath() string { return filepath.Join(l.dir, "ip_forward.fcvm") }
@@ -170,7 +172,7 @@ func (l leases) enableForward() (bool, error) {
 		_, err := os.Stat(l.markerPath())
 		return err == nil, nil
 	}
-	if err := os.WriteFile(l.markerPath(), []byte("fcvm turned net.ipv4.ip_forward on; it turns it off when its last bridged VM is gone\n"), 0o644); err != nil {
+	if err := os.WriteFile(l.markerPath(), []byte(fmt.Sprintf("fcvm turned net.ipv4.ip_forward on at %s for bridged VMs; turn it off with sysctl -w net.ipv4.ip_forward=0 when no bridged VM runs\n", time.Now().Format(time.RFC3339))), 0o644); err != nil {
 		return false, fmt.Errorf("record ip_forward change: %w", err)
 	}
 	if err := os.WriteFile(ipForward, []byte("1"), 0); err != nil {
@@ -178,23 +180,4 @@ func (l leases) enableForward() (bool, error) {
 		return false, fmt.Errorf("enable %s: %w", ipForward, err)
 	}
 	return true, nil
-}
-
-func (l leases) restoreForwardLocked() error {
-	if _, err := os.Stat(l.markerPath()); err != nil {
-		return nil
-	}
-	ents, err := os.ReadDir(filepath.Join(l.dir, "leases"))
-	if err != nil {
-		return fmt.Errorf("list leases: %w", err)
-	}
-	for _, e := range ents {
-		if _, err := strconv.Atoi(e.Name()); err == nil {
-			return nil
-		}
-	}
-	if err := os.WriteFile(ipForward, []byte("0"), 0); err != nil {
-		return fmt.Errorf("restore %s: %w", ipForward, err)
-	}
-	return os.Remove(l.markerPath())
 }
