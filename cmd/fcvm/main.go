@@ -8,9 +8,12 @@ import (
 	"syscall"
 
 	"github.com/fcvm/fcvm/internal/cli"
+	"github.com/fcvm/fcvm/internal/network"
 )
 
 func main() {
+	// fcvm re-executes itself as the holder of a rootless VM's namespaces.
+	network.MaybeRunHolder()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := cli.Run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()

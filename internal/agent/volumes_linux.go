@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -11,13 +10,6 @@ import (
 	"github.com/fcvm/fcvm/internal/channel"
 	"github.com/fcvm/fcvm/internal/fusepipe"
 )
-
-func (a *Agent) setupNetwork(n *channel.NetPlan) error {
-	if n == nil {
-		return nil
-	}
-	return errors.New("guest networking is not built yet: use --network none")
-}
 
 // Volumes: the host opens one KindVolume stream per -v directory as soon
 // as a session starts, before it sends start. The agent mounts stream i

@@ -34,6 +34,7 @@ func newSnapshotRunCmd(env *Env) *cobra.Command {
 	f.BoolVarP(&o.Detach, "detach", "d", false, "run in the background and print the clone's ID")
 	f.BoolVar(&o.Remove, "rm", false, "remove the clone when it exits")
 	f.StringVar(&o.VMM, "vmm", "", "VMM (must be the snapshot's)")
+	f.StringArrayVarP(&o.Publish, "publish", "p", nil, "publish a guest port of the clone: [IP:]HOSTPORT:GUESTPORT[/tcp|/udp]")
 	f.IntVar(&o.servePID, "serve", 0, "clone through the memory server with this PID (Firecracker)")
 	return cmd
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -109,11 +108,6 @@ func (d *Driver) start(ctx context.Context, cfg vmm.Config, incoming string) (*M
 		Pdeathsig: syscall.SIGKILL,
 		Setpgid:   true,
 	}
-	if cfg.NetNS != "" {
-		// Entering a namespace needs a locked thread; the network package
-		// does it and execs us through nsenter-like wrapping instead.
-		return nil, fmt.Errorf("qemu: network namespaces are set by the caller: %w", errors.ErrUnsupported)
-	}
 	m := &Machine{
 		cfg:  cfg,
 		cmd:  cmd,
@@ -121,7 +115,11 @@ func (d *Driver) start(ctx context.Context, cfg vmm.Config, incoming string) (*M
 	}
 	cmd.Stdout = &m.stderr
 	cmd.Stderr = &m.stderr
-	if err := cmd.Start(); err != nil {
+	start := cmd.Start
+	if cfg.StartProcess != nil {
+		start = func() error { return cfg.StartProcess(cmd) }
+	}
+	if err := start(); err != nil {
 		return nil, fmt.Errorf("start qemu: %w", err)
 	}
 	go m.wait()

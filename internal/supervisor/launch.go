@@ -18,6 +18,7 @@ import (
 	"github.com/fcvm/fcvm/internal/datadir"
 	"github.com/fcvm/fcvm/internal/firecracker"
 	"github.com/fcvm/fcvm/internal/image"
+	"github.com/fcvm/fcvm/internal/network"
 	"github.com/fcvm/fcvm/internal/qemu"
 	"github.com/fcvm/fcvm/internal/state"
 	"github.com/fcvm/fcvm/internal/storage"
@@ -26,17 +27,19 @@ import (
 
 // Options are the run flags.
 type Options struct {
-	Name        string
-	Image       string
-	Cmd         []string
-	Entrypoint  *string // nil: the image's
-	Env         []string
-	Workdir     string
-	User        string
-	CPUs        int
-	MemoryMiB   int
-	VMM         string // auto, qemu, firecracker
-	Network     string
+	Name       string
+	Image      string
+	Cmd        []string
+	Entrypoint *string // nil: the image's
+	Env        []string
+	Workdir    string
+	User       string
+	CPUs       int
+	MemoryMiB  int
+	VMM        string // auto, qemu, firecracker
+	Network    string
+	// Publish are the -p specs, podman's [IP:]HOSTPORT:GUESTPORT[/PROTO].
+	Publish     []string
 	Remove      bool
 	Detach      bool
 	Interactive bool
@@ -78,14 +81,15 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("--vmm %q: must be auto, qemu or firecracker", o.VMM)
 	}
 	switch o.Network {
-	case "none":
-	case "rootless", "bridged":
-		return fmt.Errorf("--network %s: not available yet in this build: use --network none", o.Network)
+	case "none", "rootless", "bridged":
 	default:
 		return fmt.Errorf("--network %q: must be rootless, bridged or none", o.Network)
 	}
 	if o.Image == "" {
 		return errors.New("no image: give an image reference, e.g. fcvm run busybox echo hi")
+	}
+	if len(o.Publish) > 0 && o.Network == "none" {
+		return errors.New("-p: publishing ports needs a network: drop --network none")
 	}
 	return nil
 }
@@ -132,6 +136,8 @@ type VM struct {
 	// volumes serves the -v directories (volumes.go).
 	volumes *volumeServers
 
+	net *network.Network
+
 	sess      *session
 	stopped   atomic.Bool // a stop request killed the VM
 	exited    chan struct{}
@@ -168,6 +174,10 @@ func Driver(name string, dirs datadir.Dirs, log *slog.Logger) (vmm.Driver, error
 // is left behind.
 func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options) (vm *VM, err error) {
 	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	ports, err := ParsePublish(o.Publish)
+	if err != nil {
 		return nil, err
 	}
 	var phases []Phase
@@ -273,6 +283,10 @@ func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options)
 		// without copying its memory through the migration stream.
 		cfg.MemoryFile = filepath.Join(rec.RuntimeDir, memFile)
 	}
+	if err := vm.setupNetwork(ctx, dirs, o.Network, ports, &cfg); err != nil {
+		return vm, err
+	}
+	phase("network")
 	if err := writeLaunchInfo(rec.Dir, launchInfo{Plan: plan, Kernel: set.Kernel, Initrd: set.Initrd, Rootfs: set.Rootfs, ImageDisk: img.Disk, Cmdline: cfg.Cmdline, Generation: 1}); err != nil {
 		return vm, err
 	}
@@ -285,6 +299,7 @@ func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options)
 	vmmProc, _ := state.ProcessOf(m.PID())
 	if _, err := store.Update(rec.ID, func(r *state.Record) error {
 		r.RuntimeDir = rec.RuntimeDir
+		r.Network = rec.Network
 		r.VMM = vmmProc
 		r.Status = state.StatusRunning
 		r.Started = time.Now()
@@ -357,6 +372,11 @@ func (vm *VM) Teardown(remove bool) error {
 	var errs []error
 	if vm.Machine != nil {
 		vm.Machine.Stop(context.Background(), 0)
+	}
+	if vm.net != nil {
+		if err := vm.net.Teardown(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := vm.volumes.Close(); err != nil { // volumes.go
 		errs = append(errs, err)

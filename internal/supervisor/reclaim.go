@@ -22,6 +22,9 @@ func Reclaim(r *state.Record) error {
 		syscall.Kill(r.VMM.PID, syscall.SIGKILL)
 		waitGone(r.VMM, 5*time.Second)
 	}
+	if err := reclaimNetwork(r, nil); err != nil {
+		errs = append(errs, err)
+	}
 	if r.RuntimeDir != "" {
 		if err := os.RemoveAll(r.RuntimeDir); err != nil {
 			errs = append(errs, err)

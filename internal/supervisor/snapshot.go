@@ -159,6 +159,8 @@ type CloneOptions struct {
 	Detach   bool
 	Remove   bool
 	ServePID int
+	// Publish are the clone's own -p specs.
+	Publish []string
 }
 
 // LaunchClone starts a clone of a snapshot: its own record, CoW disk and
@@ -172,10 +174,17 @@ func LaunchClone(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Clo
 		phases = append(phases, Phase{name, now.Sub(mark)})
 		mark = now
 	}
+	ports, err := ParsePublish(o.Publish)
+	if err != nil {
+		return nil, err
+	}
 	snaps := &snapshot.Store{Dir: dirs.Snapshots()}
 	m, err := snaps.Load(o.Tag)
 	if err != nil {
 		return nil, err
+	}
+	if len(ports) > 0 && (m.Network.Mode == "" || m.Network.Mode == "none") {
+		return nil, fmt.Errorf("-p: snapshot %s has no network (its VM ran with --network none)", o.Tag)
 	}
 	if o.VMM != "" && o.VMM != "auto" && o.VMM != m.Driver {
 		return nil, fmt.Errorf("snapshot %s was taken under %s: a clone must use the same driver (drop --vmm %s)", o.Tag, m.Driver, o.VMM)
@@ -251,6 +260,13 @@ func LaunchClone(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Clo
 		ConsoleLog: filepath.Join(rec.Dir, "console.log"),
 		MemoryFile: filepath.Join(snaps.Path(o.Tag), snapshot.MemFile),
 	}
+	// The clone keeps the guest's network identity (the same inside every
+	// VM's namespace); only the host side and the published ports are its
+	// own.
+	if err := vm.setupNetwork(ctx, dirs, m.Network.Mode, ports, &cfg); err != nil {
+		return vm, err
+	}
+	phase("network")
 	mach, err := restorer.Restore(ctx, cfg, snaps.Path(o.Tag))
 	if err != nil {
 		return vm, err
@@ -263,6 +279,7 @@ func LaunchClone(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Clo
 	vmmProc, _ := state.ProcessOf(mach.PID())
 	if _, err := store.Update(rec.ID, func(r *state.Record) error {
 		r.RuntimeDir = rec.RuntimeDir
+		r.Network = rec.Network
 		r.VMM = vmmProc
 		r.Status = state.StatusRunning
 		r.Started = time.Now()

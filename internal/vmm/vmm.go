@@ -26,6 +26,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os/exec"
 	"time"
 )
 
@@ -64,8 +65,13 @@ type Config struct {
 	// Net is nil for a VM without a network interface.
 	Net *Net
 	// NetNS is the path of the network namespace the VMM runs in ("" for
-	// the caller's).
+	// the caller's). Drivers that start their process through StartProcess
+	// leave the namespaces to it.
 	NetNS string
+	// StartProcess, when set, starts the VMM process in place of
+	// cmd.Start: the network package uses it to start the VMM inside the
+	// VM's namespaces.
+	StartProcess func(cmd *exec.Cmd) error
 	// ConsoleLog receives the guest's serial console.
 	ConsoleLog string
 	// MemoryFile, when set, backs guest RAM with a shared file so that the
