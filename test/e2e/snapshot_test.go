@@ -2,6 +2,10 @@ package e2e
 
 import (
 	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,8 +21,44 @@ import (
 )
 
 // counterScript keeps a counter in memory (tmpfs), so a clone's value says
-// whether it got the snapshot's memory.
-const counterScript = `i=0; while true; do i=$((i+1)); echo $i > /dev/shm/c; sleep 1; done`
+// whether it got the snapshot's memory, and serves it over HTTP (a CGI
+// script under busybox httpd) at /cgi-bin/c.
+const counterScript = `mkdir -p /www/cgi-bin
+printf '#!/bin/sh\necho Content-Type: text/plain\necho\ncat /dev/shm/c\n' > /www/cgi-bin/c
+chmod +x /www/cgi-bin/c
+(i=0; while true; do i=$((i+1)); echo $i > /dev/shm/c; sleep 1; done) &
+exec httpd -f -p 80 -h /www`
+
+// freePort returns a TCP port on 127.0.0.1 that is free now.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// httpCounter reads the counter a VM serves on a published host port.
+func httpCounter(t *testing.T, port int) int {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/cgi-bin/c", port))
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				return n
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no counter on port %d: %v", port, err)
+		}
+		time.Sleep(time.Second)
+	}
+}
 
 // startDetached runs `fcvm run -d` or `fcvm snapshot run -d` and returns
 // the VM's ID, removing the VM when the test ends.
@@ -62,8 +102,9 @@ func counter(t *testing.T, vm string) int {
 func TestSnapshotClones(t *testing.T) {
 	needSetup(t)
 	ref := busyboxArchive(t, imagetest.Options{})
-	orig := startDetached(t, "run", "-d", "--name", uniqueName(t, "orig"), ref, "sh", "-c", counterScript)
-	for counter(t, orig) < 3 {
+	origPort := freePort(t)
+	orig := startDetached(t, "run", "-d", "--name", uniqueName(t, "orig"), "-p", fmt.Sprintf("127.0.0.1:%d:80", origPort), ref, "sh", "-c", counterScript)
+	for httpCounter(t, origPort) < 3 {
 		time.Sleep(time.Second)
 	}
 	// Disk state before the snapshot: every clone must see it.
@@ -83,11 +124,15 @@ func TestSnapshotClones(t *testing.T) {
 	})
 
 	clones := make([]string, 3)
+	ports := make([]int, len(clones))
 	for i := range clones {
-		clones[i] = startDetached(t, "snapshot", "run", tag, "-d", "--name", uniqueName(t, "clone"+strconv.Itoa(i)))
+		ports[i] = freePort(t)
+		clones[i] = startDetached(t, "snapshot", "run", tag, "-d", "--name", uniqueName(t, "clone"+strconv.Itoa(i)), "-p", fmt.Sprintf("127.0.0.1:%d:80", ports[i]))
 	}
 	for i, c := range clones {
-		n := counter(t, c)
+		// Each clone answers on its own published port with the
+		// snapshot's counter, carried on from there.
+		n := httpCounter(t, ports[i])
 		if n < atSnapshot-1 || n > atSnapshot+120 {
 			t.Errorf("clone %d counter %d: not continuing the snapshot's %d", i, n, atSnapshot)
 		}
@@ -104,7 +149,7 @@ func TestSnapshotClones(t *testing.T) {
 		}
 	}
 	// The original keeps running and sees none of the clones' writes.
-	if n := counter(t, orig); n < atSnapshot {
+	if n := httpCounter(t, origPort); n < atSnapshot {
 		t.Errorf("original counter went back: %d < %d", n, atSnapshot)
 	}
 	if r := fcvm(t, "exec", orig, "cat", "/who"); r.code == 0 {
@@ -277,4 +322,67 @@ func asExit(err error, ee **exec.ExitError) bool {
 	e, ok := err.(*exec.ExitError)
 	*ee = e
 	return ok
+}
+
+// TestTenClonesShareMemory starts ten clones at once and compares the
+// total PSS of their VMM processes with one VM's: the clones map the
+// snapshot's memory privately, so pages they only read are shared.
+func TestTenClonesShareMemory(t *testing.T) {
+	needSetup(t)
+	ref := busyboxArchive(t, imagetest.Options{})
+	orig := startDetached(t, "run", "-d", "--network", "none", "--memory", "256", ref, "sh", "-c", "echo 1 > /dev/shm/c; exec sleep 100000")
+	counter(t, orig)
+	tag := uniqueName(t, "ten")
+	if r := fcvm(t, "snapshot", "create", orig, "--tag", tag); r.code != 0 {
+		t.Fatalf("snapshot create: %s", r)
+	}
+	t.Cleanup(func() { fcvm(t, "snapshot", "rm", "-f", tag) })
+	onePSS := vmmPSS(t, orig)
+	fcvm(t, "rm", "-f", orig)
+
+	ids := make([]string, 10)
+	var wg sync.WaitGroup
+	for i := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := fcvm(t, "snapshot", "run", tag, "-d")
+			if r.code != 0 {
+				t.Errorf("clone %d: %s", i, r)
+				return
+			}
+			ids[i] = strings.TrimSpace(r.stdout)
+		}()
+	}
+	wg.Wait()
+	for _, id := range ids {
+		if id != "" {
+			t.Cleanup(func() { fcvm(t, "rm", "-f", id) })
+		}
+	}
+	if t.Failed() {
+		return
+	}
+	var total int
+	for i, id := range ids {
+		if got := execOut(t, id, "cat", "/dev/shm/c"); got != "1" {
+			t.Errorf("clone %d: counter %q", i, got)
+		}
+		total += vmmPSS(t, id)
+	}
+	t.Logf("PSS: one VM %d MiB, ten clones %d MiB (%.2fx)", onePSS>>10, total>>10, float64(total)/float64(onePSS))
+	if total >= 10*onePSS {
+		t.Errorf("ten clones use %d KiB PSS, ten separate VMs would use %d: no memory is shared", total, 10*onePSS)
+	}
+}
+
+// vmmPSS is the PSS in KiB of a VM's VMM process, from fcvm inspect.
+func vmmPSS(t *testing.T, vm string) int {
+	t.Helper()
+	r := fcvm(t, "inspect", "--format", "{{.Memory.PSSKiB}}", vm)
+	n, err := strconv.Atoi(strings.TrimSpace(r.stdout))
+	if r.code != 0 || err != nil {
+		t.Fatalf("inspect %s memory: %s", vm, r)
+	}
+	return n
 }
