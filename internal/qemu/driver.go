@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -119,10 +120,9 @@ func (d *Driver) start(ctx context.Context, cfg vmm.Config, incoming string) (*M
 	if cfg.StartProcess != nil {
 		start = func() error { return cfg.StartProcess(cmd) }
 	}
-	if err := start(); err != nil {
+	if err := startPinned(start, m.wait); err != nil {
 		return nil, fmt.Errorf("start qemu: %w", err)
 	}
-	go m.wait()
 
 	// QEMU creates its sockets before the guest runs; once they exist the
 	// machine is up.
@@ -148,6 +148,25 @@ func (d *Driver) start(ctx context.Context, cfg vmm.Config, incoming string) (*M
 		case <-tick.C:
 		}
 	}
+}
+
+// startPinned runs start, then wait, on a goroutine locked to its OS
+// thread for the child's whole life. The parent-death signal fires when
+// the thread that forked the child exits, not the process, and Go retires
+// a thread whose locked goroutine ends (network namespace code does so on
+// purpose): a VMM forked from such a thread would die with it.
+func startPinned(start func() error, wait func()) error {
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the child
+		if err := start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		wait()
+	}()
+	return <-started
 }
 
 // Machine is one QEMU process.
