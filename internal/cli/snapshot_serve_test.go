@@ -69,10 +69,12 @@ func TestSnapshotServe(t *testing.T) {
 	}
 }
 
-func TestSnapshotServeByTagSaysWhatToDo(t *testing.T) {
+func TestSnapshotServeUnknownTag(t *testing.T) {
+	t.Setenv("FCVM_DATA_DIR", t.TempDir())
+	t.Setenv("FCVM_RUNTIME_DIR", t.TempDir())
 	var stdout, stderr bytes.Buffer
 	code := Run(context.Background(), []string{"snapshot", "serve", "mytag"}, nil, &stdout, &stderr)
-	if code == 0 || !strings.Contains(stderr.String(), "--mem-file PATH --socket PATH") {
+	if code == 0 || !strings.Contains(stderr.String(), "not found") || !strings.Contains(stderr.String(), "fcvm snapshot ls") {
 		t.Errorf("exit %d, stderr %q", code, stderr.String())
 	}
 }

@@ -64,6 +64,9 @@ func CreateSnapshot(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, na
 	if rec.Effective() != state.StatusRunning {
 		return nil, fmt.Errorf("VM %s is not running (%s): only a running VM can be snapshotted", nameOrID, rec.Effective())
 	}
+	if len(rec.Volumes) > 0 {
+		return nil, fmt.Errorf("VM %s has volumes (-v), which do not survive a snapshot restore: snapshot a VM without volumes", nameOrID)
+	}
 	if rec.Driver != "qemu" {
 		return nil, fmt.Errorf("VM %s runs under %s: this build snapshots qemu VMs only", nameOrID, rec.Driver)
 	}
