@@ -14,8 +14,10 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
+	"github.com/fcvm/fcvm/internal/health"
 	"github.com/fcvm/fcvm/internal/supervisor"
 )
 
@@ -26,6 +28,8 @@ type runOptions struct {
 	labels     []string
 	rm         bool
 	volumes    []string // -v, parsed by parseVolumes (volume.go)
+	// waitHealthy makes -d return only once the container is healthy.
+	waitHealthy bool
 }
 
 func newRunCmd(env *Env) *cobra.Command {
@@ -63,6 +67,7 @@ func newRunCmd(env *Env) *cobra.Command {
 	f.StringArrayVarP(&o.labels, "label", "l", nil, "set a label (K=V)")
 	f.StringArrayVarP(&o.volumes, "volume", "v", nil, "share a host directory: HOST-DIR:CONTAINER-DIR[:ro] (repeatable)")
 	f.BoolVar(&o.TLSVerify, "tls-verify", true, "require HTTPS and verify certificates when pulling")
+	addHealthFlags(f, o)
 	return cmd
 }
 
@@ -131,6 +136,9 @@ func runRun(ctx context.Context, env *Env, o *runOptions) error {
 		return err
 	}
 	o.Remove = o.rm
+	if o.waitHealthy && (!o.Detach || o.Health.URL == "" && o.Health.Cmd == "") {
+		return errors.New("--wait-healthy: needs -d and a health check (--health-url or --health-cmd)")
+	}
 	stdinFile, _ := env.Stdin.(*os.File)
 	if o.TTY {
 		if stdinFile == nil || !term.IsTerminal(int(stdinFile.Fd())) {
@@ -160,9 +168,24 @@ func runRun(ctx context.Context, env *Env, o *runOptions) error {
 			return fail(err)
 		}
 		ready = func() { once.Do(func() { fmt.Fprintf(report, "ok %s\n", vm.Record.ID); report.Close() }) }
+		if o.waitHealthy {
+			// Report once the health check decides; Run must not wait.
+			ok := ready
+			ready = func() {
+				go func() {
+					if err := vm.WaitHealthy(ctx); err != nil {
+						fail(err)
+						return
+					}
+					ok()
+				}()
+			}
+		}
 		code, runErr := vm.Run(ctx, supervisor.Stdio{}, ready)
 		if runErr != nil {
 			fail(runErr)
+		} else if o.waitHealthy {
+			fail(fmt.Errorf("the container exited with code %d before it was healthy: see fcvm logs %s", code, vm.Record.Name))
 		}
 		return finishRun(env, vm, o, code, runErr)
 	}
@@ -270,4 +293,16 @@ func startDetached(ctx context.Context, env *Env) error {
 	default:
 		return fmt.Errorf("supervisor exited before the container started (%v); see fcvm logs", err)
 	}
+}
+
+// addHealthFlags adds podman's --health-* flags and --wait-healthy.
+func addHealthFlags(f *pflag.FlagSet, o *runOptions) {
+	h := &o.Health
+	f.StringVar(&h.URL, "health-url", "", "health check: HTTP GET from the host; 2xx/3xx is healthy (host \"guest\" is the container, e.g. http://guest:80/; rootless needs the port published)")
+	f.StringVar(&h.Cmd, "health-cmd", "", "health check: command run in the container (shell string, or JSON array as podman); exit 0 is healthy")
+	f.DurationVar(&h.Interval, "health-interval", health.DefaultInterval, "time between health checks")
+	f.IntVar(&h.Retries, "health-retries", health.DefaultRetries, "failed checks in a row before the container is unhealthy")
+	f.DurationVar(&h.StartPeriod, "health-start-period", 0, "time after start during which failed checks do not count")
+	f.DurationVar(&h.Timeout, "health-timeout", health.DefaultTimeout, "time one health check may take")
+	f.BoolVar(&o.waitHealthy, "wait-healthy", false, "with -d: return only once the container is healthy (fail if it turns unhealthy)")
 }

@@ -53,6 +53,8 @@ type Options struct {
 	DiskMiB int
 	// Progress receives image pull progress.
 	Progress io.Writer
+	// Health is the optional health check (health.go).
+	Health HealthOptions
 }
 
 // Limits on the resources a VM may ask for.
@@ -91,7 +93,7 @@ func (o *Options) Validate() error {
 	if len(o.Publish) > 0 && o.Network == "none" {
 		return errors.New("-p: publishing ports needs a network: drop --network none")
 	}
-	return nil
+	return o.Health.validate(o.Network) // health.go
 }
 
 func hostMemoryMiB() int {
@@ -137,6 +139,9 @@ type VM struct {
 	volumes *volumeServers
 
 	net *network.Network
+
+	// health is the optional health check (health.go).
+	health *vmHealth
 
 	sess      *session
 	stopped   atomic.Bool // a stop request killed the VM
@@ -284,6 +289,9 @@ func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options)
 		cfg.MemoryFile = filepath.Join(rec.RuntimeDir, memFile)
 	}
 	if err := vm.setupNetwork(ctx, dirs, o.Network, ports, &cfg); err != nil {
+		return vm, err
+	}
+	if err := vm.prepareHealth(o.Health); err != nil { // health.go
 		return vm, err
 	}
 	phase("network")

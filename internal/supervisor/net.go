@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -36,8 +37,14 @@ func ParsePublish(specs []string) ([]network.Port, error) {
 }
 
 // setupNetwork makes the VM's network and wires it into the plan, the VMM
-// config and the record. dns overrides the upstream resolvers
-// ($FCVM_DNS, comma-separated, for tests that must not reach the host's).
+// config and the record. Two environment variables tune it:
+//
+//   - FCVM_DNS=IP[:PORT][,...] overrides the guest's upstream resolvers
+//     (default: the host's /etc/resolv.conf); tests point it at their own
+//     DNS server so that nothing leaves the machine.
+//   - FCVM_BRIDGE_POOL=PREFIX (e.g. 10.66.0.0/16, at most /30) is where
+//     bridged VMs take their /30 from: give each data dir on one host its
+//     own pool, since leases are per data dir.
 func (vm *VM) setupNetwork(ctx context.Context, dirs datadir.Dirs, mode string, ports []network.Port, cfg *vmm.Config) error {
 	if mode == "" || mode == network.ModeNone {
 		return nil
@@ -52,6 +59,13 @@ func (vm *VM) setupNetwork(ctx context.Context, dirs datadir.Dirs, mode string, 
 	}
 	if d := os.Getenv("FCVM_DNS"); d != "" {
 		ncfg.DNS = splitComma(d)
+	}
+	if p := os.Getenv("FCVM_BRIDGE_POOL"); p != "" && mode == network.ModeBridged {
+		pool, err := netip.ParsePrefix(p)
+		if err != nil {
+			return fmt.Errorf("FCVM_BRIDGE_POOL=%s: not an address prefix such as 10.66.0.0/16", p)
+		}
+		ncfg.Pool = pool
 	}
 	n, err := network.Setup(ctx, ncfg)
 	if err != nil {

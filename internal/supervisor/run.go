@@ -183,6 +183,7 @@ func (vm *VM) Run(ctx context.Context, stdio Stdio, ready func()) (int, error) {
 			started = true
 			vm.trace("container started")
 		}
+		vm.startHealth(ctx) // health.go: once, before ready, which may wait for it
 		if ready != nil {
 			ready()
 			ready = nil
