@@ -144,7 +144,7 @@ func copyExecOutput(r io.Reader, stdout, stderr io.Writer) (int, error) {
 	for {
 		f, err := channel.ReadFrame(r)
 		if err != nil {
-			return 0, fmt.Errorf("stream ended before the command's exit status: %w", err)
+			return 0, fmt.Errorf("connection to the VM lost before the command exited (see fcvm ls and fcvm logs): %w", err)
 		}
 		switch f.Type {
 		case channel.FrameStdout:

@@ -178,11 +178,9 @@ func Follow(path string, skip int, done <-chan struct{}, fn func(Record) error) 
 	if err != nil {
 		return fmt.Errorf("follow log: %w", err)
 	}
-	defer f.Close()
-	st, _ := f.Stat()
+	defer func() { f.Close() }()
 	// Records already delivered live in the current file (those in .1 are
 	// older); count how many of skip the current file holds.
-	var off int64
 	recs, end, err := readRecords(f)
 	if err != nil {
 		return err
@@ -198,18 +196,11 @@ func Follow(path string, skip int, done <-chan struct{}, fn func(Record) error) 
 			}
 		}
 	}
-	off = end
-	_ = st
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-done:
-			// Deliver what arrived before done.
-		case <-tick.C:
-		}
+	off := end
+	// drain delivers the whole records after off in f.
+	drain := func() error {
 		if _, err := f.Seek(off, io.SeekStart); err != nil {
-			return err
+			return fmt.Errorf("follow log: %w", err)
 		}
 		recs, n, err := readRecords(f)
 		if err != nil {
@@ -221,14 +212,35 @@ func Follow(path string, skip int, done <-chan struct{}, fn func(Record) error) 
 				return err
 			}
 		}
-		// A rotation replaced the file: reopen it.
+		return nil
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			// Deliver what arrived before done.
+		case <-tick.C:
+		}
+		if err := drain(); err != nil {
+			return err
+		}
+		// A rotation replaced the file: finish the old one (the writer
+		// closed it before renaming, so nothing more comes), then
+		// follow the new one.
 		if cur, err := os.Stat(path); err == nil {
 			if fst, err := f.Stat(); err == nil && !os.SameFile(cur, fst) {
+				if err := drain(); err != nil {
+					return err
+				}
 				f.Close()
 				if f, err = os.Open(path); err != nil {
 					return fmt.Errorf("follow log: %w", err)
 				}
 				off = 0
+				if err := drain(); err != nil {
+					return err
+				}
 			}
 		}
 		select {
