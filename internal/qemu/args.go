@@ -32,7 +32,14 @@ func args(cfg vmm.Config, kvm bool, tscKHz int, incoming string) ([]string, erro
 		a = append(a, "-accel", "kvm", "-cpu", "host")
 	} else {
 		// tb-size caps the translated-code cache (RSS 1.5 GiB → ~575 MiB).
-		a = append(a, "-accel", "tcg,tb-size=256", "-cpu", "max")
+		// It is private to each QEMU, so clones, which mostly idle in code
+		// the original already ran, get a smaller one: it is most of what
+		// a TCG clone does not share.
+		tb := 256
+		if incoming != "" {
+			tb = 64
+		}
+		a = append(a, "-accel", fmt.Sprintf("tcg,tb-size=%d", tb), "-cpu", "max")
 	}
 	a = append(a,
 		"-smp", fmt.Sprint(cfg.VCPUs),
