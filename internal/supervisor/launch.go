@@ -93,6 +93,9 @@ func (o *Options) Validate() error {
 	if len(o.Publish) > 0 && o.Network == "none" {
 		return errors.New("-p: publishing ports needs a network: drop --network none")
 	}
+	if err := checkNetworkPrivileges(o.Network); err != nil { // net.go
+		return err
+	}
 	return o.Health.validate(o.Network) // health.go
 }
 

@@ -95,6 +95,15 @@ func (vm *VM) setupNetwork(ctx context.Context, dirs datadir.Dirs, mode string, 
 	return nil
 }
 
+// checkNetworkPrivileges refuses a mode this user cannot run before any
+// image or disk work, so the error comes first and costs nothing.
+func checkNetworkPrivileges(mode string) error {
+	if mode == network.ModeBridged && os.Geteuid() != 0 {
+		return fmt.Errorf("%w: run fcvm as root, or use --network rootless", network.ErrNeedRoot)
+	}
+	return nil
+}
+
 func splitComma(s string) []string {
 	var out []string
 	for _, f := range strings.Split(s, ",") {
