@@ -14,7 +14,9 @@ import (
 func main() {
 	// fcvm re-executes itself as the holder of a rootless VM's namespaces.
 	network.MaybeRunHolder()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGHUP (the terminal closed) ends a foreground run as Ctrl-C does: the
+	// VM is stopped and cleaned up rather than left for fcvm gc.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	code := cli.Run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
