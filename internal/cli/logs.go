@@ -152,7 +152,7 @@ func tailLines(recs []containerlog.Record, n int) []containerlog.Record {
 	for i := len(recs) - 1; i >= 0; i-- {
 		d := recs[i].Data
 		for j := len(d) - 1; j >= 0; j-- {
-			if d[j] == '\n' && j != len(d)-1 || (j == len(d)-1 && d[j] == '\n') {
+			if d[j] == '\n' {
 				lines++
 				if lines > n {
 					cut := recs[i]
