@@ -86,7 +86,10 @@ func (vm *VM) setupNetwork(ctx context.Context, dirs datadir.Dirs, mode string, 
 		DNS:     n.DNS,
 	}
 	cfg.Net = &vmm.Net{TAP: n.TAP, MAC: n.GuestMAC}
+	// QEMU is started through StartProcess (which also enters rootless
+	// mode's user namespace); Firecracker's driver enters NetNS itself.
 	cfg.StartProcess = n.StartProcess
+	cfg.NetNS = n.NetNS
 	var sp []state.Port
 	for _, p := range n.Ports {
 		sp = append(sp, state.Port{HostIP: p.HostIP, HostPort: p.HostPort, GuestPort: p.GuestPort, Proto: p.Proto})
