@@ -80,9 +80,16 @@ func fcvmCmd(ctx context.Context, data string, args ...string) *exec.Cmd {
 	cmd.Env = append(os.Environ(),
 		"FCVM_DATA_DIR="+data,
 		"FCVM_RUNTIME_DIR="+runtimeDir,
+		// No guest DNS query may leave this machine: the guest's resolver
+		// forwards to a closed loopback port unless a test points it at
+		// its own server (append FCVM_DNS=127.0.0.1:PORT to cmd.Env).
+		"FCVM_DNS="+closedDNS,
 	)
 	return cmd
 }
+
+// closedDNS is a loopback UDP port nothing listens on (discard's).
+const closedDNS = "127.0.0.1:9"
 
 // fcvm runs fcvm to completion against the shared data dir.
 func fcvm(t *testing.T, args ...string) result {

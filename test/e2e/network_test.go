@@ -1,0 +1,853 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/fcvm/fcvm/internal/imagetest"
+	"github.com/fcvm/fcvm/internal/network"
+)
+
+// netPool is where this file's bridged VMs take their addresses
+// (FCVM_BRIDGE_POOL), off the default pool and off the network package's
+// tests: two blocks, so that the pair of VMs exhausts it. (Leases are
+// named by block number whatever the pool, so one pool for all: a VM of
+// another pool in the same data dir would take a block of this one.)
+const netPool = "10.68.0.0/29"
+
+// The test's own name, served by its DNS server to the guests.
+const netTestName = "svc.fcvm-e2e.test."
+
+// TestNetwork boots, in each mode, two VMs at once that serve HTTP and UDP
+// echo on published ports, and a third whose supervisor is killed; it
+// checks what the guest reaches (a server of the test's, a name of the
+// test's DNS server), the health checks, that stop, rm -f and gc remove
+// everything the network made, and every bad input.
+func TestNetwork(t *testing.T) {
+	needSetup(t)
+	ref := netImage(t)
+	before := hostNetState(t)
+	var mu sync.Mutex
+	var ours []netVMState // every VM the subtests made, for the final check
+	remember := func(s netVMState) { mu.Lock(); ours = append(ours, s); mu.Unlock() }
+	t.Cleanup(func() {
+		after := hostNetState(t)
+		t.Logf("host before: %s", before)
+		t.Logf("host after:  %s", after)
+		for _, s := range ours {
+			if left := s.leftovers(after); len(left) > 0 {
+				t.Errorf("after the test, VM %s (%s) left %v", s.name, s.id[:12], left)
+			}
+		}
+		if extra := after.minus(before); !extra.empty() {
+			t.Logf("new on the host since the test started (ours are checked above; the rest may be other tests'): %s", extra)
+		}
+	})
+	// Bad input first and alone: its bridged runs take address leases
+	// for a moment, and the pool test below counts on every lease being
+	// the pair's.
+	t.Run("bad-input", func(t *testing.T) { testNetBadInput(t, ref) })
+	for _, mode := range []string{network.ModeRootless, network.ModeBridged} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			testNetMode(t, ref, mode, remember)
+		})
+	}
+}
+
+// netImage is busybox plus a static UDP echo server (Debian's busybox nc
+// has no UDP), built from source here.
+func netImage(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	src := filepath.Join(dir, "udpecho.go")
+	if err := os.WriteFile(src, []byte(udpEchoSource), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "udpecho")
+	build := exec.Command("go", "build", "-o", bin, src)
+	build.Dir = dir
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build udpecho: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := imagetest.Layer(t, imagetest.Entry{Name: "bin/udpecho", Mode: 0o755, Body: string(b)})
+	path := filepath.Join(dir, "net.tar")
+	imagetest.WriteOCIArchive(t, imagetest.Busybox(t, imagetest.Options{ExtraLayers: []v1.Layer{layer}}), path)
+	return "oci-archive:" + path
+}
+
+// udpEchoSource answers each datagram on :PORT with "ID:" and the
+// datagram, so a reply says which VM it came from.
+const udpEchoSource = `package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+)
+
+func main() {
+	pc, err := net.ListenPacket("udp4", ":"+os.Args[1])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	buf := make([]byte, 2048)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			os.Exit(1)
+		}
+		pc.WriteTo(append([]byte(os.Args[2]+":"), buf[:n]...), from)
+	}
+}
+`
+
+// netServeScript writes the VM's identity as the page, starts the UDP echo
+// and serves HTTP on 80, logging each URL to stderr (httpd -vv).
+const netServeScript = `mkdir -p /www && echo "$ID" > /www/index.html && { /bin/udpecho "$UDP" "$ID" & } && exec httpd -f -vv -p 80 -h /www`
+
+// netRun runs fcvm with extra environment (after the harness's, so it
+// wins) until it exits.
+func netRun(t *testing.T, env []string, args ...string) result {
+	t.Helper()
+	// Not t.Context(): cleanups use this too, after it is cancelled.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := fcvmCmd(ctx, dataDir, args...)
+	cmd.Env = append(cmd.Env, env...)
+	return netWait(t, cmd, args)
+}
+
+func netWait(t *testing.T, cmd *exec.Cmd, args []string) result {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := result{stdout: stdout.String(), stderr: stderr.String()}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	default:
+		t.Fatalf("fcvm %v: %v", args, err)
+	}
+	t.Logf("fcvm %s → %s", strings.Join(args, " "), r)
+	return r
+}
+
+// netVM is one VM of a mode's test and the ports it publishes.
+type netVM struct {
+	name, id      string
+	ident         string // its page and its UDP echo prefix
+	http, udp     int    // host ports (UDP: the same port in the guest)
+	healthArgs    []string
+	wantUnhealthy bool
+}
+
+func testNetMode(t *testing.T, ref, mode string, remember func(netVMState)) {
+	env := []string{"FCVM_BRIDGE_POOL=" + netPool}
+
+	// What the guest should reach: a name of our DNS server, resolving to
+	// an HTTP server of ours on the host's loopback (rootless, seen from
+	// the guest at 10.0.2.2) or in a namespace behind the host (bridged).
+	secret := fmt.Sprintf("reached-%d", time.Now().UnixNano())
+	var srvAddr netip.Addr
+	var srvPort int
+	if mode == network.ModeRootless {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srvAddr, srvPort = netip.MustParseAddr(network.HostLoopbackIP), ln.Addr().(*net.TCPAddr).Port
+		serveText(t, ln, secret)
+	} else {
+		ns := netServerNS(t)
+		ln := ns.listen(t, "10.98.0.2:0")
+		srvAddr, srvPort = netip.MustParseAddr("10.98.0.2"), ln.Addr().(*net.TCPAddr).Port
+		serveText(t, ln, secret)
+	}
+	dns := netDNSServer(t, map[string]netip.Addr{netTestName: srvAddr})
+	env = append(env, "FCVM_DNS="+dns)
+
+	// First a VM whose supervisor is killed once its network exists; gc
+	// must reclaim all of it. It costs little: its VMM dies with it.
+	remember(netKillAndGC(t, ref, mode))
+
+	vms := []*netVM{{ident: "A"}, {ident: "B"}}
+	for _, vm := range vms {
+		vm.name = uniqueName(t, vm.ident)
+		vm.http, vm.udp = netFreePort(t), netFreePort(t)
+	}
+	// Health: A by URL from the host, B by command in the container;
+	// in rootless mode B's command fails, so --wait-healthy must fail.
+	vms[0].healthArgs = []string{"--health-url", "http://guest:80/", "--health-interval", "2s"}
+	if mode == network.ModeBridged {
+		vms[1].healthArgs = []string{"--health-cmd", "test -s /www/index.html", "--health-interval", "2s"}
+	} else {
+		vms[1].healthArgs = []string{"--health-cmd", "test -f /no/such/file", "--health-interval", "1s", "--health-retries", "2"}
+		vms[1].wantUnhealthy = true
+	}
+	var wg sync.WaitGroup
+	results := make([]result, len(vms))
+	for i, vm := range vms {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			args := []string{"run", "-d", "--name", vm.name, "--network", mode, "--wait-healthy",
+				"-p", fmt.Sprintf("127.0.0.1:%d:80", vm.http),
+				"-p", fmt.Sprintf("127.0.0.1:%d:%d/udp", vm.udp, vm.udp),
+				"-e", "ID=" + vm.ident, "-e", "UDP=" + strconv.Itoa(vm.udp)}
+			args = append(append(args, vm.healthArgs...), ref, "sh", "-c", netServeScript)
+			results[i] = netRun(t, env, args...)
+		}()
+	}
+	wg.Wait()
+	for _, vm := range vms {
+		t.Cleanup(func() { netRun(t, nil, "rm", "-f", vm.name) })
+	}
+	for i, vm := range vms {
+		r := results[i]
+		if vm.wantUnhealthy {
+			if r.code == 0 || !strings.Contains(r.stderr, "unhealthy") || !strings.Contains(r.stderr, "fcvm rm -f "+vm.name) {
+				t.Errorf("run -d --wait-healthy of %s with a failing --health-cmd: want an error saying unhealthy and how to remove it\n%s", vm.name, r)
+			}
+		} else if r.code != 0 {
+			t.Fatalf("run %s: %s", vm.name, r)
+		}
+		rec := netLS(t, vm.name)
+		if rec == nil || rec.Status != "running" {
+			t.Fatalf("VM %s is not running: %+v", vm.name, rec)
+		}
+		vm.id = rec.ID
+		want := "healthy"
+		if vm.wantUnhealthy {
+			want = "unhealthy"
+		}
+		if rec.Health != want {
+			t.Errorf("ls --json: health of %s is %q, want %q", vm.name, rec.Health, want)
+		}
+	}
+	if r := netRun(t, nil, "ls"); !strings.Contains(r.stdout, "HEALTH") || !strings.Contains(r.stdout, "healthy") {
+		t.Errorf("fcvm ls shows no HEALTH column:\n%s", r.stdout)
+	}
+	states := make([]netVMState, len(vms))
+	for i, vm := range vms {
+		states[i] = readNetVMState(t, vm.name, vm.id)
+		remember(states[i])
+		if s := states[i]; len(s.leftovers(hostNetState(t))) == 0 {
+			t.Errorf("VM %s: found none of its network on the host (%+v): the leftover checks would prove nothing", vm.name, s)
+		}
+	}
+
+	// Both VMs have the same guest address and answer as themselves, on
+	// their own ports, TCP and UDP.
+	for _, vm := range vms {
+		if got := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/", vm.http)); got != vm.ident+"\n" {
+			t.Errorf("GET through %s's port %d: %q, want %q", vm.name, vm.http, got, vm.ident+"\n")
+		}
+		if got := udpEcho(t, vm.udp, "ping"); got != vm.ident+":ping" {
+			t.Errorf("UDP echo through %s's port %d: %q, want %q", vm.name, vm.udp, got, vm.ident+":ping")
+		}
+	}
+	probes := map[string]string{}
+	for _, vm := range vms {
+		probes[vm.name] = fmt.Sprintf("probe-%s-%d", vm.ident, time.Now().UnixNano())
+		httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/%s", vm.http, probes[vm.name]))
+	}
+	// Neither sees the other's traffic: each httpd logged only its own
+	// probe.
+	time.Sleep(time.Second)
+	for _, vm := range vms {
+		r := netRun(t, nil, "logs", vm.name)
+		for _, other := range vms {
+			saw := strings.Contains(r.stdout+r.stderr, "url:/"+probes[other.name])
+			if want := other.name == vm.name; saw != want {
+				t.Errorf("logs of %s: saw the probe sent to %s: %v, want %v\n%s", vm.name, other.name, saw, want, r)
+			}
+		}
+	}
+	// Guest DNS and egress: the name resolves through the VM's forwarder
+	// to our server's address, and the page comes from our server.
+	a := vms[0]
+	// wget fetches by address, so that only nslookup depends on the
+	// forwarder, and without -T, which crashes Debian's busybox 1.35
+	// wget (SIGSEGV).
+	script := fmt.Sprintf("nslookup %s && timeout 20 wget -q -O - http://%s:%d/", strings.TrimSuffix(netTestName, "."), srvAddr, srvPort)
+	r := netRun(t, nil, "exec", a.name, "sh", "-c", script)
+	if r.code != 0 || !strings.Contains(r.stdout, srvAddr.String()) || !strings.HasSuffix(r.stdout, secret) {
+		t.Errorf("guest resolving %s (want %s) and fetching our server's page (want %q): %s", netTestName, srvAddr, secret, r)
+	}
+
+	// More VMs than the pool allows: the pair holds both blocks.
+	if mode == network.ModeBridged {
+		r := netRun(t, env, "run", "--rm", "--network", mode, ref, "true")
+		if r.code == 0 || !strings.Contains(r.stderr, "in use by running VMs") || !strings.Contains(r.stderr, netPool) {
+			t.Errorf("a third bridged VM in a pool of two: want an error naming the pool\n%s", r)
+		}
+	}
+
+	// stop: everything A's network made is gone, the record stays.
+	if r := netRun(t, nil, "stop", "-t", "2", a.name); r.code != 0 {
+		t.Errorf("stop %s: %s", a.name, r)
+	}
+	netWaitGone(t, states[0])
+	if rec := netLS(t, a.name); rec == nil || rec.Status != "exited" {
+		t.Errorf("after stop, %s: %+v, want an exited record", a.name, rec)
+	}
+	// rm -f of a running VM: the same, and the record goes.
+	b := vms[1]
+	if r := netRun(t, nil, "rm", "-f", b.name); r.code != 0 {
+		t.Errorf("rm -f %s: %s", b.name, r)
+	}
+	netWaitGone(t, states[1])
+	if netLS(t, b.name) != nil {
+		t.Errorf("record of %s still there after rm -f", b.name)
+	}
+	for _, vm := range vms {
+		netPortFree(t, vm.http, vm.udp)
+	}
+}
+
+// netKillAndGC starts a VM in the foreground, SIGKILLs its supervisor once
+// its network exists, and checks that fcvm gc removes all of it.
+func netKillAndGC(t *testing.T, ref, mode string) netVMState {
+	name := uniqueName(t, "killed")
+	port := netFreePort(t)
+	cmd := fcvmCmd(t.Context(), dataDir, "run", "--name", name, "--network", mode, "-p", fmt.Sprintf("127.0.0.1:%d:80", port), ref, "httpd", "-f", "-p", "80")
+	cmd.Env = append(cmd.Env, "FCVM_BRIDGE_POOL="+netPool)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { netRun(t, nil, "rm", "-f", name) })
+	var rec *netRecord
+	deadline := time.Now().Add(3 * time.Minute)
+	for rec == nil || rec.Status != "running" {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("%s never running; output:\n%s", name, out.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+		rec = netLS(t, name)
+	}
+	st := readNetVMState(t, name, rec.ID)
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	if rec := netLS(t, name); rec == nil || rec.Status != "dead" {
+		t.Errorf("after SIGKILL of its supervisor, %s: %+v, want dead", name, rec)
+	}
+	t.Logf("%s after SIGKILL, before gc: %v", name, st.leftovers(hostNetState(t)))
+	if r := netRun(t, nil, "gc"); r.code != 0 || !strings.Contains(r.stdout, name) {
+		t.Errorf("gc after SIGKILL: %s", r)
+	}
+	netWaitGone(t, st)
+	netPortFree(t, port, 0)
+	return st
+}
+
+func testNetBadInput(t *testing.T, ref string) {
+	bad := func(t *testing.T, env []string, want []string, args ...string) {
+		t.Helper()
+		name := uniqueName(t, "bad")
+		args = append([]string{"run", "--rm", "--name", name}, args...)
+		r := netRun(t, env, args...)
+		if r.code == 0 {
+			t.Errorf("fcvm %v succeeded", args)
+			return
+		}
+		msg := strings.TrimSpace(r.stderr)
+		for _, w := range want {
+			if !strings.Contains(msg, w) {
+				t.Errorf("fcvm %v: error %q does not say %q", args, msg, w)
+			}
+		}
+		if n := strings.Count(msg, "\n"); n > 0 {
+			t.Errorf("fcvm %v: error is %d lines, want one:\n%s", args, n+1, msg)
+		}
+		if netLS(t, name) != nil {
+			t.Errorf("fcvm %v left a record", args)
+		}
+	}
+
+	t.Run("port-in-use", func(t *testing.T) {
+		for _, mode := range []string{network.ModeRootless, network.ModeBridged} {
+			ln, err := net.Listen("tcp4", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			port := ln.Addr().(*net.TCPAddr).Port
+			bad(t, []string{"FCVM_BRIDGE_POOL=" + netPool},
+				[]string{strconv.Itoa(port), "already in use", "pid " + strconv.Itoa(os.Getpid())},
+				"--network", mode, "-p", fmt.Sprintf("127.0.0.1:%d:80", port), ref, "true")
+			ln.Close()
+		}
+	})
+	t.Run("malformed-publish", func(t *testing.T) {
+		for _, spec := range []string{"80", "8080:80/sctp", "http:80", "127.0.0.1:70000:80", "1.2.3:8080:80", "8080-8081:80"} {
+			bad(t, nil, []string{spec, "HOSTPORT:GUESTPORT"}, "-p", spec, ref, "true")
+		}
+	})
+	t.Run("bridged-without-root", func(t *testing.T) {
+		// A data and runtime dir nobody may use, so that only the
+		// network can be what fails.
+		nobody := filepath.Join(t.TempDir(), "nobody")
+		data, run := filepath.Join(nobody, "data"), filepath.Join(nobody, "run")
+		for _, d := range []string{nobody, data, run} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			os.Chown(d, 65534, 65534)
+		}
+		os.Chmod(filepath.Dir(nobody), 0o755)
+		if err := os.Chmod(binDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cmd := fcvmCmd(t.Context(), data, "run", "--rm", "--network", "bridged", "-p", "127.0.0.1:18099:80", ref, "true")
+		cmd.Env = append(cmd.Env, "FCVM_RUNTIME_DIR="+run, "HOME="+nobody)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		r := netWait(t, cmd, cmd.Args[1:])
+		if r.code == 0 || !strings.Contains(r.stderr, "bridged mode needs root") || !strings.Contains(r.stderr, "--network rootless") {
+			t.Errorf("bridged as uid 65534: want an error saying it needs root and suggesting rootless\n%s", r)
+		}
+	})
+	t.Run("no-user-net", func(t *testing.T) {
+		// PATH with everything but pasta and slirp4netns.
+		dir := t.TempDir()
+		for _, d := range filepath.SplitList(os.Getenv("PATH")) {
+			ents, _ := os.ReadDir(d)
+			for _, e := range ents {
+				n := e.Name()
+				if strings.HasPrefix(n, "pasta") || strings.HasPrefix(n, "passt") || n == "slirp4netns" {
+					continue
+				}
+				os.Symlink(filepath.Join(d, n), filepath.Join(dir, n))
+			}
+		}
+		bad(t, []string{"PATH=" + dir}, []string{"pasta", "slirp4netns", "apt-get install"},
+			"--network", "rootless", ref, "true")
+	})
+	t.Run("health-flags", func(t *testing.T) {
+		bad(t, nil, []string{"--health-url", "not published"}, "--health-url", "http://guest:8080/", "-p", fmt.Sprintf("127.0.0.1:%d:80", netFreePort(t)), ref, "true")
+		bad(t, nil, []string{"--health-url", "http://"}, "--health-url", "ftp://guest/", ref, "true")
+		bad(t, nil, []string{"--health-retries"}, "--health-cmd", "true", "--health-retries", "0", ref, "true")
+		bad(t, nil, []string{"--wait-healthy", "-d"}, "--wait-healthy", "--health-cmd", "true", ref, "true")
+	})
+}
+
+// netRecord is the part of ls --json the network tests read.
+type netRecord struct {
+	ID     string `json:"id"`
+	Name   string `json:"name"`
+	Status string `json:"status"`
+	Health string `json:"health"`
+}
+
+func netLS(t *testing.T, name string) *netRecord {
+	t.Helper()
+	cmd := fcvmCmd(t.Context(), dataDir, "ls", "-a", "--json")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("fcvm ls: %v", err)
+	}
+	var recs []netRecord
+	if err := json.Unmarshal(out, &recs); err != nil {
+		t.Fatalf("decode ls --json: %v\n%s", err, out)
+	}
+	for _, r := range recs {
+		if r.Name == name {
+			return &r
+		}
+	}
+	return nil
+}
+
+// netVMState is what one VM's network made on the host, from its
+// network.json: names derived from its ID and its helper processes.
+type netVMState struct {
+	name, id string
+	net      *network.Network
+}
+
+func readNetVMState(t *testing.T, name, id string) netVMState {
+	t.Helper()
+	s := netVMState{name: name, id: id, net: &network.Network{}}
+	b, err := os.ReadFile(filepath.Join(dataDir, "vms", id, "network.json"))
+	if err != nil {
+		t.Fatalf("network state of %s: %v", name, err)
+	}
+	if err := json.Unmarshal(b, s.net); err != nil {
+		t.Fatalf("network state of %s: %v", name, err)
+	}
+	return s
+}
+
+// leftovers lists what of s is still on the host h.
+func (s netVMState) leftovers(h hostNet) []string {
+	var left []string
+	id8 := s.id[:8]
+	for _, want := range []struct{ kind, name string }{
+		{"netns", network.NetNSName(s.id)},
+		{"link", network.LinkName(s.id)},
+		{"nftables table", network.TableName(s.id)},
+	} {
+		var in []string
+		switch want.kind {
+		case "netns":
+			in = h.netns
+		case "link":
+			in = h.links
+		default:
+			in = h.tables
+		}
+		if slices.Contains(in, want.name) {
+			left = append(left, want.kind+" "+want.name)
+		}
+	}
+	for _, p := range []struct {
+		what string
+		pid  int
+		ok   bool
+	}{{"holder", s.net.Holder.PID, s.net.Holder.Alive()}, {"helper " + s.net.UserNet, s.net.Helper.PID, s.net.Helper.Alive()}} {
+		if p.ok {
+			left = append(left, fmt.Sprintf("%s pid %d", p.what, p.pid))
+		}
+	}
+	for _, p := range h.procs {
+		if strings.Contains(p, id8) {
+			left = append(left, "process "+p)
+		}
+	}
+	return left
+}
+
+// netWaitGone waits a little for s's leftovers to go (teardown is done
+// by the time the command returns, but a killed helper may still be
+// exiting), then reports them.
+func netWaitGone(t *testing.T, s netVMState) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		left := s.leftovers(hostNetState(t))
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("VM %s (%s) left %v", s.name, s.id[:12], left)
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// hostNet is what the tests list on the host before and after: named
+// network namespaces, links, nftables tables (family ip) and the network
+// helper processes (pasta, slirp4netns, fcvm's namespace holders).
+type hostNet struct {
+	netns, links, tables, procs []string
+}
+
+func (h hostNet) String() string {
+	return fmt.Sprintf("netns %v; links %v; nftables %v; helpers %v", h.netns, h.links, h.tables, h.procs)
+}
+
+func (h hostNet) minus(o hostNet) hostNet {
+	d := func(a, b []string) []string {
+		var out []string
+		for _, x := range a {
+			if !slices.Contains(b, x) {
+				out = append(out, x)
+			}
+		}
+		return out
+	}
+	return hostNet{d(h.netns, o.netns), d(h.links, o.links), d(h.tables, o.tables), d(h.procs, o.procs)}
+}
+
+func (h hostNet) empty() bool {
+	return len(h.netns)+len(h.links)+len(h.tables)+len(h.procs) == 0
+}
+
+func hostNetState(t *testing.T) hostNet {
+	t.Helper()
+	var h hostNet
+	if ents, err := os.ReadDir("/run/netns"); err == nil {
+		for _, e := range ents {
+			h.netns = append(h.netns, e.Name())
+		}
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		t.Fatalf("list links: %v", err)
+	}
+	for _, l := range links {
+		h.links = append(h.links, l.Attrs().Name)
+	}
+	c, err := nftables.New()
+	if err != nil {
+		t.Fatalf("nftables: %v", err)
+	}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		t.Fatalf("list nftables tables: %v", err)
+	}
+	for _, tb := range tables {
+		h.tables = append(h.tables, tb.Name)
+	}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		base := filepath.Base(args[0])
+		if strings.HasPrefix(base, "pasta") || strings.HasPrefix(base, "passt") || base == "slirp4netns" || base == "fcvm-netns-holder" {
+			h.procs = append(h.procs, fmt.Sprintf("%d:%s", pid, strings.Join(args, " ")))
+		}
+	}
+	return h
+}
+
+// netFreePort is a port free on 127.0.0.1 for TCP and UDP.
+func netFreePort(t *testing.T) int {
+	t.Helper()
+	for {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if pc, err := net.ListenPacket("udp4", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
+			pc.Close()
+			return p
+		}
+	}
+}
+
+// netPortFree checks that nothing holds the published ports any more.
+func netPortFree(t *testing.T, tcp, udp int) {
+	t.Helper()
+	if ln, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", tcp)); err != nil {
+		t.Errorf("TCP port %d still held: %v", tcp, err)
+	} else {
+		ln.Close()
+	}
+	if udp == 0 {
+		return
+	}
+	if pc, err := net.ListenPacket("udp4", fmt.Sprintf("127.0.0.1:%d", udp)); err != nil {
+		t.Errorf("UDP port %d still held: %v", udp, err)
+	} else {
+		pc.Close()
+	}
+}
+
+func serveText(t *testing.T, ln net.Listener, text string) {
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, text) })}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+}
+
+// httpGet fetches url from the host, retrying briefly: a published port
+// answers as soon as its VM's server does.
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	c := &http.Client{Timeout: 10 * time.Second}
+	var err error
+	for range 5 {
+		var resp *http.Response
+		if resp, err = c.Get(url); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			return string(b)
+		}
+		time.Sleep(time.Second)
+	}
+	t.Errorf("GET %s: %v", url, err)
+	return ""
+}
+
+func udpEcho(t *testing.T, port int, msg string) string {
+	t.Helper()
+	c, err := net.Dial("udp4", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 2048)
+	for range 10 {
+		c.Write([]byte(msg))
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		if n, err := c.Read(buf); err == nil {
+			return string(buf[:n])
+		}
+	}
+	return ""
+}
+
+// netDNSServer answers A queries for names on 127.0.0.1:random and
+// NXDOMAIN for the rest; it returns its address for FCVM_DNS.
+func netDNSServer(t *testing.T, answers map[string]netip.Addr) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			var p dnsmessage.Parser
+			h, err := p.Start(buf[:n])
+			if err != nil {
+				continue
+			}
+			q, err := p.Question()
+			if err != nil {
+				continue
+			}
+			a, ok := answers[strings.ToLower(q.Name.String())]
+			hdr := dnsmessage.Header{ID: h.ID, Response: true, RecursionAvailable: true, RecursionDesired: h.RecursionDesired}
+			if !ok {
+				hdr.RCode = dnsmessage.RCodeNameError
+			}
+			b := dnsmessage.NewBuilder(nil, hdr)
+			b.StartQuestions()
+			b.Question(q)
+			if ok && q.Type == dnsmessage.TypeA {
+				b.StartAnswers()
+				b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60}, dnsmessage.AResource{A: a.As4()})
+			}
+			if msg, err := b.Finish(); err == nil {
+				pc.WriteTo(msg, from)
+			}
+		}
+	}()
+	return pc.LocalAddr().String()
+}
+
+// netNS is a network namespace of the test's, behind the host on the link
+// fce2e0 (host 10.98.0.1/30, namespace 10.98.0.2/30): a machine the
+// bridged guest reaches through the host.
+type netNS struct{ ns netns.NsHandle }
+
+func netServerNS(t *testing.T) *netNS {
+	t.Helper()
+	runtime.LockOSThread()
+	host, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := netns.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netns.Set(host); err != nil {
+		panic(err) // this thread is in the wrong namespace: do not let it run anything else
+	}
+	host.Close()
+	runtime.UnlockOSThread()
+	t.Cleanup(func() { s.Close() })
+	const name = "fce2e0"
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(s))}
+	if err := netlink.LinkAdd(veth); err != nil {
+		t.Fatalf("add %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		if l, err := netlink.LinkByName(name); err == nil {
+			netlink.LinkDel(l)
+		}
+	})
+	a, _ := netlink.ParseAddr("10.98.0.1/30")
+	if err := netlink.AddrAdd(veth, a); err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkSetUp(veth); err != nil {
+		t.Fatal(err)
+	}
+	hs, err := netlink.NewHandleAt(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hs.Close()
+	eth, err := hs.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := netlink.ParseAddr("10.98.0.2/30")
+	lo, _ := hs.LinkByName("lo")
+	for _, err := range []error{hs.AddrAdd(eth, b), hs.LinkSetUp(eth), hs.LinkSetUp(lo), hs.RouteAdd(&netlink.Route{Gw: net.ParseIP("10.98.0.1")})} {
+		if err != nil {
+			t.Fatalf("configure the server namespace: %v", err)
+		}
+	}
+	return &netNS{ns: s}
+}
+
+// listen opens a TCP listener inside the namespace; it stays there.
+func (n *netNS) listen(t *testing.T, addr string) net.Listener {
+	t.Helper()
+	runtime.LockOSThread()
+	host, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		t.Fatal(err)
+	}
+	defer host.Close()
+	if err := netns.Set(n.ns); err != nil {
+		runtime.UnlockOSThread()
+		t.Fatal(err)
+	}
+	ln, lerr := net.Listen("tcp4", addr)
+	if err := netns.Set(host); err != nil {
+		panic(err)
+	}
+	runtime.UnlockOSThread()
+	if lerr != nil {
+		t.Fatal(lerr)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
