@@ -3,8 +3,10 @@ package qemu
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
+	"syscall"
 	"time"
 )
 
@@ -15,7 +17,18 @@ type qmp struct {
 }
 
 func dialQMP(path string, timeout time.Duration) (*qmp, error) {
-	conn, err := net.DialTimeout("unix", path, timeout)
+	// QEMU binds the socket before it listens on it: a dial right after the
+	// file appears can be refused. Retry until the deadline.
+	deadline := time.Now().Add(timeout)
+	var conn net.Conn
+	var err error
+	for {
+		conn, err = net.DialTimeout("unix", path, timeout)
+		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("dial qmp %s: %w", path, err)
 	}
