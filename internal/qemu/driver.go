@@ -124,8 +124,14 @@ func (d *Driver) start(ctx context.Context, cfg vmm.Config, incoming string) (*M
 		return nil, fmt.Errorf("start qemu: %w", err)
 	}
 
-	// QEMU creates its sockets before the guest runs; once they exist the
-	// machine is up.
+	if incoming == "" {
+		// A cold boot needs nothing from QEMU until the guest answers on
+		// the channel, which the caller dials with retries; QEMU's own
+		// start-up (~100 ms under TCG) overlaps with the caller's work.
+		// A QEMU that fails at once is reported by Wait.
+		return m, nil
+	}
+	// A restore talks to QMP next: wait for QEMU's sockets.
 	deadline := time.NewTimer(10 * time.Second)
 	defer deadline.Stop()
 	tick := time.NewTicker(2 * time.Millisecond)

@@ -48,7 +48,11 @@ func (vm *VM) connect(ctx context.Context, generation uint64) (*channel.Client, 
 		vm.log.Debug("dial guest", "err", err)
 		select {
 		case <-exited:
-			return nil, fmt.Errorf("guest did not start: the VM exited%s", vm.consoleTail())
+			why := "the VM exited"
+			if werr := vm.Machine.Wait(); werr != nil {
+				why = werr.Error()
+			}
+			return nil, fmt.Errorf("guest did not start: %s%s", why, vm.consoleTail())
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		default:
