@@ -32,8 +32,9 @@ func main() {
 	clones := flag.Int("clones", 10, "clones for the clone and memory measurements (0: skip)")
 	memory := flag.Int("memory", 512, "guest memory in MiB")
 	image := flag.String("image", "", "image reference (default: a busybox OCI archive built here)")
+	netMode := flag.String("network", "none", "network mode of the VMs: none, rootless or bridged")
 	flag.Parse()
-	if err := run(*n, *clones, *memory, *image); err != nil {
+	if err := run(*n, *clones, *memory, *image, *netMode); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -41,9 +42,9 @@ func main() {
 
 type sample map[string]time.Duration
 
-var phaseOrder = []string{"checks", "image", "disks", "vmm spawn", "host total", "guest boot to agent", "container started", "container exited", "total"}
+var phaseOrder = []string{"checks", "image", "disks", "network", "vmm spawn", "host total", "guest boot to agent", "container started", "container exited", "total"}
 
-func run(n, clones, memMiB int, image string) error {
+func run(n, clones, memMiB int, image, netMode string) error {
 	dirs, err := datadir.Default()
 	if err != nil {
 		return err
@@ -57,7 +58,7 @@ func run(n, clones, memMiB int, image string) error {
 		}
 		image = "oci-archive:" + path
 	}
-	opts := supervisor.Options{Image: image, Cmd: []string{"true"}, CPUs: 1, MemoryMiB: memMiB, VMM: "qemu", Network: "none", Remove: true, TLSVerify: true, DiskMiB: 4096}
+	opts := supervisor.Options{Image: image, Cmd: []string{"true"}, CPUs: 1, MemoryMiB: memMiB, VMM: "qemu", Network: netMode, Remove: true, TLSVerify: true, DiskMiB: 4096}
 
 	// Warm the image cache so every run measures the same thing.
 	if vm, err := supervisor.Launch(ctx, log, dirs, opts); err != nil {
@@ -75,7 +76,7 @@ func run(n, clones, memMiB int, image string) error {
 		cold = append(cold, s)
 		fmt.Fprintf(os.Stderr, "cold run %d: total %s\n", i+1, s["total"].Round(time.Millisecond))
 	}
-	fmt.Printf("Cold run of `true` (%d runs, median; qemu, %d MiB)\n\n", n, memMiB)
+	fmt.Printf("Cold run of `true` (%d runs, median; qemu, %d MiB, --network %s)\n\n", n, memMiB, opts.Network)
 	printTable(cold, phaseOrder)
 
 	if clones > 0 {
@@ -203,7 +204,7 @@ func cloneBench(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o supe
 		total += pss(vm.Record.VMM)
 	}
 	fmt.Printf("\nClones of a running VM (snapshot took %s; %d clones, median)\n\n", snapTime.Round(time.Millisecond), clones)
-	printTable(samples, []string{"checks", "record", "disks", "restore", "host total", "clone to ready"})
+	printTable(samples, []string{"checks", "record", "disks", "network", "restore", "host total", "clone to ready"})
 	cr := median(samples, "clone to ready")
 	fmt.Printf("\ncold boot to ready (container started): %s\nclone to ready: %s (%.1f%% of cold)\n", coldReady.Round(time.Millisecond), cr.Round(time.Millisecond), 100*float64(cr)/float64(coldReady))
 	fmt.Printf("\nPSS of the VMM processes: one VM %d MiB; %d clones total %d MiB (%.2fx one VM)\n", origPSS>>10, clones, total>>10, float64(total)/float64(origPSS))
