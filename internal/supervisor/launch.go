@@ -161,21 +161,33 @@ type VM struct {
 // can run (KVM and the binary), else qemu.
 func Driver(name string, dirs datadir.Dirs, log *slog.Logger) (vmm.Driver, error) {
 	q := &qemu.Driver{}
-	fc := firecracker.New(firecracker.Options{DataDir: dirs.Data, Log: log})
+	// firecracker.New starts loading the API spec in the background: only
+	// pay for it when Firecracker may be used.
+	fc := func() *firecracker.Driver { return firecracker.New(firecracker.Options{DataDir: dirs.Data, Log: log}) }
 	switch name {
 	case "qemu":
 		return q, q.Available()
 	case "firecracker":
-		if err := fc.Available(); err != nil {
+		d := fc()
+		if err := d.Available(); err != nil {
 			return nil, fmt.Errorf("--vmm firecracker: %w", err)
 		}
-		return fc, nil
+		return d, nil
 	default:
-		if fc.Available() == nil {
-			return fc, nil
+		if firecrackerPossible() {
+			if d := fc(); d.Available() == nil {
+				return d, nil
+			}
 		}
 		return q, q.Available()
 	}
+}
+
+// firecrackerPossible is a cheap first check for --vmm auto: without
+// /dev/kvm Firecracker cannot run, whatever else is installed.
+func firecrackerPossible() bool {
+	_, err := os.Stat("/dev/kvm")
+	return err == nil
 }
 
 // Launch does the host-side work and boots the VM. On error nothing it made
