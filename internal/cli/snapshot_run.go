@@ -19,7 +19,7 @@ type snapshotRunOptions struct {
 func newSnapshotRunCmd(env *Env) *cobra.Command {
 	o := &snapshotRunOptions{}
 	cmd := &cobra.Command{
-		Use:   "run TAG|--serve PID [--name NAME] [-d]",
+		Use:   "run TAG|--serve PID [--name NAME] [-d] [--memory-backend file|uffd]",
 		Short: "Start a clone of a snapshot",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -36,6 +36,7 @@ func newSnapshotRunCmd(env *Env) *cobra.Command {
 	f.StringVar(&o.VMM, "vmm", "", "VMM (must be the snapshot's)")
 	f.StringArrayVarP(&o.Publish, "publish", "p", nil, "publish a guest port of the clone: [IP:]HOSTPORT:GUESTPORT[/tcp|/udp]")
 	f.IntVar(&o.servePID, "serve", 0, "clone through the memory server with this PID (Firecracker)")
+	f.StringVar(&o.MemoryBackend, "memory-backend", "", "Firecracker clone memory: file (map the snapshot's memory file privately) or uffd (the --serve memory server); default uffd with --serve, else file")
 	return cmd
 }
 
@@ -47,6 +48,9 @@ func runSnapshotRun(ctx context.Context, env *Env, o *snapshotRunOptions) error 
 		}
 		if srv.Driver != "firecracker" {
 			return fmt.Errorf("--serve %d: snapshot %s is a %s snapshot, whose clones map its memory file directly: clone it with `fcvm snapshot run %s`", o.servePID, srv.Tag, srv.Driver, srv.Tag)
+		}
+		if o.Tag != "" && o.Tag != srv.Tag {
+			return fmt.Errorf("--serve %d serves snapshot %s, not %s: give only --serve PID", o.servePID, srv.Tag, o.Tag)
 		}
 		o.Tag, o.ServePID = srv.Tag, o.servePID
 	}

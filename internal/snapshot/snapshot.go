@@ -6,7 +6,8 @@
 //
 //	snapshots/<tag>/manifest.json   versioned; see Manifest
 //	snapshots/<tag>/vmstate         device state (tiny for QEMU with x-ignore-shared)
-//	snapshots/<tag>/mem.ram         guest RAM, mapped privately by every clone
+//	snapshots/<tag>/mem.ram         guest RAM, mapped privately by every clone (QEMU)
+//	snapshots/<tag>/memory          guest RAM as Firecracker writes it (see Manifest.Memory)
 //	snapshots/<tag>/upper.ext4      the VM's writable disk, copied on write for each clone
 //
 // # Integrity
@@ -84,8 +85,20 @@ type Manifest struct {
 	Ports   []state.Port   `json:"ports,omitempty"`
 	Volumes []state.Volume `json:"volumes,omitempty"`
 	Plan    *channel.Plan  `json:"plan"`
+	// MemFile names the guest memory file in the dir: each driver writes
+	// its own (MemFile for QEMU, "memory" for Firecracker). Empty, in
+	// manifests written before the field existed, means MemFile.
+	MemFile string `json:"mem_file,omitempty"`
 	// Files maps each artifact in the dir to its digest.
 	Files map[string]FileDigest `json:"files"`
+}
+
+// Memory is the name of the guest memory file in the snapshot's dir.
+func (m *Manifest) Memory() string {
+	if m.MemFile == "" {
+		return MemFile
+	}
+	return m.MemFile
 }
 
 // FileDigest identifies a file's content.

@@ -47,7 +47,7 @@ func PrepareServe(dirs datadir.Dirs, tag string) (*ServeRecord, error) {
 		Process: state.Self(),
 		Tag:     tag,
 		Driver:  m.Driver,
-		MemFile: filepath.Join(snaps.Path(tag), snapshot.MemFile),
+		MemFile: filepath.Join(snaps.Path(tag), m.Memory()),
 		Socket:  filepath.Join(dirs.Runtime, fmt.Sprintf("uffd-%s-%d.sock", tag, pid)),
 		path:    serveRecordPath(dirs, pid),
 	}, nil

@@ -14,6 +14,7 @@ import (
 
 	"github.com/fcvm/fcvm/internal/channel"
 	"github.com/fcvm/fcvm/internal/datadir"
+	"github.com/fcvm/fcvm/internal/firecracker"
 	"github.com/fcvm/fcvm/internal/qemu"
 	"github.com/fcvm/fcvm/internal/snapshot"
 	"github.com/fcvm/fcvm/internal/state"
@@ -33,6 +34,9 @@ type launchInfo struct {
 	ImageDisk  string        `json:"image_disk"`
 	Cmdline    string        `json:"cmdline"`
 	Generation uint64        `json:"generation"`
+	// DirtyPages says the VMM tracks dirty pages (Firecracker's
+	// track_dirty_pages), so a Diff snapshot is possible.
+	DirtyPages bool `json:"dirty_pages,omitempty"`
 }
 
 func writeLaunchInfo(dir string, li launchInfo) error {
@@ -67,8 +71,8 @@ func CreateSnapshot(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, na
 	if len(rec.Volumes) > 0 {
 		return nil, fmt.Errorf("VM %s has volumes (-v), which do not survive a snapshot restore: snapshot a VM without volumes", nameOrID)
 	}
-	if rec.Driver != "qemu" {
-		return nil, fmt.Errorf("VM %s runs under %s: this build snapshots qemu VMs only", nameOrID, rec.Driver)
+	if rec.Driver != "qemu" && rec.Driver != "firecracker" {
+		return nil, fmt.Errorf("VM %s runs under %s: fcvm snapshots qemu and firecracker VMs only", nameOrID, rec.Driver)
 	}
 	var li launchInfo
 	b, err := os.ReadFile(filepath.Join(rec.Dir, launchFile))
@@ -89,20 +93,39 @@ func CreateSnapshot(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, na
 			os.RemoveAll(staging)
 		}
 	}()
-	mem := filepath.Join(rec.RuntimeDir, memFile)
 	upper := filepath.Join(rec.Dir, "upper.ext4")
-	if err := checkSpace(staging, mem, upper); err != nil {
-		return nil, err
-	}
-	err = qemu.Save(ctx, rec.RuntimeDir, filepath.Join(staging, qemu.StateFile), func() error {
-		if err := storage.Clone(mem, filepath.Join(staging, snapshot.MemFile)); err != nil {
-			return fmt.Errorf("copy memory: %w", err)
-		}
+	copyDisk := func() error {
 		if err := storage.Clone(upper, filepath.Join(staging, snapshot.DiskFile)); err != nil {
 			return fmt.Errorf("copy disk: %w", err)
 		}
 		return nil
-	})
+	}
+	var memName string
+	switch rec.Driver {
+	case "qemu":
+		memName = snapshot.MemFile
+		mem := filepath.Join(rec.RuntimeDir, memFile)
+		if err := checkSpace(staging, 0, mem, upper); err != nil {
+			return nil, err
+		}
+		err = qemu.Save(ctx, rec.RuntimeDir, filepath.Join(staging, qemu.StateFile), func() error {
+			if err := storage.Clone(mem, filepath.Join(staging, memName)); err != nil {
+				return fmt.Errorf("copy memory: %w", err)
+			}
+			return copyDisk()
+		})
+	case "firecracker":
+		memName = firecracker.SnapshotMemFile
+		// Firecracker writes the guest's RAM itself, at most its size.
+		if err := checkSpace(staging, uint64(rec.MemoryMiB)<<20, upper); err != nil {
+			return nil, err
+		}
+		typ := firecracker.SnapshotFull
+		if li.DirtyPages {
+			typ = firecracker.SnapshotDiff
+		}
+		err = firecracker.SnapshotSocket(ctx, filepath.Join(rec.RuntimeDir, firecracker.APISocket), staging, typ, copyDisk)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -124,6 +147,7 @@ func CreateSnapshot(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, na
 		Ports:      rec.Network.Ports,
 		Volumes:    rec.Volumes,
 		Plan:       li.Plan,
+		MemFile:    memName,
 	}
 	if err := snaps.Commit(staging, m); err != nil {
 		return nil, err
@@ -133,10 +157,10 @@ func CreateSnapshot(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, na
 	return m, nil
 }
 
-// checkSpace fails when dir's filesystem cannot hold copies of files,
-// saying how much is needed.
-func checkSpace(dir string, files ...string) error {
-	var need uint64
+// checkSpace fails when dir's filesystem cannot hold extra bytes and
+// copies of files, saying how much is needed.
+func checkSpace(dir string, extra uint64, files ...string) error {
+	need := extra
 	for _, f := range files {
 		var st unix.Stat_t
 		if err := unix.Stat(f, &st); err != nil {
@@ -162,8 +186,59 @@ type CloneOptions struct {
 	Detach   bool
 	Remove   bool
 	ServePID int
+	// MemoryBackend is where a Firecracker clone's memory comes from:
+	// BackendFile (the snapshot's memory file mapped privately) or
+	// BackendUffd (the memory server ServePID). Empty picks BackendUffd
+	// with a ServePID, else BackendFile. QEMU clones always map the file.
+	MemoryBackend string
 	// Publish are the clone's own -p specs.
 	Publish []string
+	// Driver, when set, restores the clone instead of the one Driver
+	// returns for the snapshot's driver name (tests, tuned drivers); its
+	// Name must be the snapshot's driver.
+	Driver vmm.Driver
+}
+
+// The memory backends of a clone.
+const (
+	BackendFile = "file"
+	BackendUffd = "uffd"
+)
+
+// memoryBackend checks o's backend against the snapshot m and returns it
+// with the memory server's socket for BackendUffd.
+func memoryBackend(dirs datadir.Dirs, m *snapshot.Manifest, o CloneOptions) (backend, socket string, err error) {
+	backend = o.MemoryBackend
+	if backend == "" {
+		backend = BackendFile
+		if o.ServePID != 0 {
+			backend = BackendUffd
+		}
+	}
+	switch backend {
+	case BackendFile:
+		if o.ServePID != 0 {
+			return "", "", fmt.Errorf("--memory-backend file maps the snapshot's memory file itself: drop --serve %d, or drop --memory-backend to use the server", o.ServePID)
+		}
+		return backend, "", nil
+	case BackendUffd:
+	default:
+		return "", "", fmt.Errorf("--memory-backend %q: use file or uffd", backend)
+	}
+	if m.Driver != "firecracker" {
+		return "", "", fmt.Errorf("--memory-backend uffd: snapshot %s was taken under %s, whose clones map its memory file privately; the memory server is for firecracker snapshots (drop --memory-backend)", m.Tag, m.Driver)
+	}
+	if o.ServePID == 0 {
+		return "", "", fmt.Errorf("--memory-backend uffd needs a memory server: start one with `fcvm snapshot serve %s` and pass --serve PID", m.Tag)
+	}
+	srv, err := FindServe(dirs, o.ServePID)
+	if err != nil {
+		return "", "", err
+	}
+	if srv.Tag != m.Tag {
+		return "", "", fmt.Errorf("--serve %d serves snapshot %s, not %s: drop TAG or pick the server of %s", o.ServePID, srv.Tag, m.Tag, m.Tag)
+	}
+	return backend, srv.Socket, nil
 }
 
 // LaunchClone starts a clone of a snapshot: its own record, CoW disk and
@@ -192,9 +267,17 @@ func LaunchClone(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Clo
 	if o.VMM != "" && o.VMM != "auto" && o.VMM != m.Driver {
 		return nil, fmt.Errorf("snapshot %s was taken under %s: a clone must use the same driver (drop --vmm %s)", o.Tag, m.Driver, o.VMM)
 	}
-	driver, err := Driver(m.Driver, dirs, log)
+	backend, uffdSocket, err := memoryBackend(dirs, m, o)
 	if err != nil {
 		return nil, err
+	}
+	driver := o.Driver
+	if driver == nil {
+		if driver, err = Driver(m.Driver, dirs, log); err != nil {
+			return nil, err
+		}
+	} else if driver.Name() != m.Driver {
+		return nil, fmt.Errorf("snapshot %s was taken under %s: a clone must use the same driver, not %s", o.Tag, m.Driver, driver.Name())
 	}
 	restorer, ok := driver.(vmm.Restorer)
 	if !ok {
@@ -261,7 +344,7 @@ func LaunchClone(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Clo
 			{ID: "image", Path: m.ImageDisk, ReadOnly: true},
 		},
 		ConsoleLog: filepath.Join(rec.Dir, "console.log"),
-		MemoryFile: filepath.Join(snaps.Path(o.Tag), snapshot.MemFile),
+		MemoryFile: filepath.Join(snaps.Path(o.Tag), m.Memory()),
 	}
 	// The clone keeps the guest's network identity (the same inside every
 	// VM's namespace); only the host side and the published ports are its
@@ -270,7 +353,16 @@ func LaunchClone(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Clo
 		return vm, err
 	}
 	phase("network")
-	mach, err := restorer.Restore(ctx, cfg, snaps.Path(o.Tag))
+	var mach vmm.Machine
+	if backend == BackendUffd {
+		fc, ok := driver.(*firecracker.Driver)
+		if !ok {
+			return vm, fmt.Errorf("driver %s has no memory server backend", driver.Name())
+		}
+		mach, err = fc.RestoreMachine(ctx, cfg, firecracker.RestoreOptions{Dir: snaps.Path(o.Tag), UffdSocket: uffdSocket})
+	} else {
+		mach, err = restorer.Restore(ctx, cfg, snaps.Path(o.Tag))
+	}
 	if err != nil {
 		return vm, err
 	}
