@@ -54,6 +54,10 @@ const (
 	// RunningEnv=1 starts the fake as a booted, running VM (for a stand-in
 	// started directly rather than by the driver's boot sequence).
 	RunningEnv = "FCVM_FCTEST_RUNNING"
+	// WatchEnv is a file glob: each recorded Call lists the files that
+	// match it when the request arrived (Call.Files), so a test can tell
+	// what its code did between two API calls.
+	WatchEnv = "FCVM_FCTEST_WATCH"
 	// Version is what the stand-in reports as its Firecracker version.
 	Version = "1.17.0"
 )
@@ -63,8 +67,10 @@ type Call struct {
 	Op      string          `json:"op"` // "PUT /drives/base"
 	Body    json.RawMessage `json:"body,omitempty"`
 	Invalid string          `json:"invalid,omitempty"`
-	// At is when it arrived, for ordering against other events.
+	// At is when it arrived.
 	At time.Time `json:"at"`
+	// Files match WatchEnv when the request arrived.
+	Files []string `json:"files,omitempty"`
 }
 
 // Main serves the fake API and exits when the process was started as a
@@ -226,6 +232,9 @@ func (f *fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	c := Call{Op: r.Method + " " + r.URL.Path, At: time.Now()}
+	if g := os.Getenv(WatchEnv); g != "" {
+		c.Files, _ = filepath.Glob(g)
+	}
 	if len(body) > 0 {
 		c.Body = json.RawMessage(body)
 	}
