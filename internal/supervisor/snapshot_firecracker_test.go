@@ -44,10 +44,9 @@ func fcTestVM(t *testing.T) (datadir.Dirs, *state.Record, string) {
 		t.Fatal(err)
 	}
 	li := launchInfo{Plan: &channel.Plan{Cmd: []string{"sleep", "inf"}}, Generation: 1}
-	for _, p := range []*string{&li.Kernel, &li.Rootfs, &li.ImageDisk} {
-		*p = filepath.Join(art, strings.TrimPrefix(filepath.Base(t.Name()), "Test")+string(rune('a'+len(li.Cmdline))))
-		li.Cmdline += "x"
-		if err := os.WriteFile(*p, []byte("artifact"), 0o644); err != nil {
+	li.Kernel, li.Rootfs, li.ImageDisk = filepath.Join(art, "vmlinux"), filepath.Join(art, "rootfs.ext4"), filepath.Join(art, "image.ext4")
+	for _, p := range []string{li.Kernel, li.Rootfs, li.ImageDisk} {
+		if err := os.WriteFile(p, []byte("artifact"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -81,7 +80,7 @@ func fcTestVM(t *testing.T) (datadir.Dirs, *state.Record, string) {
 }
 
 func TestFirecrackerSnapshotCreate(t *testing.T) {
-	dirs, rec, record := fcTestVM(t)
+	dirs, _, record := fcTestVM(t)
 	m, err := CreateSnapshot(context.Background(), quietLog(), dirs, "orig", "warm")
 	if err != nil {
 		t.Fatal(err)
@@ -128,7 +127,6 @@ func TestFirecrackerSnapshotCreate(t *testing.T) {
 	if string(disk) != "the original's disk" {
 		t.Errorf("snapshot disk = %q", disk)
 	}
-	_ = rec
 
 	srv, err := PrepareServe(dirs, "warm")
 	if err != nil {
