@@ -361,4 +361,3 @@ func createRate(dir string, workers int, d time.Duration) (float64, error) {
 	}
 	return float64(count.Load()) / time.Since(start).Seconds(), nil
 }
-
