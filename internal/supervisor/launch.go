@@ -319,8 +319,19 @@ func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options)
 	}
 	vm.Machine = m
 	phase("vmm spawn")
-	vmmProc, _ := state.ProcessOf(m.PID())
-	if _, err := store.Update(rec.ID, func(r *state.Record) error {
+	if err := vm.markRunning(); err != nil {
+		return vm, err
+	}
+	vm.Phases = phases
+	return vm, nil
+}
+
+// markRunning records the VMM process and the host side the launch made,
+// once the VMM is up.
+func (vm *VM) markRunning() error {
+	vmmProc, _ := state.ProcessOf(vm.Machine.PID())
+	rec := vm.Record
+	if _, err := vm.store.Update(rec.ID, func(r *state.Record) error {
 		r.RuntimeDir = rec.RuntimeDir
 		r.Network = rec.Network
 		r.VMM = vmmProc
@@ -328,11 +339,10 @@ func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options)
 		r.Started = time.Now()
 		return nil
 	}); err != nil {
-		return vm, err
+		return err
 	}
-	vm.Record.VMM = vmmProc
-	vm.Phases = phases
-	return vm, nil
+	rec.VMM = vmmProc
+	return nil
 }
 
 // buildPlan resolves the image config and the flags the way podman does.

@@ -371,18 +371,9 @@ func LaunchClone(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Clo
 	if err := writeLaunchInfo(rec.Dir, launchInfo{Plan: m.Plan, Kernel: m.Kernel, Initrd: m.Initrd, Rootfs: m.Rootfs, ImageDisk: m.ImageDisk, Generation: vm.Generation}); err != nil {
 		return vm, err
 	}
-	vmmProc, _ := state.ProcessOf(mach.PID())
-	if _, err := store.Update(rec.ID, func(r *state.Record) error {
-		r.RuntimeDir = rec.RuntimeDir
-		r.Network = rec.Network
-		r.VMM = vmmProc
-		r.Status = state.StatusRunning
-		r.Started = time.Now()
-		return nil
-	}); err != nil {
+	if err := vm.markRunning(); err != nil {
 		return vm, err
 	}
-	vm.Record.VMM = vmmProc
 	vm.Phases = phases
 	return vm, nil
 }
