@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
 	"github.com/fcvm/fcvm/internal/health"
@@ -166,6 +168,11 @@ func runRun(ctx context.Context, env *Env, o *runOptions) error {
 		vm, err := supervisor.Launch(ctx, env.Log, env.Dirs, o.Options)
 		if err != nil {
 			return fail(err)
+		}
+		// From here on the supervisor's log goes to the VM's dir.
+		if f, err := os.OpenFile(filepath.Join(vm.Record.Dir, "supervisor.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640); err == nil {
+			unix.Dup2(int(f.Fd()), 2)
+			f.Close()
 		}
 		ready = func() { once.Do(func() { fmt.Fprintf(report, "ok %s\n", vm.Record.ID); report.Close() }) }
 		if o.waitHealthy {
