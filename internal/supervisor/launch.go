@@ -170,7 +170,7 @@ func Driver(name string, dirs datadir.Dirs, log *slog.Logger) (vmm.Driver, error
 	case "firecracker":
 		d := fc()
 		if err := d.Available(); err != nil {
-			return nil, fmt.Errorf("--vmm firecracker: %w", err)
+			return nil, oneLine(err)
 		}
 		return d, nil
 	default:
@@ -182,6 +182,32 @@ func Driver(name string, dirs datadir.Dirs, log *slog.Logger) (vmm.Driver, error
 		return q, q.Available()
 	}
 }
+
+// oneLine turns Firecracker's list of missing pieces into the one-line
+// error a user gets at the prompt; `fcvm doctor` shows each fix.
+func oneLine(err error) error {
+	var ue *firecracker.UnavailableError
+	if !errors.As(err, &ue) {
+		return fmt.Errorf("--vmm firecracker: %w", err)
+	}
+	var what []string
+	for _, p := range ue.Problems {
+		what = append(what, p.What)
+	}
+	return &summaryError{
+		msg: fmt.Sprintf("--vmm firecracker: %s: use --vmm qemu, or see `fcvm doctor` for how to fix it", strings.Join(what, "; ")),
+		err: ue,
+	}
+}
+
+// summaryError is a short message for an error whose own text is long.
+type summaryError struct {
+	msg string
+	err error
+}
+
+func (e *summaryError) Error() string { return e.msg }
+func (e *summaryError) Unwrap() error { return e.err }
 
 // firecrackerPossible is a cheap first check for --vmm auto: without
 // /dev/kvm Firecracker cannot run, whatever else is installed.
