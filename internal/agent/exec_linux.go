@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strconv"
 	"sync"
 	"syscall"
@@ -107,11 +108,45 @@ func (p *execProc) signal(sig syscall.Signal) {
 	}
 }
 
+// reapOnce starts reapConmons once.
+var reapOnce sync.Once
+
+// reapConmons reaps orphaned conmon processes for as long as the agent
+// runs. conmon daemonises, so every container and every exec session
+// leaves one whose parent is PID 1, the agent, which must reap it or keep
+// a zombie per exec. A blanket wait4(-1) would steal the exit status of
+// the agent's own children (podman run, podman exec) from exec.Cmd.Wait;
+// the agent never starts conmon itself, so reaping by name is safe.
+func reapConmons() {
+	sig := make(chan os.Signal, 16)
+	signal.Notify(sig, syscall.SIGCHLD)
+	tick := time.NewTicker(10 * time.Second)
+	for {
+		select {
+		case <-sig:
+		case <-tick.C:
+		}
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+			if err == nil && bytes.HasPrefix(b, []byte(e.Name()+" (conmon) Z 1 ")) {
+				var ws syscall.WaitStatus
+				syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+			}
+		}
+	}
+}
+
 // exec runs one command, streaming its stdio as frames.
 func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Conn) error {
 	if req == nil || len(req.Cmd) == 0 {
 		return errors.New("exec: no command")
 	}
+	reapOnce.Do(func() { go reapConmons() })
 	var marker string
 	if !req.InVM {
 		c, err := a.container()

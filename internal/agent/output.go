@@ -79,17 +79,37 @@ func (l *outputLog) ack(seq uint64) {
 	l.cond.Broadcast()
 }
 
-// next returns the first chunk with seq >= from, waiting for one. done is
-// true (and c empty) once the container has exited and nothing at or after
-// from remains. stop ends the wait early.
+// maxBatch bounds how much output nextFrom joins into one chunk.
+const maxBatch = 256 << 10
+
+// nextFrom returns the output from seq from on, waiting for some: the
+// first chunk at or after from joined with the chunks of the same stream
+// that follow it (up to maxBatch), carrying the last one's seq. Fewer,
+// larger frames matter under TCG, where every message costs the guest a
+// wakeup. done is true (and c empty) once the container has exited and
+// nothing at or after from remains. stop ends the wait early.
 func (l *outputLog) nextFrom(from uint64, stop <-chan struct{}) (c chunk, done, stopped bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for {
-		for _, ch := range l.chunks {
-			if ch.seq >= from {
+		for i, ch := range l.chunks {
+			if ch.seq < from {
+				continue
+			}
+			j := i + 1
+			n := len(ch.data)
+			for j < len(l.chunks) && l.chunks[j].stream == ch.stream && n+len(l.chunks[j].data) <= maxBatch {
+				n += len(l.chunks[j].data)
+				j++
+			}
+			if j == i+1 {
 				return ch, false, false
 			}
+			data := make([]byte, 0, n)
+			for _, c := range l.chunks[i:j] {
+				data = append(data, c.data...)
+			}
+			return chunk{seq: l.chunks[j-1].seq, stream: ch.stream, data: data}, false, false
 		}
 		if l.exited {
 			return chunk{}, true, false
