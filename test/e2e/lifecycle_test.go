@@ -298,7 +298,10 @@ type tmux struct {
 
 func newTmux(t *testing.T) *tmux {
 	tm := &tmux{sock: fmt.Sprintf("fcvm-e2e-%d", os.Getpid()), dir: t.TempDir()}
-	t.Cleanup(func() { exec.Command("tmux", "-L", tm.sock, "kill-server").Run() })
+	t.Cleanup(func() {
+		exec.Command("tmux", "-L", tm.sock, "kill-server").Run()
+		os.Remove(fmt.Sprintf("/tmp/tmux-%d/%s", os.Getuid(), tm.sock))
+	})
 	return tm
 }
 
