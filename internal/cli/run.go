@@ -142,12 +142,15 @@ func runRun(ctx context.Context, env *Env, o *runOptions) error {
 		return errors.New("--wait-healthy: needs -d and a health check (--health-url or --health-cmd)")
 	}
 	stdinFile, _ := env.Stdin.(*os.File)
-	if o.TTY {
-		if stdinFile == nil || !term.IsTerminal(int(stdinFile.Fd())) {
-			// podman warns and goes on without a terminal; so do we.
-			fmt.Fprintln(env.Stderr, "fcvm: the input device is not a TTY; running without a terminal (drop -t)")
-			o.TTY = false
-		} else if w, h, err := term.GetSize(int(stdinFile.Fd())); err == nil {
+	// As podman: -t gives the container a terminal even without one on
+	// stdin (run -dt is common; output then has CRLF line ends), and only
+	// -it without one warns. Raw mode and resizing need a real terminal.
+	rawTTY := o.TTY && !o.Detach && stdinFile != nil && term.IsTerminal(int(stdinFile.Fd()))
+	if o.TTY && o.Interactive && !o.Detach && !rawTTY {
+		fmt.Fprintln(env.Stderr, "fcvm: the input device is not a TTY; the --tty and --interactive flags might not work properly")
+	}
+	if rawTTY {
+		if w, h, err := term.GetSize(int(stdinFile.Fd())); err == nil {
 			o.Rows, o.Cols = uint16(h), uint16(w)
 		}
 	}
@@ -209,7 +212,7 @@ func runRun(ctx context.Context, env *Env, o *runOptions) error {
 	if o.Interactive {
 		stdio.Stdin = env.Stdin
 	}
-	if o.TTY {
+	if rawTTY {
 		old, err := term.MakeRaw(int(stdinFile.Fd()))
 		if err == nil {
 			defer term.Restore(int(stdinFile.Fd()), old)

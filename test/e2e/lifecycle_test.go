@@ -67,6 +67,14 @@ func TestLifecycle(t *testing.T) {
 		defer wg.Done()
 		host, errs[2] = startHostPodman(t, archive)
 	}()
+	// -it without a terminal on stdin: as podman, a warning, and the
+	// container still gets a terminal (CRLF line ends).
+	var noTerm result
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		noTerm = runQuiet(fcvmCmd(t.Context(), dataDir, "run", "--rm", "-it", "--network", "none", ref, "sh", "-c", "echo hi; exit 3"), nil)
+	}()
 	t.Cleanup(func() { fcvm(t, "rm", "-f", mainVM, termVM, ttyVM) })
 
 	// While those boot: a supervisor killed outright takes its VMM down
@@ -81,6 +89,11 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("after run -d, want a running record with supervisor and VMM PIDs: %+v", rec)
 	}
 
+	t.Run("run -it without a terminal", func(t *testing.T) {
+		if noTerm.code != 3 || noTerm.stdout != "hi\r\n" || !strings.Contains(noTerm.stderr, "input device is not a TTY") {
+			t.Errorf("want exit 3, hi with CRLF and podman's warning: %s", noTerm)
+		}
+	})
 	t.Run("parity with podman exec", func(t *testing.T) { testExecParity(t, host, mainVM) })
 	t.Run("ten execs at once", func(t *testing.T) { testTenExecs(t, mainVM) })
 	t.Run("signals reach exec", func(t *testing.T) { testExecSignal(t, mainVM) })
