@@ -3,6 +3,7 @@ package containerlog
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -80,4 +81,37 @@ func TestFollowSeesNewRecordsAcrossRotation(t *testing.T) {
 	if all.String() != want.String() {
 		t.Errorf("followed %d bytes, want %d:\n%s", all.Len(), want.Len(), all.String())
 	}
+}
+
+// FuzzReadRecords: a log file is read while its writer appends, and may be
+// cut or corrupted by a crash; reading never panics, never returns more
+// data than the input holds, and stops at the last whole record.
+func FuzzReadRecords(f *testing.F) {
+	var good bytes.Buffer
+	dir := f.TempDir()
+	w, err := Create(filepath.Join(dir, "seed.log"), 0)
+	if err != nil {
+		f.Fatal(err)
+	}
+	w.Write(Record{Time: time.Unix(1, 2), Stream: Stdout, Data: []byte("hello\n")})
+	w.Write(Record{Time: time.Unix(3, 4), Stream: Stderr, Data: nil})
+	w.Close()
+	b, _ := os.ReadFile(filepath.Join(dir, "seed.log"))
+	good.Write(b)
+	f.Add(good.Bytes())
+	f.Add(good.Bytes()[:good.Len()-3])
+	f.Add([]byte{0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		recs, off, _ := readRecords(bytes.NewReader(in))
+		if off > int64(len(in)) {
+			t.Fatalf("offset %d past %d bytes", off, len(in))
+		}
+		var n int64
+		for _, r := range recs {
+			n += headerSize + int64(len(r.Data))
+		}
+		if n != off {
+			t.Fatalf("records span %d bytes, offset %d", n, off)
+		}
+	})
 }
