@@ -148,6 +148,7 @@ type VM struct {
 
 	sess      *session
 	stopped   atomic.Bool // a stop request killed the VM
+	answered  atomic.Bool // the guest has answered the channel once
 	exited    chan struct{}
 	cancelRun context.CancelFunc
 

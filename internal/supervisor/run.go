@@ -42,6 +42,7 @@ func (vm *VM) connect(ctx context.Context, generation uint64) (*channel.Client, 
 			var c *channel.Client
 			c, err = channel.NewClient(conn, generation, vm.log)
 			if err == nil {
+				vm.answered.Store(true)
 				return c, nil
 			}
 		}
@@ -51,6 +52,9 @@ func (vm *VM) connect(ctx context.Context, generation uint64) (*channel.Client, 
 			why := "the VM exited"
 			if werr := vm.Machine.Wait(); werr != nil {
 				why = werr.Error()
+			}
+			if vm.answered.Load() {
+				return nil, fmt.Errorf("the VM stopped: %s%s", why, vm.consoleTail())
 			}
 			return nil, fmt.Errorf("guest did not start: %s%s", why, vm.consoleTail())
 		case <-ctx.Done():
