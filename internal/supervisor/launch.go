@@ -146,11 +146,10 @@ type VM struct {
 	// health is the optional health check (health.go).
 	health *vmHealth
 
-	sess      *session
-	stopped   atomic.Bool // a stop request killed the VM
-	answered  atomic.Bool // the guest has answered the channel once
-	exited    chan struct{}
-	cancelRun context.CancelFunc
+	sess     *session
+	stopped  atomic.Bool // a stop request killed the VM
+	answered atomic.Bool // the guest has answered the channel once
+	exited   chan struct{}
 
 	log    *slog.Logger
 	store  *state.Store

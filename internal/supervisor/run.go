@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -157,7 +158,6 @@ func (vm *VM) Run(ctx context.Context, stdio Stdio, ready func()) (int, error) {
 	defer vm.sess.close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	vm.cancelRun = cancel
 	ctl, err := vm.serveControl(ctx)
 	if err != nil {
 		return 0, err
@@ -166,7 +166,9 @@ func (vm *VM) Run(ctx context.Context, stdio Stdio, ready func()) (int, error) {
 
 	var lastSeq uint64
 	started := vm.started
-	stdinDone := false
+	// stdinDone is set by the stdin copier once stdin hit EOF, so a
+	// reconnect does not read it again.
+	var stdinDone atomic.Bool
 	for {
 		c, err := vm.sess.get(ctx)
 		if err != nil {
@@ -213,7 +215,7 @@ func (vm *VM) Run(ctx context.Context, stdio Stdio, ready func()) (int, error) {
 }
 
 // attach streams output from *lastSeq+1 until exit or a broken session.
-func (vm *VM) attach(ctx context.Context, c *channel.Client, lastSeq *uint64, logw *containerlog.Writer, stdio Stdio, stdinDone *bool) (code int, exited bool, err error) {
+func (vm *VM) attach(ctx context.Context, c *channel.Client, lastSeq *uint64, logw *containerlog.Writer, stdio Stdio, stdinDone *atomic.Bool) (code int, exited bool, err error) {
 	s, _, err := c.Open(ctx, channel.Request{Kind: channel.KindAttach, Attach: &channel.AttachRequest{From: *lastSeq + 1, Stdin: stdio.Stdin != nil}})
 	if err != nil {
 		return 0, false, err
@@ -230,7 +232,7 @@ func (vm *VM) attach(ctx context.Context, c *channel.Client, lastSeq *uint64, lo
 	}
 	done := make(chan struct{})
 	defer close(done)
-	if stdio.Stdin != nil && !*stdinDone {
+	if stdio.Stdin != nil && !stdinDone.Load() {
 		go func() {
 			buf := make([]byte, 32<<10)
 			for {
@@ -239,7 +241,7 @@ func (vm *VM) attach(ctx context.Context, c *channel.Client, lastSeq *uint64, lo
 					return
 				}
 				if err != nil {
-					*stdinDone = true
+					stdinDone.Store(true)
 					send(channel.FrameStdinEOF, nil)
 					return
 				}
