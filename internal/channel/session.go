@@ -22,11 +22,12 @@ func (c *readConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 func yamuxConfig(log *slog.Logger) *yamux.Config {
 	cfg := yamux.DefaultConfig()
-	// A guest that stops answering (crashed, paused for a snapshot) must
-	// not hang a stream for long; a paused guest stays paused for
-	// milliseconds.
-	cfg.KeepAliveInterval = 5 * time.Second
-	cfg.ConnectionWriteTimeout = 15 * time.Second
+	// A guest that dies or is reset closes the carrier, which ends the
+	// session at once; keepalives only catch a wedged guest, so they are
+	// lenient: a guest starved of CPU (TCG on a busy host, a snapshot
+	// pause) must not lose its session, which would cost it its volumes.
+	cfg.KeepAliveInterval = 30 * time.Second
+	cfg.ConnectionWriteTimeout = 60 * time.Second
 	cfg.StreamOpenTimeout = 15 * time.Second
 	cfg.MaxStreamWindowSize = 1 << 20
 	cfg.LogOutput = nil

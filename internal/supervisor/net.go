@@ -133,5 +133,9 @@ func reclaimNetwork(r *state.Record, log *slog.Logger) error {
 	if err := network.Reclaim(&n); err != nil {
 		return err
 	}
-	return os.Remove(filepath.Join(r.Dir, networkFile))
+	// A concurrent gc may have reclaimed it first.
+	if err := os.Remove(filepath.Join(r.Dir, networkFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
