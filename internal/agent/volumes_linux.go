@@ -95,6 +95,10 @@ func (a *Agent) volume(i int, conn net.Conn) {
 	c, err := fusepipe.Mount(conn, dir, fusepipe.MountOptions{
 		Log:  a.log.With("volume", i),
 		Name: fmt.Sprintf("fcvm-volume-%d", i),
+		// The host closing the stream gives EIO at once; the silence
+		// timeout only catches a wedged host, and a guest starved of CPU
+		// (TCG on a busy host) must not take its own slowness for one.
+		Timeout: time.Minute,
 	})
 	if err == nil {
 		a.log.Info("volume mounted", "volume", i, "dir", dir)
