@@ -101,7 +101,12 @@ func fcvmIn(t *testing.T, data string, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := fcvmCmd(ctx, data, args...)
+	return runCmd(t, fcvmCmd(ctx, data, args...), args)
+}
+
+// runCmd runs a prepared fcvm command to completion and logs its result.
+func runCmd(t *testing.T, cmd *exec.Cmd, args []string) result {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -114,7 +119,11 @@ func fcvmIn(t *testing.T, data string, args ...string) result {
 	default:
 		t.Fatalf("fcvm %v: %v", args, err)
 	}
-	t.Logf("fcvm %s → %s", strings.Join(args, " "), r)
+	if cmd.Dir != "" {
+		t.Logf("(in %s) fcvm %s → %s", cmd.Dir, strings.Join(args, " "), r)
+	} else {
+		t.Logf("fcvm %s → %s", strings.Join(args, " "), r)
+	}
 	return r
 }
 

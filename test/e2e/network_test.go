@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -150,20 +149,7 @@ func netRun(t *testing.T, env []string, args ...string) result {
 
 func netWait(t *testing.T, cmd *exec.Cmd, args []string) result {
 	t.Helper()
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	r := result{stdout: stdout.String(), stderr: stderr.String()}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		r.code = ee.ExitCode()
-	default:
-		t.Fatalf("fcvm %v: %v", args, err)
-	}
-	t.Logf("fcvm %s → %s", strings.Join(args, " "), r)
-	return r
+	return runCmd(t, cmd, args)
 }
 
 // netVM is one VM of a mode's test and the ports it publishes.

@@ -5,10 +5,8 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -23,20 +21,7 @@ func fcvmAt(t *testing.T, dir string, args ...string) result {
 	t.Helper()
 	cmd := fcvmCmd(t.Context(), dataDir, args...)
 	cmd.Dir = dir
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	r := result{stdout: stdout.String(), stderr: stderr.String()}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		r.code = ee.ExitCode()
-	default:
-		t.Fatalf("fcvm %v: %v", args, err)
-	}
-	t.Logf("(in %s) fcvm %s → %s", dir, strings.Join(args, " "), r)
-	return r
+	return runCmd(t, cmd, args)
 }
 
 // TestVolumeReadWrite shares a directory both ways: the container reads
