@@ -81,7 +81,9 @@ type Checker struct {
 	Probe  Probe
 	Config Config
 	// OnChange, if set, is called with the new result each time the
-	// status changes (first with Starting, before the first check).
+	// status changes (first with Starting, before the first check). It
+	// returns before WaitDecided and Last see the new status, so what it
+	// records (a VM's stored health) is current when a waiter wakes.
 	OnChange func(Result)
 	Log      *slog.Logger
 
@@ -165,15 +167,15 @@ func (c *Checker) check(ctx context.Context) error {
 }
 
 func (c *Checker) publish(r Result, changed bool) {
+	if changed && c.OnChange != nil {
+		c.OnChange(r)
+	}
 	c.mu.Lock()
 	c.last = r
 	if changed {
 		c.notifyLocked()
 	}
 	c.mu.Unlock()
-	if changed && c.OnChange != nil {
-		c.OnChange(r)
-	}
 }
 
 func (c *Checker) notifyLocked() {

@@ -305,3 +305,23 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// A waiter woken by a decision sees what OnChange recorded of it: the
+// supervisor stores the health there, and `run --wait-healthy` followed by
+// `ls` must agree.
+func TestOnChangeBeforeWaiters(t *testing.T) {
+	s, _ := server(t, 500)
+	var stored atomic.Value
+	c := &Checker{Probe: &HTTP{URL: s.URL}, Config: fast(), Log: testLog(t), OnChange: func(r Result) {
+		time.Sleep(20 * time.Millisecond) // a slow store
+		stored.Store(r.Status)
+	}}
+	run(t, c)
+	r, err := wait(t, c)
+	if err != nil || r.Status != Unhealthy {
+		t.Fatalf("got %+v, %v; want unhealthy", r, err)
+	}
+	if got := stored.Load(); got != Unhealthy {
+		t.Errorf("WaitDecided returned %s while OnChange had stored %v", r.Status, got)
+	}
+}
