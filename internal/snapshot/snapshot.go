@@ -19,7 +19,10 @@
 // refuses a snapshot whose version is unknown or whose files do not match.
 // Small files are hashed in full; the memory and disk files, hundreds of
 // MiB, are checked by size and a digest of their first and last MiB, so a
-// clone starts in milliseconds but a truncated or swapped file is caught.
+// truncated or swapped file is caught. The manifest also keeps each file's
+// inode stamp (inode number, mtime, ctime): while a file's stamp matches,
+// it is unchanged since it was hashed and Load reads only its inode, so a
+// clone's checks take microseconds; a file with another stamp is hashed.
 //
 // # Concurrency
 //
@@ -108,6 +111,43 @@ type FileDigest struct {
 	// MiB and last MiB.
 	SHA256  string `json:"sha256"`
 	Sampled bool   `json:"sampled,omitempty"`
+	// Stamp is the file's inode as it was when SHA256 was taken. A file
+	// whose inode still matches has not been written, truncated or
+	// replaced since, so Load trusts SHA256 without reading the file; a
+	// file that was copied or restored from a backup gets a new inode
+	// and is hashed again.
+	Stamp *Stamp `json:"stamp,omitempty"`
+}
+
+// Stamp is what changes when a file does (see FileDigest.Stamp).
+type Stamp struct {
+	Dev     uint64 `json:"dev"`
+	Ino     uint64 `json:"ino"`
+	MtimeNS int64  `json:"mtime_ns"`
+	CtimeNS int64  `json:"ctime_ns"`
+}
+
+// verify checks the file at path against d: by its stamp when that still
+// matches, else by hashing it again.
+func (d FileDigest) verify(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if fi.Size() != d.Size {
+		return fmt.Errorf("%s is %d bytes, the snapshot wrote %d", filepath.Base(path), fi.Size(), d.Size)
+	}
+	if s := stampOf(fi); s != nil && d.Stamp != nil && *s == *d.Stamp {
+		return nil
+	}
+	got, err := Digest(path)
+	if err != nil {
+		return err
+	}
+	if got.SHA256 != d.SHA256 || got.Sampled != d.Sampled {
+		return fmt.Errorf("%s does not match its digest", filepath.Base(path))
+	}
+	return nil
 }
 
 // sampleOver is the size above which a file's digest is sampled.
@@ -125,7 +165,7 @@ func Digest(path string) (FileDigest, error) {
 		return FileDigest{}, err
 	}
 	h := sha256.New()
-	d := FileDigest{Size: st.Size()}
+	d := FileDigest{Size: st.Size(), Stamp: stampOf(st)}
 	if st.Size() <= sampleOver {
 		if _, err := io.Copy(h, f); err != nil {
 			return FileDigest{}, err
@@ -186,13 +226,8 @@ func (s *Store) Load(tag string) (*Manifest, error) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		want := m.Files[n]
-		got, err := Digest(filepath.Join(dir, n))
-		if err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, tag, err)
-		}
-		if got != want {
-			return nil, fmt.Errorf("%w: %s: %s does not match its digest (remove it with fcvm snapshot rm -f %s)", ErrCorrupt, tag, n, tag)
+		if err := m.Files[n].verify(filepath.Join(dir, n)); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v (remove it with fcvm snapshot rm -f %s)", ErrCorrupt, tag, err, tag)
 		}
 	}
 	for _, p := range []string{m.Rootfs, m.Kernel, m.ImageDisk} {
