@@ -8,38 +8,18 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
+
+	"github.com/fcvm/fcvm/internal/kvm"
 	"golang.org/x/sys/unix"
 )
 
-// kvmGetAPIVersion is KVM_GET_API_VERSION, _IO(0xAE, 0x00); the stable
-// API has been version 12 since Linux 2.6.22.
-const kvmGetAPIVersion = 0xAE00
-
 func checkKVM(context.Context, Options) Check {
 	c := Check{Name: "kvm", NeededFor: "--vmm firecracker; fast --vmm qemu (without it QEMU emulates in software, TCG)"}
-	fd, err := unix.Open("/dev/kvm", unix.O_RDWR|unix.O_CLOEXEC, 0)
-	switch {
-	case errors.Is(err, unix.ENOENT):
-		c.Detail = "/dev/kvm does not exist (no hardware virtualisation, or the kvm module is not loaded)"
-		c.Fix = "sudo modprobe kvm_intel (or kvm_amd); in a cloud VM enable nested virtualisation; meanwhile use --vmm qemu"
-		return c
-	case errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM):
-		c.Detail = "/dev/kvm: permission denied"
-		c.Fix = "sudo usermod -aG kvm $USER, then log in again"
-		return c
-	case err != nil:
-		c.Detail = fmt.Sprintf("open /dev/kvm: %v", err)
-		c.Fix = "use --vmm qemu"
-		return c
+	st := kvm.Probe()
+	c.OK, c.Detail, c.Fix = st.Usable, st.Detail, st.Fix
+	if a := os.Getenv(kvm.AccelEnv); a != "" {
+		c.Detail += fmt.Sprintf("; %s=%s", kvm.AccelEnv, a)
 	}
-	defer unix.Close(fd)
-	v, err := unix.IoctlRetInt(fd, kvmGetAPIVersion)
-	if err != nil || v != 12 {
-		c.Detail = fmt.Sprintf("/dev/kvm answers KVM_GET_API_VERSION with %d (%v), want 12", v, err)
-		c.Fix = "use --vmm qemu"
-		return c
-	}
-	c.OK, c.Detail = true, "/dev/kvm works (API version 12)"
 	return c
 }
 

@@ -2,13 +2,13 @@ package doctor
 
 import (
 	"context"
+	"github.com/fcvm/fcvm/internal/kvm"
+	"golang.org/x/sys/unix"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"golang.org/x/sys/unix"
 )
 
 func names(r Report) []string {
@@ -34,7 +34,7 @@ func TestRunReportsEveryCheck(t *testing.T) {
 			t.Errorf("%s: ok %v but fix %q", c.Name, c.OK, c.Fix)
 		}
 	}
-	// Facts of this machine (see the shared notes): root, no /dev/kvm,
+	// Facts of this machine (see the shared notes): root, no usable KVM,
 	// QEMU installed, no guest artifacts in a fresh data dir.
 	mustBe := func(name string, ok bool, fixHas string) {
 		t.Helper()
@@ -45,7 +45,7 @@ func TestRunReportsEveryCheck(t *testing.T) {
 	}
 	mustBe("root", os.Geteuid() == 0, "")
 	mustBe("guest-artifacts", false, "fcvm setup")
-	if _, err := os.Stat("/dev/kvm"); err != nil {
+	if !kvm.Probe().Usable {
 		mustBe("kvm", false, "--vmm qemu")
 	}
 	if _, err := exec.LookPath("qemu-system-x86_64"); err == nil {

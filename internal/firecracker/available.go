@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fcvm/fcvm/internal/kvm"
 	"github.com/fcvm/fcvm/internal/vmm"
 )
 
@@ -45,18 +46,21 @@ func (d *Driver) Available() error {
 	var probs []Problem
 	add := func(what, fix string) { probs = append(probs, Problem{what, fix}) }
 
-	kvm := d.opts.KVMDevice
-	if kvm == "" {
-		kvm = "/dev/kvm"
-	}
-	if f, err := os.OpenFile(kvm, os.O_RDWR, 0); err == nil {
+	kvmDev := d.opts.KVMDevice
+	if kvmDev == "" {
+		// The host's own KVM: usable means hardware-assisted, not merely
+		// a /dev/kvm that opens (a PVM sandbox has one).
+		if st := kvm.Probe(); !st.Usable {
+			add(st.Detail, st.Fix)
+		}
+	} else if f, err := os.OpenFile(kvmDev, os.O_RDWR, 0); err == nil {
 		f.Close()
 	} else if errors.Is(err, os.ErrNotExist) {
-		add("no "+kvm, "this host has no KVM; enable virtualization in the firmware (or nested virtualization for a cloud VM) and load kvm_intel or kvm_amd (modprobe kvm_intel)")
+		add("no "+kvmDev, "this host has no KVM; enable virtualization in the firmware (or nested virtualization for a cloud VM) and load kvm_intel or kvm_amd (modprobe kvm_intel)")
 	} else if errors.Is(err, os.ErrPermission) {
-		add("no permission on "+kvm, "add your user to its group (sudo usermod -aG kvm $USER, then log in again) or run as root")
+		add("no permission on "+kvmDev, "add your user to its group (sudo usermod -aG kvm $USER, then log in again) or run as root")
 	} else {
-		add("cannot open "+kvm+": "+err.Error(), "check that the kvm module is loaded (lsmod | grep kvm)")
+		add("cannot open "+kvmDev+": "+err.Error(), "check that the kvm module is loaded (lsmod | grep kvm)")
 	}
 
 	installed := "<data dir>/bin/firecracker"

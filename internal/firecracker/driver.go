@@ -49,7 +49,8 @@ type Options struct {
 	ConfigFile bool
 	// SocketTimeout bounds the wait for the API socket (default 5s).
 	SocketTimeout time.Duration
-	// KVMDevice is checked by Available (default /dev/kvm).
+	// KVMDevice is the device Available opens instead of probing the
+	// host's KVM with package kvm (tests point it at a stand-in).
 	KVMDevice string
 	// Log receives the driver's own messages (default: discarded).
 	Log *slog.Logger

@@ -1,6 +1,7 @@
 // Package qemu is the VMM driver for QEMU's microvm machine: KVM when
-// /dev/kvm works, TCG software emulation when it does not (cloud VMs
-// without nested virtualisation, and our CI).
+// this host's KVM is hardware-assisted (see package kvm), TCG software
+// emulation when it is not (cloud VMs without nested virtualisation, PVM
+// sandboxes, and our CI). FCVM_QEMU_ACCEL=kvm|tcg forces one.
 //
 // The guest boots the uncompressed ELF vmlinux directly (PVH), with
 // virtio-mmio block devices found by serial, a virtio-serial port named

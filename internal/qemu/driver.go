@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fcvm/fcvm/internal/kvm"
 	"github.com/fcvm/fcvm/internal/vmm"
 )
 
@@ -23,8 +24,9 @@ import (
 type Driver struct {
 	// Binary is the QEMU executable; "" finds qemu-system-x86_64 on PATH.
 	Binary string
-	// NoKVM forces TCG even where /dev/kvm works.
-	NoKVM bool
+	// Accel is kvm, tcg, or auto or "" for KVM where kvm.Probe finds it
+	// usable (FCVM_QEMU_ACCEL sets it from the environment).
+	Accel string
 }
 
 var (
@@ -49,18 +51,11 @@ func (d *Driver) binary() (string, error) {
 
 // Available implements vmm.Driver.
 func (d *Driver) Available() error {
+	if _, err := kvm.Accel(d.Accel); err != nil {
+		return err
+	}
 	_, err := d.binary()
 	return err
-}
-
-// KVM reports whether /dev/kvm can be opened for reading and writing.
-func KVM() bool {
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		return false
-	}
-	f.Close()
-	return true
 }
 
 // hostTSCKHz estimates the host's TSC frequency from /proc/cpuinfo. TCG's
@@ -95,8 +90,11 @@ func (d *Driver) start(ctx context.Context, cfg vmm.Config, incoming string) (*M
 	if err != nil {
 		return nil, err
 	}
-	kvm := !d.NoKVM && KVM()
-	a, err := args(cfg, kvm, hostTSCKHz(), incoming)
+	accel, err := kvm.Accel(d.Accel)
+	if err != nil {
+		return nil, err
+	}
+	a, err := args(cfg, accel == kvm.AccelKVM, hostTSCKHz(), incoming)
 	if err != nil {
 		return nil, err
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/fcvm/fcvm/internal/datadir"
 	"github.com/fcvm/fcvm/internal/firecracker"
 	"github.com/fcvm/fcvm/internal/image"
+	"github.com/fcvm/fcvm/internal/kvm"
 	"github.com/fcvm/fcvm/internal/network"
 	"github.com/fcvm/fcvm/internal/qemu"
 	"github.com/fcvm/fcvm/internal/state"
@@ -160,7 +161,7 @@ type VM struct {
 // Driver picks the VMM driver for name: auto means firecracker where it
 // can run (KVM and the binary), else qemu.
 func Driver(name string, dirs datadir.Dirs, log *slog.Logger) (vmm.Driver, error) {
-	q := &qemu.Driver{}
+	q := &qemu.Driver{Accel: os.Getenv(kvm.AccelEnv)}
 	// firecracker.New starts loading the API spec in the background: only
 	// pay for it when Firecracker may be used.
 	fc := func() *firecracker.Driver { return firecracker.New(firecracker.Options{DataDir: dirs.Data, Log: log}) }
@@ -209,11 +210,10 @@ type summaryError struct {
 func (e *summaryError) Error() string { return e.msg }
 func (e *summaryError) Unwrap() error { return e.err }
 
-// firecrackerPossible is a cheap first check for --vmm auto: without
-// /dev/kvm Firecracker cannot run, whatever else is installed.
+// firecrackerPossible is a cheap first check for --vmm auto: without a
+// usable KVM Firecracker cannot run, whatever else is installed.
 func firecrackerPossible() bool {
-	_, err := os.Stat("/dev/kvm")
-	return err == nil
+	return kvm.Probe().Usable
 }
 
 // Launch does the host-side work and boots the VM. On error nothing it made
