@@ -193,6 +193,18 @@ func TestPullRegistry(t *testing.T) {
 		}
 	}
 
+	// Ensure takes a bare hex string for a cached image's ID, as podman
+	// does, and never asks a registry: the context is already cancelled,
+	// so a pull (of docker.io/library/<hex>) would fail.
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	for _, q := range []string{strings.TrimPrefix(img.ID, "sha256:")[:12], strings.TrimPrefix(img.ID, "sha256:"), img.ID} {
+		got, err := s.Ensure(cancelled, q, image.DefaultPullOptions())
+		if err != nil || got.ID != img.ID {
+			t.Errorf("Ensure(%q) of a cached ID: %v, %v; want the cached image", q, got, err)
+		}
+	}
+
 	// Ensure finds it locally; a new tag of the same image is pulled and
 	// shares the disk.
 	imagetest.Push(t, src, addr+"/test/other:latest")

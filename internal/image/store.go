@@ -482,8 +482,8 @@ func (s *Store) ids() ([]string, error) {
 }
 
 // Ensure returns the image ref names: from the cache if it is there,
-// pulling it otherwise. This is what `fcvm run` calls. A registry name is
-// looked up locally first; archives and podman's storage are read each time
+// pulling it otherwise. This is what `fcvm run` calls. An image ID or a
+// registry name is looked up locally first; archives and podman's storage are read each time
 // (cheaply: the disk is built only for an ID not cached yet), since their
 // content can change under the same path.
 func (s *Store) Ensure(ctx context.Context, ref string, opts PullOptions) (*Image, error) {
@@ -492,6 +492,16 @@ func (s *Store) Ensure(ctx context.Context, ref string, opts PullOptions) (*Imag
 		return nil, err
 	}
 	if src.Transport == TransportDocker {
+		// A bare hex string is first an image ID (prefix), as podman
+		// takes it: a cached image must not send its ID to Docker Hub
+		// as a name.
+		if _, ok := idPrefix(ref); ok {
+			if img, err := s.Lookup(ref); err == nil {
+				return img, nil
+			} else if !errors.Is(err, ErrNotFound) {
+				return nil, err
+			}
+		}
 		img, err := s.Lookup(canonicalName(src.Ref))
 		if err == nil {
 			return img, nil
