@@ -2,9 +2,11 @@ package network
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -13,7 +15,10 @@ import (
 // dnsForwarder answers the guest's DNS queries on the gateway address by
 // relaying each UDP query, unchanged, to the upstream resolvers in turn
 // and the first answer back. It understands nothing of DNS beyond "one
-// datagram in, one out", which is all a stub resolver needs.
+// datagram in, one out" and the query ID, which is all a stub resolver
+// needs. A datagram lost on the way (pasta's or the host's UDP path under
+// load) is sent again after dnsResend, as a stub resolver would, so one
+// loss costs the guest a second, not its whole lookup.
 type dnsForwarder struct {
 	pc        net.PacketConn
 	upstreams []netip.AddrPort
@@ -24,7 +29,12 @@ type dnsForwarder struct {
 	wg   sync.WaitGroup
 }
 
-const dnsTimeout = 5 * time.Second
+// dnsTimeout bounds one upstream; within it the query is resent every
+// dnsResend until an answer comes.
+const (
+	dnsTimeout = 5 * time.Second
+	dnsResend  = time.Second
+)
 
 func newDNSForwarder(pc net.PacketConn, upstreams []netip.AddrPort, log *slog.Logger) *dnsForwarder {
 	f := &dnsForwarder{pc: pc, upstreams: upstreams, log: log}
@@ -63,20 +73,46 @@ func (f *dnsForwarder) ask(q []byte) []byte {
 			f.log.Debug("dns upstream", "server", up, "err", err)
 			continue
 		}
-		c.SetDeadline(time.Now().Add(dnsTimeout))
-		buf := make([]byte, 65536)
-		_, err = c.Write(q)
-		var n int
-		if err == nil {
-			n, err = c.Read(buf)
-		}
+		ans, err := exchange(c, q, time.Now().Add(dnsTimeout))
 		c.Close()
-		if err == nil && n >= 2 && len(q) >= 2 && buf[0] == q[0] && buf[1] == q[1] {
-			return buf[:n]
+		if err == nil {
+			return ans
 		}
 		f.log.Debug("dns upstream", "server", up, "err", err)
 	}
 	return nil
+}
+
+// exchange sends q on c until a reply with q's ID arrives or the deadline
+// passes, resending every dnsResend.
+func exchange(c net.Conn, q []byte, deadline time.Time) ([]byte, error) {
+	if len(q) < 2 {
+		return nil, errors.New("dns query too short")
+	}
+	buf := make([]byte, 65536)
+	for {
+		if _, err := c.Write(q); err != nil {
+			return nil, err
+		}
+		next := time.Now().Add(dnsResend)
+		if next.After(deadline) {
+			next = deadline
+		}
+		c.SetReadDeadline(next)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) && time.Now().Before(deadline) {
+					break // resend
+				}
+				return nil, err
+			}
+			if n >= 2 && buf[0] == q[0] && buf[1] == q[1] {
+				return buf[:n], nil
+			}
+			// a stray datagram (a late answer to nothing of ours): keep reading
+		}
+	}
 }
 
 // resolvConf lists the nameservers of a resolv.conf.
