@@ -44,8 +44,10 @@
 // The guest kernel caches attributes and names for AttrTimeout and
 // EntryTimeout (1s by default), "no such file" for NegativeTimeout, file
 // pages across opens until it sees the host change mtime or size, and
-// directory listings until the directory's mtime changes. Host-side
-// changes therefore show up within about a second. By default every
+// directory listings until the directory's mtime changes. The client
+// itself remembers for AttrTimeout that a file has no security.capability
+// xattr, which the kernel asks before every write(2). Host-side changes
+// therefore show up within about a second. By default every
 // write(2) reaches the host before it returns. MountOptions.Writeback
 // lets the kernel cache writes instead (much faster small writes), at the
 // price of no longer seeing host-side changes to files the guest has

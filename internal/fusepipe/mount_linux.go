@@ -92,6 +92,7 @@ func Mount(conn net.Conn, mountpoint string, opts MountOptions) (*Client, error)
 		dirs:          map[uint64]*clientDir{},
 		nextDir:       1,
 		lockers:       map[lockerKey]struct{}{},
+		noCaps:        map[uint64]time.Time{},
 	}
 	name := opts.Name
 	if name == "" {
@@ -173,6 +174,44 @@ type rawFS struct {
 	dirs    map[uint64]*clientDir
 	nextDir uint64
 	lockers map[lockerKey]struct{} // who holds POSIX locks on what
+	// noCaps holds, per node, until when the host last said it has no
+	// security.capability. The kernel asks for it before every write(2)
+	// (to drop capabilities of a written file), which doubled the cost
+	// of a write; the answer is trusted as long as attributes are.
+	noCaps map[uint64]time.Time
+}
+
+const capsXattr = "security.capability"
+
+// capsKnownAbsent reports whether node's missing capability xattr is
+// still trusted.
+func (fs *rawFS) capsKnownAbsent(node uint64) bool {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	until, ok := fs.noCaps[node]
+	if ok && time.Now().After(until) {
+		delete(fs.noCaps, node)
+		return false
+	}
+	return ok
+}
+
+func (fs *rawFS) setCapsAbsent(node uint64, absent bool) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if !absent || fs.attrTimeout <= 0 {
+		delete(fs.noCaps, node)
+		return
+	}
+	if len(fs.noCaps) >= 4096 {
+		now := time.Now()
+		for n, until := range fs.noCaps {
+			if now.After(until) {
+				delete(fs.noCaps, n)
+			}
+		}
+	}
+	fs.noCaps[node] = time.Now().Add(fs.attrTimeout)
 }
 
 // clientDir is an open directory. The host directory is opened on the
@@ -509,7 +548,14 @@ func (fs *rawFS) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.Stat
 }
 
 func (fs *rawFS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
+	caps := attr == capsXattr
+	if caps && fs.capsKnownAbsent(h.NodeId) {
+		return 0, fuse.ENOATTR
+	}
 	rp, e := fs.c.call(cancel, &Request{Op: OpGetxattr, Node: h.NodeId, Name: attr, Size: uint32(len(dest))})
+	if caps {
+		fs.setCapsAbsent(h.NodeId, e == syscall.ENODATA)
+	}
 	if e != 0 {
 		return 0, status(e)
 	}
@@ -532,11 +578,17 @@ func (fs *rawFS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr stri
 		rq.Data = nil
 	}
 	_, e := fs.c.call(cancel, rq)
+	if attr == capsXattr {
+		fs.setCapsAbsent(in.NodeId, false)
+	}
 	return status(e)
 }
 
 func (fs *rawFS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
 	_, e := fs.c.call(cancel, &Request{Op: OpRemovexattr, Node: h.NodeId, Name: attr})
+	if attr == capsXattr {
+		fs.setCapsAbsent(h.NodeId, e == 0)
+	}
 	return status(e)
 }
 

@@ -664,3 +664,66 @@ func TestLocks(t *testing.T) {
 		check(t, unix.Flock(int(f.Fd()), unix.LOCK_UN))
 	})
 }
+
+// The mount answers the kernel's per-write question for
+// security.capability from a cache that lives as long as attributes do:
+// a capability the host sets shows up after the attribute timeout, one the
+// guest sets or removes at once, and writes clear it as on any file
+// system.
+func TestCapabilityXattrCache(t *testing.T) {
+	const attrTimeout = 200 * time.Millisecond
+	s := newShare(t, shareOpts{mount: MountOptions{AttrTimeout: attrTimeout}})
+	m, h := filepath.Join(s.mnt, "tool"), filepath.Join(s.dir, "tool")
+	check(t, os.WriteFile(h, []byte("#!/bin/sh\n"), 0o755))
+	// A VFS v2 capability: CAP_NET_BIND_SERVICE permitted and effective.
+	capv := []byte{0x01, 0x00, 0x00, 0x02, 0x00, 0x04, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	buf := make([]byte, 64)
+	getCaps := func(p string) (int, error) { return unix.Getxattr(p, capsXattr, buf) }
+
+	f, err := os.OpenFile(m, os.O_WRONLY, 0)
+	check(t, err)
+	for i := range 3 {
+		if _, err := f.WriteAt([]byte("x"), int64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	if _, err := getCaps(m); err != unix.ENODATA {
+		t.Fatalf("getxattr %s on a file without: %v, want ENODATA", capsXattr, err)
+	}
+
+	check(t, unix.Setxattr(h, capsXattr, capv, 0))
+	deadline := time.Now().Add(attrTimeout + 2*time.Second)
+	for {
+		n, err := getCaps(m)
+		if err == nil {
+			if !bytes.Equal(buf[:n], capv) {
+				t.Fatalf("capability seen through the mount %x, host set %x", buf[:n], capv)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("capability the host set still unseen after %v: %v", time.Since(deadline.Add(-attrTimeout-2*time.Second)), err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// Guest-side changes are seen at once.
+	check(t, unix.Removexattr(m, capsXattr))
+	if _, err := getCaps(m); err != unix.ENODATA {
+		t.Fatalf("after removexattr: %v, want ENODATA", err)
+	}
+	check(t, unix.Setxattr(m, capsXattr, capv, 0))
+	if n, err := getCaps(m); err != nil || !bytes.Equal(buf[:n], capv) {
+		t.Fatalf("after setxattr through the mount: %x, %v", buf[:n], err)
+	}
+	// A write by the owner drops the capability on the host.
+	f, err = os.OpenFile(m, os.O_WRONLY, 0)
+	check(t, err)
+	_, err = f.WriteAt([]byte("y"), 0)
+	check(t, err)
+	f.Close()
+	if _, err := getCaps(h); err != unix.ENODATA {
+		t.Errorf("host file keeps its capability after a write through the mount: %v", err)
+	}
+}
