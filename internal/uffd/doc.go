@@ -28,9 +28,12 @@
 //
 // # Clients
 //
-// Each client gets its own goroutine that polls its userfaultfd, a pidfd
-// of the client process (from SO_PEERPIDFD, or pidfd_open of the
-// SO_PEERCRED PID) and the server's stop signal. A userfaultfd does not
+// Each client gets its own goroutine that serves its userfaultfd, and a
+// watcher that polls a pidfd of the client process (from SO_PEERPIDFD, or
+// pidfd_open of the SO_PEERCRED PID) and the server's stop signal. While
+// there are no more clients than Ps a client waits for faults in poll(2)
+// on its own thread; beyond that in Go's netpoller, so that many clients
+// do not mean a thread wake-up per fault. A userfaultfd does not
 // report its process's death (the server's copy of the descriptor keeps
 // it open), so the pidfd is what notices a clone that exited or was
 // killed; its goroutine then logs the client's numbers and frees its

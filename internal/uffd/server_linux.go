@@ -36,6 +36,9 @@ type Server struct {
 	mu      sync.Mutex
 	closed  bool
 	clients map[uint64]*client
+	// serving counts clients being served, read on every wait to pick
+	// how to wait (see client.waitRead).
+	serving atomic.Int64
 	pending map[*net.UnixConn]struct{} // connections still in the handshake
 	wg      sync.WaitGroup             // one per handshake-or-client goroutine
 
@@ -214,9 +217,16 @@ func (s *Server) handle(conn *net.UnixConn) {
 		s.log.Warn("refused client", "client", id, "pid", pid, "err", err)
 		return
 	}
+	if err := c.start(); err != nil {
+		s.log.Warn("refused client", "client", id, "pid", c.pid, "err", err)
+		c.close()
+		return
+	}
 	s.log.Info("client connected", "client", id, "pid", c.pid, "regions", len(c.regions))
 
+	s.serving.Add(1)
 	reason := c.run(s.prefetchSet())
+	s.serving.Add(-1)
 
 	s.mu.Lock()
 	delete(s.clients, id)
