@@ -16,7 +16,8 @@ import (
 )
 
 // client is one Firecracker process being served. Its goroutine owns every
-// field except ctr, which Stats reads concurrently.
+// field except ctr, which Stats reads concurrently, and doneR, which watch
+// sets (watch also reads the descriptors, which live until close).
 type client struct {
 	s       *Server
 	log     *slog.Logger
