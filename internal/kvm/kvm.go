@@ -20,6 +20,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 )
 
 // Status is what Probe found.
@@ -42,8 +43,10 @@ type Host struct {
 // DefaultHost is the running machine.
 var DefaultHost = Host{Device: "/dev/kvm", CPUInfo: "/proc/cpuinfo", SysModPVM: "/sys/module/kvm_pvm"}
 
-// Probe checks the running machine.
-func Probe() Status { return DefaultHost.Probe() }
+// Probe checks the running machine, once per process: the driver choice,
+// the accelerator and doctor all ask, and the answer cannot change while
+// fcvm runs.
+var Probe = sync.OnceValue(DefaultHost.Probe)
 
 // Probe checks h.
 func (h Host) Probe() Status {

@@ -218,6 +218,9 @@ func (s *Server) handle(conn *net.UnixConn) {
 		return
 	}
 	if err := c.start(); err != nil {
+		s.mu.Lock()
+		delete(s.clients, id)
+		s.mu.Unlock()
 		s.log.Warn("refused client", "client", id, "pid", c.pid, "err", err)
 		c.close()
 		return
