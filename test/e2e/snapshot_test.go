@@ -22,11 +22,14 @@ import (
 
 // counterScript keeps a counter in memory (tmpfs), so a clone's value says
 // whether it got the snapshot's memory, and serves it over HTTP (a CGI
-// script under busybox httpd) at /cgi-bin/c.
+// script under busybox httpd) at /cgi-bin/c. While /dev/shm/hold exists the
+// counter stands still and its value is in /dev/shm/held: a test holds it
+// before a snapshot so that the snapshot's value is known exactly, whatever
+// the time between reading it and pausing the VM.
 const counterScript = `mkdir -p /www/cgi-bin
 printf '#!/bin/sh\necho Content-Type: text/plain\necho\ncat /dev/shm/c\n' > /www/cgi-bin/c
 chmod +x /www/cgi-bin/c
-(i=0; while true; do i=$((i+1)); echo $i > /dev/shm/c; sleep 1; done) &
+(i=0; while true; do if [ -e /dev/shm/hold ]; then echo $i > /dev/shm/held; else rm -f /dev/shm/held; i=$((i+1)); echo $i > /dev/shm/c; fi; sleep 1; done) &
 exec httpd -f -p 80 -h /www`
 
 // freePort returns a TCP port on 127.0.0.1 that is free now.
@@ -83,6 +86,38 @@ func execOut(t *testing.T, vm string, cmd ...string) string {
 	return strings.TrimSpace(r.stdout)
 }
 
+// holdCounter stops counterScript's counter in vm and returns the value it
+// stands at.
+func holdCounter(t *testing.T, vm string) int {
+	t.Helper()
+	execOut(t, vm, "touch", "/dev/shm/hold")
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		r := fcvm(t, "exec", vm, "cat", "/dev/shm/held")
+		if n, err := strconv.Atoi(strings.TrimSpace(r.stdout)); r.code == 0 && err == nil {
+			return n
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("counter in %s not held: %s", vm, r)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// releaseCounter lets a held counter go on and waits until it has moved
+// past from.
+func releaseCounter(t *testing.T, vm string, port, from int) {
+	t.Helper()
+	execOut(t, vm, "rm", "/dev/shm/hold")
+	deadline := time.Now().Add(2 * time.Minute)
+	for httpCounter(t, port) <= from {
+		if time.Now().After(deadline) {
+			t.Fatalf("counter in %s stays at %d after release", vm, from)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
 // counter reads a VM's in-memory counter, waiting until it exists.
 func counter(t *testing.T, vm string) int {
 	t.Helper()
@@ -109,13 +144,15 @@ func TestSnapshotClones(t *testing.T) {
 	}
 	// Disk state before the snapshot: every clone must see it.
 	execOut(t, orig, "sh", "-c", "echo before > /before")
+	// The counter stands still from here to the snapshot, so every clone
+	// must start at exactly this value.
+	atSnapshot := holdCounter(t, orig)
 
 	tag := uniqueName(t, "tag")
 	if r := fcvm(t, "snapshot", "create", orig, "--tag", tag); r.code != 0 {
 		t.Fatalf("snapshot create: %s", r)
 	}
 	t.Cleanup(func() { fcvm(t, "snapshot", "rm", "-f", tag) })
-	atSnapshot := counter(t, orig)
 
 	t.Run("tag in use", func(t *testing.T) {
 		if r := fcvm(t, "snapshot", "create", orig, "--tag", tag); r.code == 0 || !strings.Contains(r.stderr, "in use") {
@@ -131,11 +168,11 @@ func TestSnapshotClones(t *testing.T) {
 	}
 	for i, c := range clones {
 		// Each clone answers on its own published port with the
-		// snapshot's counter, carried on from there.
-		n := httpCounter(t, ports[i])
-		if n < atSnapshot-1 || n > atSnapshot+120 {
-			t.Errorf("clone %d counter %d: not continuing the snapshot's %d", i, n, atSnapshot)
+		// snapshot's counter, and carries on from there once released.
+		if n := httpCounter(t, ports[i]); n != atSnapshot {
+			t.Errorf("clone %d counter %d, want the snapshot's %d", i, n, atSnapshot)
 		}
+		releaseCounter(t, c, ports[i], atSnapshot)
 		if got := execOut(t, c, "cat", "/before"); got != "before" {
 			t.Errorf("clone %d misses the snapshot's disk state: %q", i, got)
 		}
@@ -149,9 +186,10 @@ func TestSnapshotClones(t *testing.T) {
 		}
 	}
 	// The original keeps running and sees none of the clones' writes.
-	if n := httpCounter(t, origPort); n < atSnapshot {
-		t.Errorf("original counter went back: %d < %d", n, atSnapshot)
+	if n := httpCounter(t, origPort); n != atSnapshot {
+		t.Errorf("original counter moved while held: %d, want %d", n, atSnapshot)
 	}
+	releaseCounter(t, orig, origPort, atSnapshot)
 	if r := fcvm(t, "exec", orig, "cat", "/who"); r.code == 0 {
 		t.Errorf("a clone's disk write reached the original: %s", r)
 	}
@@ -165,8 +203,8 @@ func TestSnapshotClones(t *testing.T) {
 			t.Fatalf("rm original: %s", r)
 		}
 		c := startDetached(t, "snapshot", "run", tag, "-d")
-		if n := counter(t, c); n < atSnapshot-1 {
-			t.Errorf("late clone counter %d", n)
+		if n := counter(t, c); n != atSnapshot {
+			t.Errorf("late clone counter %d, want the snapshot's %d", n, atSnapshot)
 		}
 		if r := fcvm(t, "exec", c, "cat", "/who"); r.code == 0 {
 			t.Errorf("another clone's disk write reached a new clone: %s", r)
