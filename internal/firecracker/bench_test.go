@@ -4,17 +4,6 @@ import (
 	"testing"
 )
 
-// BenchmarkLoadSpecUncached is what each fcvm process pays once before its
-// first launch: parse, convert and index the embedded spec.
-func BenchmarkLoadSpecUncached(b *testing.B) {
-	for b.Loop() {
-		// Call the function LoadSpec wraps, bypassing the cache.
-		if _, err := loadSpec(); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 // BenchmarkPlanAndValidateBoot is the per-launch cost of building and
 // validating the boot requests for fcvm's usual VM.
 func BenchmarkPlanAndValidateBoot(b *testing.B) {

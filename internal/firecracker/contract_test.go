@@ -125,20 +125,11 @@ func TestContractRequests(t *testing.T) {
 			body, _ := r.JSON()
 			t.Errorf("%s: %v\nbody: %s", name, err, body)
 		}
-		route, _, _ := spec.router.FindRoute(mustHTTP(t, spec, r))
-		if route != nil {
-			ops[route.Method+" "+route.Path] = true
+		if op := spec.s.Operation(r.Method, r.Path); op != "" {
+			ops[op] = true
 		}
 	}
 	t.Logf("%d requests over %d spec operations validated", len(reqs), len(ops))
-}
-
-func mustHTTP(t *testing.T, s *Spec, r Request) *http.Request {
-	req, _, err := s.httpRequest(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return req
 }
 
 // TestContractRejects: requests the spec forbids fail validation, with

@@ -2,11 +2,12 @@
 // for its HTTP API on a Unix socket, the process that serves it, and the
 // sequences of calls that boot, snapshot and restore a VM.
 //
-// The API it speaks is the one in firecracker.yaml (API 1.17), embedded in
-// the package. Every request the driver will send is validated against that
-// file before the process starts, so a config Firecracker would refuse
-// fails at once with the offending field named (*SpecError), and nothing is
-// left behind.
+// The API it speaks is the one in fcspec/firecracker.yaml (API 1.17). The
+// contract tests validate every request the driver can send against that
+// file (package fcspec); at run time the driver checks only the values a
+// caller supplies that Firecracker would refuse (vCPU count, log level,
+// rate limits, disk IDs...), so a bad config fails at once with the field
+// named, and nothing is left behind, without an OpenAPI engine in fcvm.
 //
 // # Booting
 //

@@ -98,26 +98,23 @@ var (
 	_ vmm.Restorer = (*Driver)(nil)
 )
 
-// New returns a driver. It checks nothing; call Available. It starts
-// parsing the embedded spec in the background (about 10 ms, once per
-// process) so that Start does not wait for it.
+// New returns a driver. It checks nothing; call Available.
 func New(opts Options) *Driver {
-	go LoadSpec()
 	return &Driver{opts: opts}
 }
 
 // Name is "firecracker".
 func (d *Driver) Name() string { return "firecracker" }
 
-// Start boots a VM. Every request is checked against the spec before the
-// process starts, so a bad config leaves nothing behind.
+// Start boots a VM. The config and options are checked before the process
+// starts, so a bad value leaves nothing behind.
 func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error) {
 	return d.StartMachine(ctx, cfg)
 }
 
 // StartMachine is Start returning the concrete type.
 func (d *Driver) StartMachine(ctx context.Context, cfg vmm.Config) (*Machine, error) {
-	if err := checkConfig(cfg); err != nil {
+	if err := checkConfig(cfg, &d.opts); err != nil {
 		return nil, err
 	}
 	p, err := d.newPlan(cfg)
@@ -130,20 +127,10 @@ func (d *Driver) StartMachine(ctx context.Context, cfg vmm.Config) (*Machine, er
 		if configFile, err = vmConfig(cfg, &d.opts, p); err != nil {
 			return nil, err
 		}
-		spec, err := LoadSpec()
-		if err != nil {
-			return nil, err
-		}
-		if err := spec.ValidateVMConfig(*configFile); err != nil {
-			return nil, err
-		}
 		if d.opts.BootPlan != nil {
 			reqs = []Request{PutMMDS(d.opts.BootPlan)}
 		}
 	} else if reqs, err = bootRequests(cfg, &d.opts, p); err != nil {
-		return nil, err
-	}
-	if err := validateAll(reqs); err != nil {
 		return nil, err
 	}
 	m, err := d.launch(ctx, cfg, p, configFile)
@@ -169,7 +156,7 @@ var MinRestoreVersion = [3]int{1, 16, 0}
 
 // RestoreMachine starts a VM from a snapshot as ro says.
 func (d *Driver) RestoreMachine(ctx context.Context, cfg vmm.Config, ro RestoreOptions) (*Machine, error) {
-	if err := checkConfig(cfg); err != nil {
+	if err := checkConfig(cfg, &d.opts); err != nil {
 		return nil, err
 	}
 	p, err := d.newPlan(cfg)
@@ -178,9 +165,6 @@ func (d *Driver) RestoreMachine(ctx context.Context, cfg vmm.Config, ro RestoreO
 	}
 	reqs, err := restoreRequests(cfg, &d.opts, ro, p)
 	if err != nil {
-		return nil, err
-	}
-	if err := validateAll(reqs); err != nil {
 		return nil, err
 	}
 	m, err := d.launch(ctx, cfg, p, nil)

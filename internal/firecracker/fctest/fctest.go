@@ -43,6 +43,7 @@ import (
 	"time"
 
 	"github.com/fcvm/fcvm/internal/firecracker"
+	"github.com/fcvm/fcvm/internal/firecracker/fcspec"
 )
 
 // Environment variables that make the re-executed test binary a stand-in.
@@ -192,7 +193,7 @@ func serve(args []string) int {
 			sock = args[i+1]
 		}
 	}
-	spec, err := firecracker.LoadSpec()
+	spec, err := fcspec.Load()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -212,7 +213,7 @@ func serve(args []string) int {
 }
 
 type fake struct {
-	spec   *firecracker.Spec
+	spec   *fcspec.Spec
 	record string
 
 	// mu guards the fields below.

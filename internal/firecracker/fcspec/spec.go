@@ -1,4 +1,17 @@
-package firecracker
+// Package fcspec checks Firecracker API requests, responses and
+// --config-file documents against Firecracker's own API description
+// (firecracker.yaml, API 1.17, embedded here).
+//
+// It exists for tests: the driver's contract tests validate every request
+// the driver can send, and the fctest stand-in validates what arrives on
+// its socket. The driver itself does not link it, so that fcvm does not
+// carry an OpenAPI engine and a JSON-schema package in every command.
+//
+// The swagger file leaves objects open (no additionalProperties: false),
+// but Firecracker rejects unknown fields (serde deny_unknown_fields), so
+// Spec closes every object that lists its properties and does not say
+// otherwise: a misspelt field fails here as it would in Firecracker.
+package fcspec
 
 import (
 	"bytes"
@@ -20,18 +33,15 @@ import (
 	"github.com/getkin/kin-openapi/routers/legacy"
 )
 
-// specYAML is Firecracker's own swagger file for the API version this
-// driver targets. Requests are checked against it before a process starts,
-// so a bad config is refused with the field named instead of surfacing as a
-// 400 half way through a boot.
+// specYAML is Firecracker's own swagger file for the API version the
+// driver targets.
 //
 //go:embed firecracker.yaml
 var specYAML []byte
 
-// specJSON is specYAML as JSON, which is what is parsed at run time:
-// parsing the YAML costs about 110 ms on a slow core, the JSON about 8, and
-// the spec is parsed once per fcvm process, inside the launch budget.
-// TestSpecJSONCurrent fails when the two differ.
+// specJSON is specYAML as JSON, which is what Load parses: parsing the
+// YAML costs about 110 ms on a slow core, the JSON about 8, once per test
+// process. TestSpecJSONCurrent fails when the two differ.
 //
 //go:generate go test -run TestSpecJSONCurrent -update .
 //go:embed firecracker.json
@@ -39,18 +49,13 @@ var specJSON []byte
 
 // Spec validates requests and responses against the embedded API
 // description.
-//
-// The swagger file leaves objects open (no additionalProperties: false),
-// but Firecracker rejects unknown fields (serde deny_unknown_fields), so
-// Spec closes every object that lists its properties and does not say
-// otherwise. A misspelt field fails here as it would in Firecracker.
 type Spec struct {
 	doc    *openapi3.T
 	router routers.Router
 }
 
-// LoadSpec parses the embedded spec once per process.
-var LoadSpec = sync.OnceValues(loadSpec)
+// Load parses the embedded spec once per process.
+var Load = sync.OnceValues(loadSpec)
 
 func loadSpec() (*Spec, error) { return parseSpec(specJSON) }
 
@@ -92,8 +97,8 @@ func closeObjects(ref *openapi3.SchemaRef, seen map[*openapi3.Schema]bool) {
 	closeObjects(ap.Schema, seen)
 }
 
-// SpecError is a request (or config) the spec rejects.
-type SpecError struct {
+// Error is a request (or config) the spec rejects.
+type Error struct {
 	// Request is "METHOD /path", or "config" for a --config-file document.
 	Request string
 	// Field is the offending field as a dotted path ("vcpu_count",
@@ -102,39 +107,50 @@ type SpecError struct {
 	Reason string
 }
 
-func (e *SpecError) Error() string {
+func (e *Error) Error() string {
 	if e.Field == "" {
 		return fmt.Sprintf("firecracker api %s: %s", e.Request, e.Reason)
 	}
 	return fmt.Sprintf("firecracker api %s: field %s: %s", e.Request, e.Field, e.Reason)
 }
 
-func (s *Spec) httpRequest(r Request) (*http.Request, []byte, error) {
-	body, err := r.JSON()
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: encode: %w", r, err)
-	}
+func httpRequest(method, path string, body []byte) (*http.Request, error) {
 	var rd io.Reader = http.NoBody
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequest(r.Method, "http://localhost"+r.Path, rd)
+	req, err := http.NewRequest(method, "http://localhost"+path, rd)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", r, err)
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	return req, body, nil
+	return req, nil
 }
 
-// ValidateRequest reports whether Firecracker's spec accepts r.
-func (s *Spec) ValidateRequest(r Request) error {
-	req, _, err := s.httpRequest(r)
+// ValidateRequest reports whether Firecracker's spec accepts a request
+// with this method, path and JSON body (nil for none).
+func (s *Spec) ValidateRequest(method, path string, body []byte) error {
+	req, err := httpRequest(method, path, body)
 	if err != nil {
 		return err
 	}
 	return s.ValidateHTTP(req)
+}
+
+// Operation names the spec's operation a request with this method and path
+// reaches ("PUT /drives/{drive_id}"), or "" when there is none.
+func (s *Spec) Operation(method, path string) string {
+	req, err := httpRequest(method, path, nil)
+	if err != nil {
+		return ""
+	}
+	route, _, err := s.router.FindRoute(req)
+	if err != nil {
+		return ""
+	}
+	return route.Method + " " + route.Path
 }
 
 // ValidateHTTP validates a request as it arrives at a server: the fake API
@@ -151,7 +167,7 @@ func (s *Spec) ValidateHTTP(req *http.Request) error {
 	}
 	route, params, err := s.router.FindRoute(req)
 	if err != nil {
-		return &SpecError{Request: name, Reason: "no such operation in the spec"}
+		return &Error{Request: name, Reason: "no such operation in the spec"}
 	}
 	in := &openapi3filter.RequestValidationInput{
 		Request:    req,
@@ -170,15 +186,17 @@ func (s *Spec) ValidateHTTP(req *http.Request) error {
 	return nil
 }
 
-// ValidateResponse checks a response body the server sent for r.
-func (s *Spec) ValidateResponse(r Request, status int, body []byte) error {
-	req, _, err := s.httpRequest(r)
+// ValidateResponse checks a response body the server sent to a request
+// with this method and path.
+func (s *Spec) ValidateResponse(method, path string, status int, body []byte) error {
+	req, err := httpRequest(method, path, nil)
 	if err != nil {
 		return err
 	}
+	name := method + " " + path
 	route, params, err := s.router.FindRoute(req)
 	if err != nil {
-		return &SpecError{Request: r.String(), Reason: "no such operation in the spec"}
+		return &Error{Request: name, Reason: "no such operation in the spec"}
 	}
 	h := http.Header{}
 	h.Set("Content-Type", "application/json")
@@ -190,21 +208,17 @@ func (s *Spec) ValidateResponse(r Request, status int, body []byte) error {
 		Options:                &openapi3filter.Options{IncludeResponseStatus: true},
 	}
 	if err := openapi3filter.ValidateResponse(context.Background(), in); err != nil {
-		return specError(r.String()+" response", err)
+		return specError(name+" response", err)
 	}
 	return nil
 }
 
-// ValidateVMConfig checks a --config-file document: it has the shape of
-// the spec's FullVmConfiguration.
-func (s *Spec) ValidateVMConfig(c VMConfig) error {
-	data, err := json.Marshal(c)
-	if err != nil {
-		return fmt.Errorf("encode config: %w", err)
-	}
+// ValidateVMConfig checks a --config-file document (JSON): it has the
+// shape of the spec's FullVmConfiguration.
+func (s *Spec) ValidateVMConfig(doc []byte) error {
 	var v any
-	if err := json.Unmarshal(data, &v); err != nil {
-		return fmt.Errorf("encode config: %w", err)
+	if err := json.Unmarshal(doc, &v); err != nil {
+		return fmt.Errorf("decode config: %w", err)
 	}
 	ref := s.doc.Components.Schemas["FullVmConfiguration"]
 	if ref == nil {
@@ -230,7 +244,7 @@ func specError(name string, err error) error {
 				path = append(path, f)
 			}
 		}
-		return &SpecError{Request: name, Field: strings.Join(path, "."), Reason: reason}
+		return &Error{Request: name, Field: strings.Join(path, "."), Reason: reason}
 	}
 	var re *openapi3filter.RequestError
 	if errors.As(err, &re) {
@@ -242,7 +256,7 @@ func specError(name string, err error) error {
 		if re.Parameter != nil {
 			field = re.Parameter.Name
 		}
-		return &SpecError{Request: name, Field: field, Reason: reason}
+		return &Error{Request: name, Field: field, Reason: reason}
 	}
-	return &SpecError{Request: name, Reason: err.Error()}
+	return &Error{Request: name, Reason: err.Error()}
 }
