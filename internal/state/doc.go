@@ -40,6 +40,9 @@
 // unrelated process is never mistaken for a live VM. The start time has the
 // resolution of a clock tick (10 ms); a PID reused within one tick would
 // fool it, which needs the whole PID space to wrap in 10 ms.
+// [Process.Signal] opens a pidfd before it checks the start time and
+// signals through the pidfd, so a PID reused between the check and the
+// signal is never signalled either.
 //
 // A record in status starting, running or stopping whose supervisor is not
 // alive is [StatusDead]: [Record.Effective] computes that, it is never

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"strconv"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -35,6 +36,38 @@ func ProcessOf(pid int) (Process, error) {
 		return Process{}, fmt.Errorf("read process %d: %w", pid, ErrNoProcess)
 	}
 	return Process{PID: pid, StartTime: st.StartTime}, nil
+}
+
+// Signal sends sig to p, and to no other process: it opens a pidfd on
+// p.PID first and checks the start time after, so the pidfd is known to
+// hold the process that started at p.StartTime, and the signal goes
+// through the pidfd, which a PID reused in between cannot redirect.
+// Checking first and then kill(2) by number would leave that window
+// open. It fails with [ErrNoProcess] if p is not alive (exited, a zombie,
+// or its PID now belongs to another process): then nothing is sent. It
+// needs Linux 5.3 (pidfd_open).
+func (p Process) Signal(sig syscall.Signal) error {
+	if p.PID <= 0 || p.StartTime == 0 {
+		return fmt.Errorf("signal %v: %w", p, ErrNoProcess)
+	}
+	fd, err := unix.PidfdOpen(p.PID, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("signal %v: %w", p, ErrNoProcess)
+	}
+	if err != nil {
+		return fmt.Errorf("signal %v: open pidfd: %w", p, err)
+	}
+	defer unix.Close(fd)
+	if !p.Alive() {
+		return fmt.Errorf("signal %v: %w", p, ErrNoProcess)
+	}
+	if err := unix.PidfdSendSignal(fd, sig, nil, 0); err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			err = ErrNoProcess
+		}
+		return fmt.Errorf("signal %v: %w", p, err)
+	}
+	return nil
 }
 
 // Memory reads the process's RSS and PSS. It fails with [ErrNoProcess] if p

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
 )
 
 var osGetpid = os.Getpid
@@ -18,4 +19,9 @@ func ProcessOf(pid int) (Process, error) {
 // Memory needs /proc: on other systems it always fails.
 func (p Process) Memory() (Memory, error) {
 	return Memory{}, fmt.Errorf("read memory of %v: %w", p, errors.ErrUnsupported)
+}
+
+// Signal needs pidfds: on other systems it always fails.
+func (p Process) Signal(sig syscall.Signal) error {
+	return fmt.Errorf("signal %v: %w", p, errors.ErrUnsupported)
 }

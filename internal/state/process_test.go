@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -62,9 +63,107 @@ func TestAliveExitedChild(t *testing.T) {
 }
 
 // TestAliveReusedPID makes the kernel hand a dead child's PID to a new
-// process (through ns_last_pid, which needs root) and checks that the record
-// of the first is not taken for the second.
+// process and checks that the record of the first is not taken for the
+// second.
 func TestAliveReusedPID(t *testing.T) {
+	old, _ := reusedPID(t)
+	now, err := ProcessOf(old.PID)
+	if err != nil {
+		t.Fatalf("PID %d reused but ProcessOf fails: %v", old.PID, err)
+	}
+	if now.StartTime == old.StartTime {
+		t.Fatalf("reused PID has the same start time %d", now.StartTime)
+	}
+	if old.Alive() {
+		t.Errorf("%v is alive though PID %d now belongs to %v", old, old.PID, now)
+	}
+	if !now.Alive() {
+		t.Errorf("%v (the new process) is not alive", now)
+	}
+}
+
+// TestSignalLive: a record that matches its process signals it.
+func TestSignalLive(t *testing.T) {
+	cmd, p := startSleep(t)
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("Signal(%v): %v", p, err)
+	}
+	wantKilledBy(t, cmd, syscall.SIGTERM)
+	if err := p.Signal(syscall.SIGTERM); !errors.Is(err, ErrNoProcess) {
+		t.Errorf("Signal after exit = %v, want ErrNoProcess", err)
+	}
+	if err := (Process{}).Signal(syscall.SIGTERM); !errors.Is(err, ErrNoProcess) {
+		t.Errorf("Signal of the zero Process = %v, want ErrNoProcess", err)
+	}
+}
+
+// TestSignalWrongStartTime: a record with the PID of a live process but
+// another start time (what a record of a process whose PID was reused
+// looks like) sends nothing. The SIGKILL it would send is detected by
+// the process then dying of the SIGTERM sent after it.
+func TestSignalWrongStartTime(t *testing.T) {
+	cmd, p := startSleep(t)
+	for _, stale := range []Process{
+		{PID: p.PID, StartTime: p.StartTime - 1},
+		{PID: p.PID, StartTime: p.StartTime + 1},
+		{PID: p.PID},
+	} {
+		if err := stale.Signal(syscall.SIGKILL); !errors.Is(err, ErrNoProcess) {
+			t.Errorf("Signal(%v) with %v running = %v, want ErrNoProcess", stale, p, err)
+		}
+	}
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	wantKilledBy(t, cmd, syscall.SIGTERM)
+}
+
+// TestSignalReusedPID: the record of an exited process whose PID the
+// kernel gave to a new one does not signal the new one.
+func TestSignalReusedPID(t *testing.T) {
+	old, second := reusedPID(t)
+	if err := old.Signal(syscall.SIGKILL); !errors.Is(err, ErrNoProcess) {
+		t.Errorf("Signal(%v) after its PID was reused = %v, want ErrNoProcess", old, err)
+	}
+	second.Process.Signal(syscall.SIGTERM)
+	wantKilledBy(t, second, syscall.SIGTERM)
+}
+
+// startSleep starts a child that waits to be killed, and its record.
+func startSleep(t *testing.T) (*exec.Cmd, Process) {
+	t.Helper()
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	p, err := ProcessOf(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cmd, p
+}
+
+// wantKilledBy waits for cmd and checks that sig, the first signal it
+// got, ended it.
+func wantKilledBy(t *testing.T, cmd *exec.Cmd, sig syscall.Signal) {
+	t.Helper()
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("wait: %v, want death by %v", err, sig)
+	}
+	ws := ee.Sys().(syscall.WaitStatus)
+	if !ws.Signaled() || ws.Signal() != sig {
+		t.Errorf("child ended with %v, want death by %v (another signal reached it)", ee, sig)
+	}
+}
+
+// reusedPID starts a child, records it, kills it, and makes the kernel hand
+// its PID to a second child (through ns_last_pid, which needs root). It
+// returns the first child's record and the second child, killed at cleanup.
+func reusedPID(t *testing.T) (Process, *exec.Cmd) {
+	t.Helper()
 	first := exec.Command("sleep", "60")
 	if err := first.Start(); err != nil {
 		t.Fatal(err)
@@ -100,20 +199,7 @@ func TestAliveReusedPID(t *testing.T) {
 		t.Fatalf("could not get PID %d reused in 200 tries", old.PID)
 	}
 	t.Cleanup(func() { second.Process.Kill(); second.Wait() })
-
-	now, err := ProcessOf(old.PID)
-	if err != nil {
-		t.Fatalf("PID %d reused but ProcessOf fails: %v", old.PID, err)
-	}
-	if now.StartTime == old.StartTime {
-		t.Fatalf("reused PID has the same start time %d", now.StartTime)
-	}
-	if old.Alive() {
-		t.Errorf("%v is alive though PID %d now belongs to %v", old, old.PID, now)
-	}
-	if !now.Alive() {
-		t.Errorf("%v (the new process) is not alive", now)
-	}
+	return old, second
 }
 
 func TestParseStat(t *testing.T) {
