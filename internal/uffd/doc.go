@@ -26,6 +26,21 @@
 // whose next page is missing after Close blocks forever, so stop clones
 // before their server.
 //
+// # Who may connect
+//
+// A client that hands the server a userfaultfd gets the snapshot's memory
+// copied into it, so the socket is the memory file's gate. NewServer makes
+// it with mode 0600 whatever the umask (bound in a private directory, its
+// mode set, then linked into place), so only the server's user and root
+// can connect, and the server checks each client's SO_PEERCRED uid before
+// it reads a byte: a client running as neither the server's effective uid
+// nor root is refused. Firecracker in a user namespace whose root maps to
+// the server's user is seen with the server's uid and is served.
+//
+// SignalClients signals every client through the pidfd the server holds
+// for it, so a client's PID reused by another process after the client
+// exits is never signalled.
+//
 // # Clients
 //
 // Each client gets its own goroutine that serves its userfaultfd, and a

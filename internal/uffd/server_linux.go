@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -25,7 +26,9 @@ type Server struct {
 	memSize uint64
 	zeros   []byte // one huge page of zeros, for removed 2 MiB pages
 	ln      *net.UnixListener
-	stopfd  int // eventfd; readable once Close has begun
+	sock    os.FileInfo // the socket file NewServer made, removed by Close if still there
+	euid    int         // clients must run as this uid or as root
+	stopfd  int         // eventfd; readable once Close has begun
 	nextID  atomic.Uint64
 
 	// wsMu guards ws, the working set to prefetch (nil: none).
@@ -33,8 +36,10 @@ type Server struct {
 	ws   []extent
 
 	// mu guards the fields below.
-	mu      sync.Mutex
-	closed  bool
+	mu     sync.Mutex
+	closed bool
+	// clients are the clients being served. A client's descriptors (its
+	// pidfd in particular) stay open while it is in the map.
 	clients map[uint64]*client
 	// serving counts clients being served, read on every wait to pick
 	// how to wait (see client.waitRead).
@@ -57,6 +62,7 @@ func NewServer(opts Options) (_ *Server, err error) {
 	s := &Server{
 		opts:    opts,
 		log:     opts.Log,
+		euid:    os.Geteuid(),
 		stopfd:  -1,
 		clients: make(map[uint64]*client),
 		pending: make(map[*net.UnixConn]struct{}),
@@ -107,11 +113,59 @@ func NewServer(opts Options) (_ *Server, err error) {
 	if err := removeStaleSocket(opts.Socket); err != nil {
 		return nil, err
 	}
-	s.ln, err = net.ListenUnix("unix", &net.UnixAddr{Name: opts.Socket, Net: "unix"})
+	s.ln, s.sock, err = listenPrivate(opts.Socket)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", opts.Socket, err)
 	}
 	return s, nil
+}
+
+// listenPrivate listens on a new socket file at path with mode 0600, so
+// that only the server's user (and root) may connect: connecting needs
+// write permission on the file. bind(2) takes the mode from the umask,
+// which is process-wide and cannot be changed for one call without a
+// race, so the socket is bound in a fresh 0700 directory beside path,
+// where nobody else can reach it, given its mode there, and then
+// hard-linked into place; link(2) fails rather than replace a file that
+// appeared at path meanwhile. It returns the file as it was made, to
+// recognise it at Close.
+func listenPrivate(path string) (_ *net.UnixListener, _ os.FileInfo, err error) {
+	dir, err := os.MkdirTemp(filepath.Dir(path), ".uffd-")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer os.RemoveAll(dir)
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer d.Close()
+	// Bound through the directory's descriptor: a Unix socket path is
+	// limited to 107 bytes and the temporary name is longer than path.
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: fmt.Sprintf("/proc/self/fd/%d/s", d.Fd()), Net: "unix"})
+	if err != nil {
+		return nil, nil, err
+	}
+	// The name it was bound to goes with dir; Close removes path.
+	ln.SetUnlinkOnClose(false)
+	defer func() {
+		if err != nil {
+			ln.Close()
+		}
+	}()
+	tmp := filepath.Join(dir, "s")
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		return nil, nil, err
+	}
+	if err := os.Link(tmp, path); err != nil {
+		return nil, nil, err
+	}
+	fi, err := os.Lstat(path)
+	if err != nil {
+		os.Remove(path)
+		return nil, nil, err
+	}
+	return ln, fi, nil
 }
 
 // removeStaleSocket removes a socket file left by a server that died, and
@@ -286,7 +340,7 @@ func (h *handshakeFailure) Unwrap() error { return h.err }
 const maxFDs = 8
 
 func (s *Server) handshake(conn *net.UnixConn, id uint64) (c *client, err error) {
-	pid, pidfd, err := peer(conn)
+	pid, uid, pidfd, err := peer(conn)
 	if err != nil {
 		return nil, err
 	}
@@ -303,6 +357,11 @@ func (s *Server) handshake(conn *net.UnixConn, id uint64) (c *client, err error)
 		}
 	}()
 
+	// Before anything is read: whoever hands the server a userfaultfd
+	// gets the snapshot's memory copied into it.
+	if !peerAllowed(uid, s.euid) {
+		return nil, fmt.Errorf("client runs as uid %d, not as the server's uid %d or root", uid, s.euid)
+	}
 	if err := conn.SetReadDeadline(time.Now().Add(s.opts.HandshakeTimeout)); err != nil {
 		return nil, err
 	}
@@ -365,16 +424,22 @@ func (s *Server) handshake(conn *net.UnixConn, id uint64) (c *client, err error)
 	return newClient(s, id, pid, fds[0], pidfd, regions), nil
 }
 
-// peer returns the PID of the process on the other end of conn and a
-// pidfd that becomes readable when it exits. A userfaultfd says nothing
+// peerAllowed says whether a client running as uid may be served by a
+// server running as euid: only the server's own user, and root, who can
+// read the memory file anyway.
+func peerAllowed(uid, euid int) bool { return uid == euid || uid == 0 }
+
+// peer returns the PID and effective uid of the process on the other end
+// of conn (as it was when it connected, from SO_PEERCRED), and a pidfd
+// that becomes readable when it exits. A userfaultfd says nothing
 // when its process dies (the server's copy keeps it open), so the pidfd
 // is how dead clients are noticed. SO_PEERPIDFD (Linux 6.5) names the
 // process that connected even if its PID is reused; pidfd_open of the
 // SO_PEERCRED PID is the fallback for older kernels.
-func peer(conn *net.UnixConn) (pid, pidfd int, err error) {
+func peer(conn *net.UnixConn) (pid, uid, pidfd int, err error) {
 	raw, err := conn.SyscallConn()
 	if err != nil {
-		return 0, -1, err
+		return 0, -1, -1, err
 	}
 	pidfd = -1
 	var cerr, perr error
@@ -382,7 +447,7 @@ func peer(conn *net.UnixConn) (pid, pidfd int, err error) {
 		var cred *unix.Ucred
 		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 		if cerr == nil {
-			pid = int(cred.Pid)
+			pid, uid = int(cred.Pid), int(cred.Uid)
 		}
 		pidfd, perr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PEERPIDFD)
 	})
@@ -390,15 +455,15 @@ func peer(conn *net.UnixConn) (pid, pidfd int, err error) {
 		err = cerr
 	}
 	if err != nil {
-		return 0, -1, fmt.Errorf("get peer credentials: %w", err)
+		return 0, -1, -1, fmt.Errorf("get peer credentials: %w", err)
 	}
 	if perr != nil {
 		pidfd, perr = unix.PidfdOpen(pid, 0)
 		if perr != nil {
-			return pid, -1, fmt.Errorf("open pidfd of peer %d: %w", pid, perr)
+			return pid, uid, -1, fmt.Errorf("open pidfd of peer %d: %w", pid, perr)
 		}
 	}
-	return pid, pidfd, nil
+	return pid, uid, pidfd, nil
 }
 
 func parseRights(oob []byte) ([]int, error) {
@@ -462,6 +527,23 @@ func (s *Server) Stats() []ClientStats {
 	return out
 }
 
+// SignalClients sends sig to every client process being served, through
+// the pidfd the server holds for each: a client that has exited gets
+// nothing, and neither does a process that took over its PID. It returns
+// the errors other than a client having exited.
+func (s *Server) SignalClients(sig syscall.Signal) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for _, c := range s.clients {
+		err := unix.PidfdSendSignal(c.pidfd, sig, nil, 0)
+		if err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("signal client %d (pid %d): %w", c.id, c.pid, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Close stops accepting, removes the socket, stops serving every client
 // and waits for their goroutines, then unmaps the memory file. It is safe
 // to call more than once and from any goroutine. Clients still running
@@ -481,6 +563,9 @@ func (s *Server) Close() error {
 			if err := s.ln.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close %s: %w", s.opts.Socket, err))
 			}
+			if err := s.removeSocket(); err != nil {
+				errs = append(errs, err)
+			}
 		}
 		if s.stopfd >= 0 {
 			one := binary.NativeEndian.AppendUint64(nil, 1)
@@ -493,6 +578,23 @@ func (s *Server) Close() error {
 		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr
+}
+
+// removeSocket removes the socket file NewServer made, unless it has been
+// replaced since (say, by a server that found it stale after this one
+// hung): that one is not this server's to remove.
+func (s *Server) removeSocket() error {
+	fi, err := os.Lstat(s.opts.Socket)
+	if errors.Is(err, fs.ErrNotExist) || err == nil && !os.SameFile(fi, s.sock) {
+		return nil
+	}
+	if err == nil {
+		err = os.Remove(s.opts.Socket)
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove socket: %w", err)
+	}
+	return nil
 }
 
 // release frees what NewServer took, other than the listener.

@@ -171,14 +171,25 @@ func (job Job) run() (Result, error) {
 
 // Helper is a running helper process.
 type Helper struct {
-	Cmd   *exec.Cmd
-	lines chan string
-	out   bytes.Buffer // stderr
+	Cmd    *exec.Cmd
+	lines  chan string
+	stdout io.ReadCloser
+	out    bytes.Buffer // stderr
 }
 
 // StartHelper runs exe (normally the current test or benchmark binary,
 // which calls RunHelper first) as a helper doing job.
 func StartHelper(exe string, job Job, args ...string) (*Helper, error) {
+	h, err := NewHelper(exe, job, args...)
+	if err != nil {
+		return nil, err
+	}
+	return h, h.Start()
+}
+
+// NewHelper prepares what StartHelper runs, for a caller that sets more
+// of h.Cmd (its credentials, say) before h.Start.
+func NewHelper(exe string, job Job, args ...string) (*Helper, error) {
 	spec, err := json.Marshal(job)
 	if err != nil {
 		return nil, err
@@ -187,23 +198,27 @@ func StartHelper(exe string, job Job, args ...string) (*Helper, error) {
 	h.Cmd = exec.Command(exe, args...)
 	h.Cmd.Env = append(os.Environ(), HelperEnv+"="+string(spec))
 	h.Cmd.Stderr = &h.out
-	stdout, err := h.Cmd.StdoutPipe()
-	if err != nil {
+	if h.stdout, err = h.Cmd.StdoutPipe(); err != nil {
 		return nil, err
 	}
+	return h, nil
+}
+
+// Start starts a helper made by NewHelper.
+func (h *Helper) Start() error {
 	if err := h.Cmd.Start(); err != nil {
-		return nil, err
+		return err
 	}
 	go func() {
-		sc := bufio.NewScanner(stdout)
+		sc := bufio.NewScanner(h.stdout)
 		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
 			h.lines <- sc.Text()
 		}
-		io.Copy(io.Discard, stdout)
+		io.Copy(io.Discard, h.stdout)
 		close(h.lines)
 	}()
-	return h, nil
+	return nil
 }
 
 // WaitLine waits for the helper to print want.

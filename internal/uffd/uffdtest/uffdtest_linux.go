@@ -26,6 +26,7 @@ import (
 // The client side of the userfaultfd ABI.
 const (
 	uffdAPI                 = 0xAA
+	uffdUserModeOnly        = 1 // a userfaultfd flag, Linux 5.11
 	uffdFeatureEventRemove  = 1 << 3
 	ioctlUFFDIOAPI          = 0xC018AA3F // _IOWR(0xAA, 0x3F, struct uffdio_api)
 	ioctlUFFDIORegister     = 0xC020AA00 // _IOWR(0xAA, 0x00, struct uffdio_register)
@@ -65,6 +66,13 @@ func NewGuest(specs []RegionSpec) (_ *Guest, err error) {
 		}
 	}()
 	fd, _, e := unix.Syscall(unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK, 0, 0)
+	if e == unix.EPERM {
+		// vm.unprivileged_userfaultfd=0 refuses a user without
+		// CAP_SYS_PTRACE a userfaultfd that also traps the kernel's
+		// accesses; one for user-mode faults is enough for a helper,
+		// whose pages are touched by its own code.
+		fd, _, e = unix.Syscall(unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK|uffdUserModeOnly, 0, 0)
+	}
 	if e != 0 {
 		return nil, fmt.Errorf("userfaultfd: %w", e)
 	}
