@@ -96,11 +96,8 @@ func runSnapshotServe(ctx context.Context, env *Env, o snapshotServeOptions) err
 		case <-ctx.Done():
 			// As the original fcvm: a memory server takes its clones down
 			// with it, since they would hang on their next missing page.
-			var pids []int
-			for _, c := range srv.Stats() {
-				pids = append(pids, c.PID)
-			}
-			supervisor.StopClones(env.Dirs, os.Getpid(), pids)
+			srv.SignalClients(syscall.SIGKILL)
+			supervisor.StopClones(env.Dirs, os.Getpid())
 			err := srv.Close()
 			return errors.Join(err, <-served)
 		case err := <-served:

@@ -15,12 +15,15 @@ var ErrRunning = errors.New("supervisor: VM is running")
 
 // Reclaim removes what a VM whose supervisor is gone left behind: its VMM
 // process (if it somehow survived the parent-death signal) and its
-// sockets. It is idempotent.
+// sockets. It is idempotent. Processes are signalled with
+// [state.Process.Signal], so a PID the kernel has since given to another
+// process is left alone.
 func Reclaim(r *state.Record) error {
 	var errs []error
-	if r.VMM.PID != 0 && r.VMM.Alive() {
-		syscall.Kill(r.VMM.PID, syscall.SIGKILL)
+	if err := r.VMM.Signal(syscall.SIGKILL); err == nil {
 		waitGone(r.VMM, 5*time.Second)
+	} else if !errors.Is(err, state.ErrNoProcess) {
+		errs = append(errs, fmt.Errorf("kill VMM of VM %s: %w", r.Name, err))
 	}
 	if err := reclaimNetwork(r, nil); err != nil {
 		errs = append(errs, err)
@@ -35,16 +38,22 @@ func Reclaim(r *state.Record) error {
 
 // Kill ends a live VM's supervisor (SIGTERM, then SIGKILL after grace);
 // the supervisor tears its VM down, and Reclaim covers what it could not.
+// A supervisor that cannot be signalled (another user's) is an error, and
+// then nothing of the VM is reclaimed under it.
 func Kill(r *state.Record, grace time.Duration) error {
-	if r.Supervisor.PID != 0 && r.Supervisor.Alive() {
-		if r.Supervisor.PID == os.Getpid() {
-			return fmt.Errorf("kill VM %s: it is supervised by this process", r.Name)
+	sup := r.Supervisor
+	if sup.PID == os.Getpid() && sup.Alive() {
+		return fmt.Errorf("kill VM %s: it is supervised by this process", r.Name)
+	}
+	err := sup.Signal(syscall.SIGTERM)
+	switch {
+	case err == nil:
+		if !waitGone(sup, grace) {
+			sup.Signal(syscall.SIGKILL)
+			waitGone(sup, 5*time.Second)
 		}
-		syscall.Kill(r.Supervisor.PID, syscall.SIGTERM)
-		if !waitGone(r.Supervisor, grace) {
-			syscall.Kill(r.Supervisor.PID, syscall.SIGKILL)
-			waitGone(r.Supervisor, 5*time.Second)
-		}
+	case !errors.Is(err, state.ErrNoProcess):
+		return fmt.Errorf("kill VM %s: %w", r.Name, err)
 	}
 	return Reclaim(r)
 }

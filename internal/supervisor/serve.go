@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/fcvm/fcvm/internal/datadir"
@@ -39,7 +38,9 @@ func PrepareServe(dirs datadir.Dirs, tag string) (*ServeRecord, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(dirs.Runtime, 0o755); err != nil {
+	// 0700: the memory server's socket in it hands out the snapshot's
+	// memory to whoever connects.
+	if err := os.MkdirAll(dirs.Runtime, 0o700); err != nil {
 		return nil, err
 	}
 	pid := os.Getpid()
@@ -82,20 +83,17 @@ func FindServe(dirs datadir.Dirs, pid int) (*ServeRecord, error) {
 	return &r, nil
 }
 
-// StopClones ends the clones of the memory server servePID: the VMM
-// processes connected to it (peers) and every VM recorded as its clone.
-func StopClones(dirs datadir.Dirs, servePID int, peers []int) error {
-	var errs []error
-	for _, pid := range peers {
-		if pid > 0 {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
+// StopClones ends every VM recorded as a clone of the memory server
+// servePID, through [Kill]. The server signals the clone processes
+// connected to it itself, through the pidfds it holds for them
+// (uffd.Server.SignalClients): a PID is never signalled by number here.
+func StopClones(dirs datadir.Dirs, servePID int) error {
 	store, err := state.Open(dirs.VMs())
 	if err != nil {
 		return err
 	}
 	recs, _ := store.List()
+	var errs []error
 	for _, r := range recs {
 		if r.ServePID == servePID && r.Effective().Live() {
 			if err := Kill(r, 10*time.Second); err != nil {
