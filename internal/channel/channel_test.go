@@ -3,9 +3,11 @@ package channel
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -227,4 +229,27 @@ func socketPair(t *testing.T) (net.Conn, net.Conn) {
 		t.Fatal(err)
 	}
 	return a, b
+}
+
+// TestGuestErrorIsEscaped sends a refusal whose text would clear the
+// user's screen and retitle the window: the error the host builds from it
+// must show the sequences, not carry them, while Msg keeps what was sent.
+func TestGuestErrorIsEscaped(t *testing.T) {
+	const msg = "no such image\x1b[2J\x1b]0;owned\x07\r\u009b31m"
+	var b bytes.Buffer
+	if err := ReplyError(&b, errors.New(msg)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := ReadReply(&b)
+	var ge *GuestError
+	if !errors.As(err, &ge) || ge.Msg != msg {
+		t.Fatalf("ReadReply = %v, want a GuestError carrying %q", err, msg)
+	}
+	got := err.Error()
+	if strings.ContainsAny(got, "\x1b\x07\r\u009b") {
+		t.Errorf("GuestError.Error() = %q: passes control characters to the terminal", got)
+	}
+	if want := `guest: no such image\x1b[2J\x1b]0;owned\x07\x0d\u009b31m`; got != want {
+		t.Errorf("GuestError.Error() = %q, want %q", got, want)
+	}
 }

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+
+	"github.com/fcvm/fcvm/internal/termsafe"
 )
 
 // Request opens a stream: the host writes it as one frame of JSON, the
@@ -151,10 +153,12 @@ func ReadReply(rd io.Reader) ([]byte, error) {
 	}
 }
 
-// GuestError is an error the agent reported.
+// GuestError is an error the agent reported. Msg is the guest's text as
+// sent; Error escapes what a terminal would act on, since the guest is not
+// trusted and the message ends up in front of the user.
 type GuestError struct{ Msg string }
 
-func (e *GuestError) Error() string { return "guest: " + e.Msg }
+func (e *GuestError) Error() string { return "guest: " + termsafe.String(e.Msg) }
 
 // VsockPort is the vsock port fc-agent listens on under Firecracker.
 const VsockPort = 1024

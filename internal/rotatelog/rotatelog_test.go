@@ -1,0 +1,187 @@
+package rotatelog
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func size(t *testing.T, p string) int64 {
+	t.Helper()
+	st, err := os.Stat(p)
+	if os.IsNotExist(err) {
+		return 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Size()
+}
+
+// TestWriterStaysUnderTwiceTheLimit writes a hundred times the limit, as a
+// guest flooding its console does, and finds at most twice the limit on
+// disk with the newest bytes kept.
+func TestWriterStaysUnderTwiceTheLimit(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "console.log")
+	w, err := Create(p, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all bytes.Buffer
+	for i := range 10000 {
+		line := fmt.Appendf(nil, "line %d\n", i)
+		all.Write(line)
+		if n, err := w.Write(line); n != len(line) || err != nil {
+			t.Fatalf("Write = %d, %v", n, err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cur, old := size(t, p), size(t, p+".1")
+	if cur > 1000 || old > 1000 {
+		t.Errorf("sizes %d and %d (.1): over the limit of 1000", cur, old)
+	}
+	ents, _ := os.ReadDir(filepath.Dir(p))
+	if len(ents) != 2 {
+		t.Errorf("%d files in the log's dir, want the log and its .1", len(ents))
+	}
+	got, err := Tail(p, 1500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := all.Bytes()[all.Len()-1500:]; !bytes.Equal(got, want) {
+		t.Errorf("Tail(1500) = %q..., want the last 1500 bytes written %q...", got[:40], want[:40])
+	}
+}
+
+func TestWriterKeepsEndOfAHugeWrite(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "log")
+	w, err := Create(p, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("start\n"))
+	big := bytes.Repeat([]byte("0123456789"), 100)
+	if n, err := w.Write(big); n != len(big) || err != nil {
+		t.Fatalf("Write = %d, %v, want %d, nil", n, err, len(big))
+	}
+	w.Close()
+	got, _ := os.ReadFile(p)
+	if !bytes.Equal(got, big[900:]) {
+		t.Errorf("log holds %q, want the last 100 bytes of the write", got)
+	}
+	if old, _ := os.ReadFile(p + ".1"); string(old) != "start\n" {
+		t.Errorf(".1 holds %q, want what came before", old)
+	}
+}
+
+func TestWriterCountsAnExistingFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "log")
+	os.WriteFile(p, bytes.Repeat([]byte("x"), 90), 0o600)
+	w, err := Create(p, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("0123456789abc"))
+	w.Close()
+	if cur, old := size(t, p), size(t, p+".1"); cur != 13 || old != 90 {
+		t.Errorf("sizes %d and %d (.1), want 13 and 90: the old content counts", cur, old)
+	}
+}
+
+// TestWriterDropsAfterAFailure removes the log's directory: the rotation
+// fails, writes go on succeeding for the writer's feeder, and Close tells.
+func TestWriterDropsAfterAFailure(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "vm")
+	os.Mkdir(dir, 0o700)
+	p := filepath.Join(dir, "log")
+	w, err := Create(p, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("0123456789"))
+	os.RemoveAll(dir)
+	for range 3 {
+		if n, err := w.Write([]byte("more")); n != 4 || err != nil {
+			t.Fatalf("Write after a failure = %d, %v, want 4, nil", n, err)
+		}
+	}
+	if err := w.Close(); err == nil {
+		t.Error("Close after a failed rotation = nil")
+	}
+	if err := w.Close(); err == nil {
+		t.Error("second Close forgot the failure")
+	}
+}
+
+// TestMirrorFollowsRotation checks that a mirrored fd (the supervisor's
+// stderr, where a crash report goes) writes into the current file, also
+// after a rotation.
+func TestMirrorFollowsRotation(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "supervisor.log")
+	w, err := Create(p, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Dup(int(null.Fd()))
+	null.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := w.Mirror(fd); err != nil {
+		t.Fatal(err)
+	}
+	unix.Write(fd, []byte("A"))
+	w.Write([]byte("0123456789"))
+	w.Write([]byte("x")) // rotates
+	unix.Write(fd, []byte("B"))
+	if got, _ := os.ReadFile(p); string(got) != "xB" {
+		t.Errorf("log holds %q, want the mirrored write after the rotation", got)
+	}
+	if got, _ := os.ReadFile(p + ".1"); string(got) != "A0123456789" {
+		t.Errorf(".1 holds %q", got)
+	}
+}
+
+// TestTailReadsOnlyTheEnd takes the tail of a 64 GiB (sparse) log without
+// reading it all: consoleTail runs on a console a guest filled.
+func TestTailReadsOnlyTheEnd(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "console.log")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(64 << 30); err != nil {
+		t.Skipf("no sparse files here: %v", err)
+	}
+	f.WriteAt([]byte("the end\n"), 64<<30)
+	f.Close()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	got, err := Tail(p, 4096)
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 4096 || !bytes.HasSuffix(got, []byte("the end\n")) {
+		t.Errorf("Tail = %d bytes ending %q", len(got), got[max(len(got)-10, 0):])
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 1<<20 {
+		t.Errorf("Tail of 4 KiB allocated %d bytes", n)
+	}
+	if got, err := Tail(filepath.Join(t.TempDir(), "none"), 10); err != nil || len(got) != 0 {
+		t.Errorf("Tail of a missing log = %q, %v", got, err)
+	}
+}
