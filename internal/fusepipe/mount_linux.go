@@ -107,16 +107,19 @@ func Mount(conn net.Conn, mountpoint string, opts MountOptions) (*Client, error)
 		extra |= fuse.CAP_WRITEBACK_CACHE
 	}
 	srv, err := fuse.NewServer(fs, mountpoint, &fuse.MountOptions{
-		AllowOther:           true, // container processes run as many users
-		Options:              mopts,
-		MaxBackground:        64,
-		MaxWrite:             maxIO,
-		MaxReadAhead:         maxIO,
-		FsName:               name,
-		Name:                 "fusepipe",
-		Debug:                opts.Debug,
-		Logger:               slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		EnableLocks:          true,
+		AllowOther:    true, // container processes run as many users
+		Options:       mopts,
+		MaxBackground: 64,
+		MaxWrite:      maxIO,
+		MaxReadAhead:  maxIO,
+		FsName:        name,
+		Name:          "fusepipe",
+		Debug:         opts.Debug,
+		Logger:        slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		// A read-only server takes no locks on host files (a guest's
+		// exclusive lock would block host writers); the guest kernel
+		// then keeps the mount's locks itself, among guest processes.
+		EnableLocks:          !c.readOnly,
 		EnableSymlinkCaching: true,
 		DirectMount:          true,
 		ExtraCapabilities:    extra,
@@ -293,6 +296,9 @@ func (fs *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.A
 		rq.Valid |= SetGID
 		rq.GID = in.Gid
 	}
+	if v&fuse.FATTR_KILL_SUIDGID != 0 {
+		rq.Valid |= SetKillSuidgid
+	}
 	if v&fuse.FATTR_SIZE != 0 {
 		rq.Valid |= SetSize
 		rq.Len = in.Size
@@ -333,7 +339,7 @@ func (fs *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 }
 
 func (fs *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
-	rp, e := fs.c.call(cancel, &Request{Op: OpCreate, Node: in.NodeId, Name: name, Flags: in.Flags, Mode: in.Mode, Umask: in.Umask})
+	rp, e := fs.c.call(cancel, &Request{Op: OpCreate, Node: in.NodeId, Name: name, Flags: in.Flags, Mode: in.Mode, Umask: in.Umask, Caller: caller(&in.InHeader)})
 	if e != 0 {
 		return status(e)
 	}
@@ -488,6 +494,12 @@ func (fs *rawFS) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status 
 	return status(e)
 }
 
+// caller is the guest user a request acts for; the server records it as
+// the owner of what the request makes.
+func caller(h *fuse.InHeader) Owner {
+	return Owner{UID: h.Caller.Uid, GID: h.Caller.Gid}
+}
+
 func (fs *rawFS) entryCall(cancel <-chan struct{}, rq *Request, out *fuse.EntryOut) fuse.Status {
 	rp, e := fs.c.call(cancel, rq)
 	if e != 0 {
@@ -498,15 +510,15 @@ func (fs *rawFS) entryCall(cancel <-chan struct{}, rq *Request, out *fuse.EntryO
 }
 
 func (fs *rawFS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
-	return fs.entryCall(cancel, &Request{Op: OpMkdir, Node: in.NodeId, Name: name, Mode: in.Mode, Umask: in.Umask}, out)
+	return fs.entryCall(cancel, &Request{Op: OpMkdir, Node: in.NodeId, Name: name, Mode: in.Mode, Umask: in.Umask, Caller: caller(&in.InHeader)}, out)
 }
 
 func (fs *rawFS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
-	return fs.entryCall(cancel, &Request{Op: OpMknod, Node: in.NodeId, Name: name, Mode: in.Mode, Rdev: in.Rdev, Umask: in.Umask}, out)
+	return fs.entryCall(cancel, &Request{Op: OpMknod, Node: in.NodeId, Name: name, Mode: in.Mode, Rdev: in.Rdev, Umask: in.Umask, Caller: caller(&in.InHeader)}, out)
 }
 
 func (fs *rawFS) Symlink(cancel <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
-	return fs.entryCall(cancel, &Request{Op: OpSymlink, Node: h.NodeId, Name: name, Name2: target}, out)
+	return fs.entryCall(cancel, &Request{Op: OpSymlink, Node: h.NodeId, Name: name, Name2: target, Caller: caller(h)}, out)
 }
 
 func (fs *rawFS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {

@@ -27,6 +27,18 @@ func mustErrno(t *testing.T, err error, want syscall.Errno) {
 	}
 }
 
+// hostOverride reads the override xattr of a host file, "" if none.
+func hostOverride(t *testing.T, path string) string {
+	t.Helper()
+	buf := make([]byte, 128)
+	n, err := unix.Lgetxattr(path, overrideXattr, buf)
+	if err == unix.ENODATA {
+		return ""
+	}
+	check(t, err)
+	return string(buf[:n])
+}
+
 func check(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
@@ -106,14 +118,19 @@ func TestFiles(t *testing.T) {
 		check(t, os.Chown(p, 1234, 5678))
 		when := time.Date(2001, 2, 3, 4, 5, 6, 7000, time.UTC)
 		check(t, os.Chtimes(p, when, when))
+		// The guest's owner lives in the override; the host file stays
+		// the server's.
 		var st unix.Stat_t
 		check(t, unix.Stat(filepath.Join(h, "f"), &st))
-		if st.Mode&0o7777 != 0o600 || st.Uid != 1234 || st.Gid != 5678 || st.Mtim.Sec != when.Unix() || st.Mtim.Nsec != 7000 {
+		if st.Mode&0o7777 != 0o600 || st.Uid != uint32(os.Getuid()) || st.Gid != uint32(os.Getgid()) || st.Mtim.Sec != when.Unix() || st.Mtim.Nsec != 7000 {
 			t.Fatalf("host stat: mode %o uid %d gid %d mtime %v", st.Mode, st.Uid, st.Gid, st.Mtim)
 		}
+		if got := hostOverride(t, filepath.Join(h, "f")); got != "1234:5678:0600:file" {
+			t.Fatalf("host override %q", got)
+		}
 		check(t, unix.Stat(p, &st))
-		if st.Mode&0o7777 != 0o600 || st.Uid != 1234 || st.Mtim.Sec != when.Unix() {
-			t.Fatalf("mount stat: mode %o uid %d mtime %v", st.Mode, st.Uid, st.Mtim)
+		if st.Mode&0o7777 != 0o600 || st.Uid != 1234 || st.Gid != 5678 || st.Mtim.Sec != when.Unix() {
+			t.Fatalf("mount stat: mode %o uid %d gid %d mtime %v", st.Mode, st.Uid, st.Gid, st.Mtim)
 		}
 		check(t, unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{{Nsec: unix.UTIME_NOW}, {Nsec: unix.UTIME_NOW}}, 0))
 		check(t, unix.Stat(filepath.Join(h, "f"), &st))
@@ -227,10 +244,20 @@ func TestFiles(t *testing.T) {
 	t.Run("fifo", func(t *testing.T) {
 		p := filepath.Join(m, "fifo")
 		check(t, unix.Mkfifo(p, 0o644))
+		// On the host it is an empty regular file the server never
+		// opens; the override makes it a FIFO in the guest.
 		st, err := os.Lstat(filepath.Join(h, "fifo"))
 		check(t, err)
-		if st.Mode()&os.ModeNamedPipe == 0 {
-			t.Fatalf("host mode %v", st.Mode())
+		if !st.Mode().IsRegular() || st.Size() != 0 {
+			t.Fatalf("host mode %v size %d", st.Mode(), st.Size())
+		}
+		if got := hostOverride(t, filepath.Join(h, "fifo")); got != "0:0:0644:pipe" {
+			t.Fatalf("host override %q", got)
+		}
+		st, err = os.Lstat(p)
+		check(t, err)
+		if st.Mode()&os.ModeNamedPipe == 0 || st.Mode().Perm() != 0o644 {
+			t.Fatalf("mount mode %v", st.Mode())
 		}
 		// The guest kernel runs the pipe; data never crosses the wire.
 		done := make(chan error, 1)
@@ -708,14 +735,23 @@ func TestCapabilityXattrCache(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	// Guest-side changes are seen at once.
+	// Guest-side changes are seen at once. The guest may drop a
+	// capability but never set one on a host file.
 	check(t, unix.Removexattr(m, capsXattr))
 	if _, err := getCaps(m); err != unix.ENODATA {
 		t.Fatalf("after removexattr: %v, want ENODATA", err)
 	}
-	check(t, unix.Setxattr(m, capsXattr, capv, 0))
+	mustErrno(t, unix.Setxattr(m, capsXattr, capv, 0), syscall.EPERM)
+	if _, err := getCaps(m); err != unix.ENODATA {
+		t.Fatalf("after a refused setxattr: %v, want ENODATA", err)
+	}
+	if _, err := getCaps(h); err != unix.ENODATA {
+		t.Fatalf("host file got the capability the guest asked for: %v", err)
+	}
+	check(t, unix.Setxattr(h, capsXattr, capv, 0))
+	time.Sleep(attrTimeout + 50*time.Millisecond)
 	if n, err := getCaps(m); err != nil || !bytes.Equal(buf[:n], capv) {
-		t.Fatalf("after setxattr through the mount: %x, %v", buf[:n], err)
+		t.Fatalf("capability set on the host: %x, %v", buf[:n], err)
 	}
 	// A write by the owner drops the capability on the host.
 	f, err = os.OpenFile(m, os.O_WRONLY, 0)

@@ -19,6 +19,40 @@ type ServerOptions struct {
 	ReadOnly bool
 	// Log receives connection-level events. Nil discards them.
 	Log *slog.Logger
+
+	// The limits below bound what one connection (one guest mount) may
+	// hold on the host; together they bound its descriptors. Past a
+	// limit the request fails and the connection goes on.
+
+	// MaxNodes bounds the inodes the guest holds looked up, each an
+	// O_PATH descriptor; past it LOOKUP, CREATE and the like fail with
+	// ENFILE until the guest forgets some. Zero means 16384.
+	MaxNodes int
+	// MaxHandles bounds the files and directories the guest holds open,
+	// one descriptor each; past it OPEN, CREATE and READDIR fail with
+	// ENFILE. Zero means 4096.
+	MaxHandles int
+	// MaxLockOwners bounds the (file, lock owner) pairs holding POSIX
+	// locks, one descriptor each; past it F_SETLK fails with ENOLCK.
+	// Zero means 1024.
+	MaxLockOwners int
+	// MaxLockWaits bounds the blocking lock requests (F_SETLKW, flock)
+	// waiting at once; past it they fail with ENOLCK. Waiters do not
+	// count against the requests in flight, so a connection full of
+	// them still answers everything else. Zero means 256.
+	MaxLockWaits int
+}
+
+func (o *ServerOptions) setDefaults() {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&o.MaxNodes, 16384)
+	def(&o.MaxHandles, 4096)
+	def(&o.MaxLockOwners, 1024)
+	def(&o.MaxLockWaits, 256)
 }
 
 // ErrServerClosed is returned by ServeConn after Close.
@@ -43,6 +77,7 @@ type Server struct {
 // NewServer prepares to share root, which must be an existing directory.
 // The server touches files with the credentials of the calling process.
 func NewServer(root string, opts ServerOptions) (*Server, error) {
+	opts.setDefaults()
 	s := &Server{root: root, opts: opts, log: opts.Log, sessions: map[*session]struct{}{}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -114,7 +149,8 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
 }
 
 // maxInFlight bounds the requests one connection runs at once, so a
-// hostile guest cannot make the host start unbounded goroutines.
+// hostile guest cannot make the host start unbounded goroutines. Lock
+// waits have their own budget (ServerOptions.MaxLockWaits).
 const maxInFlight = 256
 
 // session is the server side of one connection.
@@ -125,8 +161,10 @@ type session struct {
 
 	wmu sync.Mutex // serialises frame writes on conn
 
-	sem      chan struct{}
+	sem      chan struct{} // requests in flight, lock waits aside
+	lockSem  chan struct{} // blocking lock requests waiting
 	handlers sync.WaitGroup
+	lockFds  atomic.Int32 // descriptors held for POSIX lock owners
 
 	// mu guards the fields below.
 	mu        sync.Mutex
@@ -144,6 +182,7 @@ func newSession(s *Server, conn net.Conn) *session {
 		srv:       s,
 		conn:      conn,
 		sem:       make(chan struct{}, maxInFlight),
+		lockSem:   make(chan struct{}, s.opts.MaxLockWaits),
 		nodes:     map[uint64]*node{},
 		byKey:     map[fileKey]*node{},
 		nextNode:  rootNode + 1,
@@ -243,7 +282,21 @@ func (ss *session) serve() error {
 			ss.forget(req.Forgets)
 			continue
 		}
-		ss.sem <- struct{}{}
+		// A lock wait may last as long as another process holds the
+		// lock: it must not take a slot the reader blocks on, or PING
+		// and INTERRUPT would go unread behind it.
+		sem := ss.sem
+		if req.Op == OpSetlk && req.Flags&lkWait != 0 {
+			select {
+			case ss.lockSem <- struct{}{}:
+				sem = ss.lockSem
+			default:
+				ss.reply(&Reply{ID: req.ID, Errno: uint32(syscall.ENOLCK)})
+				continue
+			}
+		} else {
+			sem <- struct{}{}
+		}
 		ss.handlers.Add(1)
 		var cancel chan struct{}
 		if req.Op == OpSetlk {
@@ -254,7 +307,7 @@ func (ss *session) serve() error {
 		}
 		go func() {
 			defer func() {
-				<-ss.sem
+				<-sem
 				ss.handlers.Done()
 			}()
 			rp := Reply{ID: req.ID}
@@ -333,13 +386,19 @@ func (ss *session) file(fh uint64) (*fdRef, error) {
 	return f.acquire(), nil
 }
 
-func (ss *session) addFile(fd int) uint64 {
+// addFile records fd as an open file, taking it; past MaxHandles it
+// closes fd and fails.
+func (ss *session) addFile(fd int) (uint64, error) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
+	if len(ss.files)+len(ss.dirs) >= ss.srv.opts.MaxHandles {
+		syscall.Close(fd)
+		return 0, syscall.ENFILE
+	}
 	fh := ss.nextFh
 	ss.nextFh++
 	ss.files[fh] = newFdRef(fd)
-	return fh
+	return fh, nil
 }
 
 func (ss *session) releaseFile(fh uint64) {
@@ -353,20 +412,24 @@ func (ss *session) releaseFile(fh uint64) {
 }
 
 // addNode records one lookup of the inode fd refers to, taking ownership
-// of fd, and returns its node ID.
-func (ss *session) addNode(fd int, key fileKey, mode uint32) uint64 {
+// of fd, and returns its node ID. Past MaxNodes a new inode fails.
+func (ss *session) addNode(fd int, key fileKey, mode uint32) (uint64, error) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if n, ok := ss.byKey[key]; ok {
 		n.nlookup++
 		syscall.Close(fd)
-		return n.id
+		return n.id, nil
+	}
+	if len(ss.nodes) >= ss.srv.opts.MaxNodes {
+		syscall.Close(fd)
+		return 0, syscall.ENFILE
 	}
 	n := &node{id: ss.nextNode, ref: newFdRef(fd), key: key, mode: mode & syscall.S_IFMT, nlookup: 1}
 	ss.nextNode++
 	ss.nodes[n.id] = n
 	ss.byKey[key] = n
-	return n.id
+	return n.id, nil
 }
 
 func (ss *session) forget(fs []Forget) {
@@ -387,7 +450,7 @@ func (ss *session) forget(fs []Forget) {
 	}
 	ss.mu.Unlock()
 	for _, n := range gone {
-		n.dropLocks()
+		ss.dropLocks(n)
 		n.ref.release()
 	}
 }
@@ -399,7 +462,7 @@ func (ss *session) releaseAll() {
 	ss.nodes, ss.byKey, ss.files, ss.dirs = map[uint64]*node{}, map[fileKey]*node{}, map[uint64]*fdRef{}, map[uint64]*dirHandle{}
 	ss.mu.Unlock()
 	for _, n := range nodes {
-		n.dropLocks()
+		ss.dropLocks(n)
 		n.ref.release()
 	}
 	for _, f := range files {

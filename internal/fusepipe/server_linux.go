@@ -102,8 +102,16 @@ func mutating(op Op) bool {
 }
 
 func (ss *session) handle(rq *Request, rp *Reply, cancel <-chan struct{}) error {
-	if ss.srv.opts.ReadOnly && mutating(rq.Op) {
-		return syscall.EROFS
+	if ss.srv.opts.ReadOnly {
+		if mutating(rq.Op) {
+			return syscall.EROFS
+		}
+		if rq.Op == OpGetlk || rq.Op == OpSetlk {
+			// A read-only share takes no locks on host files: a
+			// guest's lock would block host writers. Its mount keeps
+			// locks in the guest kernel instead.
+			return syscall.ENOLCK
+		}
 	}
 	switch rq.Op {
 	case OpLookup:
@@ -173,6 +181,19 @@ func fillAttr(a *Attr, st *unix.Stat_t) {
 	}
 }
 
+// statAttr fills a with what the guest sees of the host file fd: its
+// stat, with owner, group and mode from the override if it has one.
+func statAttr(fd int, a *Attr) error {
+	var st unix.Stat_t
+	if err := fstat(fd, &st); err != nil {
+		return err
+	}
+	fillAttr(a, &st)
+	v, _ := readView(fd, &st)
+	a.UID, a.GID, a.Mode = v.uid, v.gid, v.mode
+	return nil
+}
+
 func fstat(fd int, st *unix.Stat_t) error {
 	return unix.Fstatat(fd, "", st, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW)
 }
@@ -201,8 +222,14 @@ func (ss *session) adopt(fd int, e *Entry) error {
 		unix.Close(fd)
 		return err
 	}
-	e.Node = ss.addNode(fd, fileKey{st.Dev, st.Ino}, st.Mode)
 	fillAttr(&e.Attr, &st)
+	v, _ := readView(fd, &st)
+	e.Attr.UID, e.Attr.GID, e.Attr.Mode = v.uid, v.gid, v.mode
+	id, err := ss.addNode(fd, fileKey{st.Dev, st.Ino}, st.Mode)
+	if err != nil {
+		return err
+	}
+	e.Node = id
 	return nil
 }
 
@@ -223,12 +250,7 @@ func (ss *session) getattr(rq *Request, rp *Reply) error {
 		return err
 	}
 	defer n.ref.release()
-	var st unix.Stat_t
-	if err := fstat(n.ref.fd, &st); err != nil {
-		return err
-	}
-	fillAttr(&rp.Attr, &st)
-	return nil
+	return statAttr(n.ref.fd, &rp.Attr)
 }
 
 // reopen opens the inode behind an O_PATH descriptor for real I/O.
@@ -277,21 +299,29 @@ func (ss *session) open(rq *Request, rp *Reply) error {
 		return err
 	}
 	defer n.ref.release()
-	flags := ss.openFlags(rq.Flags)
+	fd, err := ss.openNode(n, rq.Flags)
+	if err != nil {
+		return err
+	}
+	rp.Fh, err = ss.addFile(fd)
+	return err
+}
+
+// openNode opens n for I/O as the guest's open flags ask.
+func (ss *session) openNode(n *node, guestFlags uint32) (int, error) {
+	flags := ss.openFlags(guestFlags)
 	fd, err := ss.reopen(n, flags)
-	if err == syscall.EACCES && ss.writeback && int(rq.Flags)&unix.O_ACCMODE == unix.O_WRONLY {
+	if err == syscall.EACCES && ss.writeback && int(guestFlags)&unix.O_ACCMODE == unix.O_WRONLY {
 		// A write-only file cannot be widened to read-write for
 		// writeback; the kernel copes with short page fills.
 		fd, err = ss.reopen(n, flags&^unix.O_ACCMODE|unix.O_WRONLY)
 	}
-	if err != nil {
-		return err
-	}
-	rp.Fh = ss.addFile(fd)
-	return nil
+	return fd, err
 }
 
-// Create: Node (parent), Name, Flags, Mode → Entry, Fh.
+// Create: Node (parent), Name, Flags, Mode, Caller → Entry, Fh. The new
+// file belongs to Caller in the guest's view and to the server's user on
+// the host.
 func (ss *session) create(rq *Request, rp *Reply) error {
 	if err := checkName(rq.Name); err != nil {
 		return err
@@ -301,18 +331,28 @@ func (ss *session) create(rq *Request, rp *Reply) error {
 		return err
 	}
 	defer dir.ref.release()
-	flags := ss.openFlags(rq.Flags) | int(rq.Flags)&unix.O_EXCL | unix.O_CREAT | unix.O_NOFOLLOW | unix.O_CLOEXEC
-	mode := rq.Mode & 0o7777
-	fd, err := unix.Openat2(dir.ref.fd, rq.Name, &unix.OpenHow{Flags: uint64(flags), Mode: uint64(mode), Resolve: beneath})
-	if err == syscall.EACCES && flags&unix.O_ACCMODE == unix.O_RDWR && int(rq.Flags)&unix.O_ACCMODE == unix.O_WRONLY {
-		flags = flags&^unix.O_ACCMODE | unix.O_WRONLY
-		fd, err = unix.Openat2(dir.ref.fd, rq.Name, &unix.OpenHow{Flags: uint64(flags), Mode: uint64(mode), Resolve: beneath})
+	if dir.mode != syscall.S_IFDIR {
+		return syscall.ENOTDIR
+	}
+	v, err := newView(dir, rq.Caller, syscall.S_IFREG|rq.Mode&0o7777)
+	if err != nil {
+		return err
+	}
+	// Always exclusive: a name already there is opened the way OPEN
+	// would open it, never as whatever O_CREAT would reach (a FIFO
+	// blocks, a device is the host's).
+	flags := ss.openFlags(rq.Flags) | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	fd, err := unix.Openat2(dir.ref.fd, rq.Name, &unix.OpenHow{Flags: uint64(flags), Mode: uint64(hostPerm(v.mode, false)), Resolve: beneath})
+	if err == syscall.EEXIST && int(rq.Flags)&unix.O_EXCL == 0 {
+		return ss.createExisting(dir, rq, rp)
 	}
 	if err != nil {
 		return err
 	}
-	if mode&ss.sys().umask != 0 {
-		unix.Fchmod(fd, mode)
+	if err := initView(fd, v); err != nil {
+		unix.Unlinkat(dir.ref.fd, rq.Name, 0)
+		unix.Close(fd)
+		return err
 	}
 	pfd, err := unix.Openat(ss.sys().procFd, strconv.Itoa(fd), unix.O_PATH|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -323,8 +363,85 @@ func (ss *session) create(rq *Request, rp *Reply) error {
 		unix.Close(fd)
 		return err
 	}
-	rp.Fh = ss.addFile(fd)
+	if rp.Fh, err = ss.addFile(fd); err != nil {
+		ss.forget([]Forget{{Node: rp.Entry.Node, N: 1}})
+		rp.Entry = Entry{}
+	}
+	return err
+}
+
+// createExisting serves a CREATE without O_EXCL whose name is taken: the
+// guest kernel sends it only when it believed the name free (the host or
+// another mount made it since), or when the guest is hostile. It opens
+// what is there as OPEN would, after the permission check the guest
+// kernel skipped.
+func (ss *session) createExisting(dir *node, rq *Request, rp *Reply) error {
+	if err := ss.lookupAt(dir, rq.Name, &rp.Entry); err != nil {
+		return err
+	}
+	fail := func(err error) error {
+		ss.forget([]Forget{{Node: rp.Entry.Node, N: 1}})
+		rp.Entry = Entry{}
+		return err
+	}
+	n, err := ss.node(rp.Entry.Node)
+	if err != nil {
+		return fail(err)
+	}
+	defer n.ref.release()
+	switch {
+	case n.mode == syscall.S_IFDIR:
+		return fail(syscall.EISDIR)
+	case n.mode != syscall.S_IFREG || rp.Entry.Attr.Mode&syscall.S_IFMT != syscall.S_IFREG:
+		// FIFOs, sockets and devices, real or in the guest's view:
+		// never opened on the host.
+		return fail(syscall.EACCES)
+	case !mayOpen(rq.Caller, &rp.Entry.Attr, int(rq.Flags)):
+		return fail(syscall.EACCES)
+	}
+	fd, err := ss.openNode(n, rq.Flags)
+	if err != nil {
+		return fail(err)
+	}
+	if rp.Fh, err = ss.addFile(fd); err != nil {
+		return fail(err)
+	}
 	return nil
+}
+
+// newView is the guest's view of a node Caller makes in dir with mode
+// (type and permission bits, the guest's umask already applied): owned by
+// Caller, with dir's group and set-group-ID inherited for directories if
+// dir is set-group-ID, as on a local file system.
+func newView(dir *node, caller Owner, mode uint32) (view, error) {
+	var st unix.Stat_t
+	if err := fstat(dir.ref.fd, &st); err != nil {
+		return view{}, err
+	}
+	dv, _ := readView(dir.ref.fd, &st)
+	v := view{uid: caller.UID, gid: caller.GID, mode: mode}
+	if dv.mode&syscall.S_ISGID != 0 {
+		v.gid = dv.gid
+		if mode&syscall.S_IFMT == syscall.S_IFDIR {
+			v.mode |= syscall.S_ISGID
+		}
+	}
+	return v, nil
+}
+
+// initView gives the node fd was just made as the guest's view v. A file
+// system without user xattrs keeps the host's owner; the host mode is
+// harmless either way.
+func initView(fd int, v view) error {
+	var st unix.Stat_t
+	if err := fstat(fd, &st); err != nil {
+		return err
+	}
+	err := writeView(fd, &st, v, false)
+	if err == syscall.EOPNOTSUPP {
+		return unix.Fchmodat(unix.AT_FDCWD, procPath(fd), hostPerm(v.mode, st.Mode&unix.S_IFMT == unix.S_IFDIR), 0)
+	}
+	return err
 }
 
 // Read: Fh, Off, Size → Data.
@@ -396,20 +513,8 @@ func (ss *session) setattr(rq *Request, rp *Reply) error {
 	}
 	defer n.ref.release()
 	fd := n.ref.fd
-	if rq.Valid&SetMode != 0 {
-		if err := chmodNode(ss, n, rq.Mode&0o7777); err != nil {
-			return err
-		}
-	}
-	if rq.Valid&(SetUID|SetGID) != 0 {
-		uid, gid := -1, -1
-		if rq.Valid&SetUID != 0 {
-			uid = int(rq.UID)
-		}
-		if rq.Valid&SetGID != 0 {
-			gid = int(rq.GID)
-		}
-		if err := unix.Fchownat(fd, "", uid, gid, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if rq.Valid&(SetMode|SetUID|SetGID|SetKillSuidgid) != 0 {
+		if err := setView(n, rq); err != nil {
 			return err
 		}
 	}
@@ -436,25 +541,53 @@ func (ss *session) setattr(rq *Request, rp *Reply) error {
 			return err
 		}
 	}
-	var st unix.Stat_t
-	if err := fstat(fd, &st); err != nil {
-		return err
-	}
-	fillAttr(&rp.Attr, &st)
-	return nil
+	return statAttr(fd, &rp.Attr)
 }
 
-func chmodNode(ss *session, n *node, mode uint32) error {
-	err := unix.Fchmodat(n.ref.fd, "", mode, unix.AT_EMPTY_PATH)
-	if err == syscall.EOPNOTSUPP || err == syscall.ENOSYS {
-		if n.mode == syscall.S_IFLNK {
+// setView serves chmod, chown and the kill-suid bit: they change the
+// guest's view only. The host file keeps its owner and gets the harmless
+// mode standing for the new one. The guest kernel has already checked
+// that the caller may (default_permissions), and sends the clearing of
+// set-ID bits that a write or chown implies as a mode change.
+func setView(n *node, rq *Request) error {
+	var st unix.Stat_t
+	if err := fstat(n.ref.fd, &st); err != nil {
+		return err
+	}
+	if n.mode == syscall.S_IFLNK {
+		// Symlinks carry no user xattrs: they show the host's owner,
+		// lchown leaves it, and Linux has no symlink modes.
+		if rq.Valid&SetMode != 0 {
 			return syscall.EOPNOTSUPP
 		}
-		// Kernels before fchmodat2: chmod through the magic link, which
-		// names exactly this inode.
-		return unix.Fchmodat(ss.sys().procFd, strconv.Itoa(n.ref.fd), mode, 0)
+		return nil
 	}
-	return err
+	v, had := readView(n.ref.fd, &st)
+	if rq.Valid&SetMode != 0 {
+		v.mode = v.mode&syscall.S_IFMT | rq.Mode&0o7777
+	}
+	if rq.Valid&SetUID != 0 {
+		v.uid = rq.UID
+	}
+	if rq.Valid&SetGID != 0 {
+		v.gid = rq.GID
+	}
+	if rq.Valid&SetKillSuidgid != 0 && v.mode&syscall.S_IFMT != syscall.S_IFDIR {
+		v.mode &^= syscall.S_ISUID
+		if v.mode&syscall.S_IXGRP != 0 {
+			v.mode &^= syscall.S_ISGID
+		}
+	}
+	if err := writeView(n.ref.fd, &st, v, had); err != syscall.EOPNOTSUPP {
+		return err
+	}
+	// No user xattrs here (a host FIFO or socket, or a file system
+	// without them): the host's stat is all there is, so only a
+	// harmless mode change can be kept.
+	if rq.Valid&(SetUID|SetGID) != 0 {
+		return syscall.EPERM
+	}
+	return unix.Fchmodat(unix.AT_FDCWD, procPath(n.ref.fd), hostPerm(v.mode, n.mode == syscall.S_IFDIR), 0)
 }
 
 func (ss *session) truncate(n *node, fh uint64, size int64) error {
@@ -472,8 +605,11 @@ func (ss *session) truncate(n *node, fh uint64, size int64) error {
 	return unix.Ftruncate(fd, size)
 }
 
-// makeNode serves Mkdir (Node, Name, Mode), Mknod (Node, Name, Mode, Rdev)
-// and Symlink (Node, Name, Name2 = target) → Entry.
+// makeNode serves Mkdir (Node, Name, Mode), Mknod (Node, Name, Mode,
+// Rdev) and Symlink (Node, Name, Name2 = target), each with Caller →
+// Entry. FIFOs and sockets are empty regular files on the host whose
+// override gives their type: the guest kernel runs them, the server never
+// opens them, and nothing on the host can be made to block on one.
 func (ss *session) makeNode(rq *Request, rp *Reply) error {
 	if err := checkName(rq.Name); err != nil {
 		return err
@@ -486,44 +622,63 @@ func (ss *session) makeNode(rq *Request, rp *Reply) error {
 	if dir.mode != syscall.S_IFDIR {
 		return syscall.ENOTDIR
 	}
-	mode := rq.Mode & 0o7777
+	var v view
 	switch rq.Op {
 	case OpMkdir:
-		err = unix.Mkdirat(dir.ref.fd, rq.Name, mode)
+		if v, err = newView(dir, rq.Caller, syscall.S_IFDIR|rq.Mode&0o7777); err != nil {
+			return err
+		}
+		if err := unix.Mkdirat(dir.ref.fd, rq.Name, hostPerm(v.mode, true)); err != nil {
+			return err
+		}
 	case OpMknod:
-		switch rq.Mode & syscall.S_IFMT {
-		case syscall.S_IFIFO, syscall.S_IFREG, syscall.S_IFSOCK, 0:
+		typ := rq.Mode & syscall.S_IFMT
+		switch typ {
+		case 0:
+			typ = syscall.S_IFREG
+		case syscall.S_IFIFO, syscall.S_IFREG, syscall.S_IFSOCK:
 		default:
 			// Device nodes would hand the guest the host's devices.
 			return syscall.EPERM
 		}
-		err = unix.Mknodat(dir.ref.fd, rq.Name, rq.Mode&(syscall.S_IFMT|0o7777), 0)
+		if v, err = newView(dir, rq.Caller, typ|rq.Mode&0o7777); err != nil {
+			return err
+		}
+		fd, err := unix.Openat2(dir.ref.fd, rq.Name, &unix.OpenHow{
+			Flags: unix.O_WRONLY | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+			Mode:  uint64(hostPerm(v.mode, false)), Resolve: beneath})
+		if err != nil {
+			return err
+		}
+		unix.Close(fd)
 	case OpSymlink:
 		// The target is stored, never followed by the server; the guest
 		// kernel resolves it within the guest.
 		if rq.Name2 == "" || len(rq.Name2) > 4095 || strings.IndexByte(rq.Name2, 0) >= 0 {
 			return syscall.EINVAL
 		}
-		err = unix.Symlinkat(rq.Name2, dir.ref.fd, rq.Name)
+		if err := unix.Symlinkat(rq.Name2, dir.ref.fd, rq.Name); err != nil {
+			return err
+		}
+		return ss.lookupAt(dir, rq.Name, &rp.Entry)
 	}
-	if err != nil {
-		return err
-	}
-	if err := ss.lookupAt(dir, rq.Name, &rp.Entry); err != nil {
-		return err
-	}
-	if rq.Op != OpSymlink && mode&ss.sys().umask != 0 {
-		n, err := ss.node(rp.Entry.Node)
-		if err == nil {
-			chmodNode(ss, n, mode)
-			var st unix.Stat_t
-			if fstat(n.ref.fd, &st) == nil {
-				fillAttr(&rp.Entry.Attr, &st)
-			}
-			n.ref.release()
+	fd, err := unix.Openat2(dir.ref.fd, rq.Name, &unix.OpenHow{
+		Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: beneath})
+	if err == nil {
+		err = initView(fd, v)
+		if err != nil {
+			unix.Close(fd)
 		}
 	}
-	return nil
+	if err != nil {
+		flags := 0
+		if rq.Op == OpMkdir {
+			flags = unix.AT_REMOVEDIR
+		}
+		unix.Unlinkat(dir.ref.fd, rq.Name, flags)
+		return err
+	}
+	return ss.adopt(fd, &rp.Entry)
 }
 
 // Link: Node (existing inode), Node2 (new parent), Name → Entry.
@@ -645,20 +800,18 @@ func (ss *session) xattr(rq *Request, rp *Reply) error {
 		}
 		return syscall.ENODATA
 	}
-	path := "/proc/self/fd/" + strconv.Itoa(n.ref.fd)
+	path := procPath(n.ref.fd)
 	size := min(int(rq.Size), 64<<10)
 	switch rq.Op {
-	case OpGetxattr, OpListxattr:
+	case OpGetxattr:
+		if rq.Name == overrideXattr {
+			return syscall.ENODATA
+		}
 		var buf []byte
 		if size > 0 {
 			buf = make([]byte, size)
 		}
-		var sz int
-		if rq.Op == OpGetxattr {
-			sz, err = unix.Getxattr(path, rq.Name, buf)
-		} else {
-			sz, err = unix.Listxattr(path, buf)
-		}
+		sz, err := unix.Getxattr(path, rq.Name, buf)
 		if err != nil {
 			return err
 		}
@@ -667,9 +820,32 @@ func (ss *session) xattr(rq *Request, rp *Reply) error {
 			rp.Data = buf[:sz]
 		}
 		return nil
+	case OpListxattr:
+		// The whole list, to take the override out before the size
+		// is known.
+		buf := make([]byte, 64<<10)
+		sz, err := unix.Listxattr(path, buf)
+		if err != nil {
+			return err
+		}
+		list := hideOverride(buf[:sz])
+		rp.Size = uint32(len(list))
+		if size > 0 {
+			if len(list) > size {
+				return syscall.ERANGE
+			}
+			rp.Data = list
+		}
+		return nil
 	case OpSetxattr:
+		if !guestXattrWritable(rq.Name, false) {
+			return syscall.EPERM
+		}
 		return unix.Setxattr(path, rq.Name, rq.Data, int(rq.Flags))
 	default:
+		if !guestXattrWritable(rq.Name, true) {
+			return syscall.EPERM
+		}
 		return unix.Removexattr(path, rq.Name)
 	}
 }
@@ -685,10 +861,15 @@ func (ss *session) lockFd(n *node, owner uint64, create bool) (int, error) {
 	if !create {
 		return -1, nil
 	}
+	if int(ss.lockFds.Add(1)) > ss.srv.opts.MaxLockOwners {
+		ss.lockFds.Add(-1)
+		return -1, syscall.ENOLCK
+	}
 	fd, err := ss.reopen(n, unix.O_RDWR)
 	if err != nil {
 		if fd, err = ss.reopen(n, unix.O_RDONLY); err != nil {
 			if fd, err = ss.reopen(n, unix.O_WRONLY); err != nil {
+				ss.lockFds.Add(-1)
 				return -1, err
 			}
 		}
@@ -701,12 +882,13 @@ func (ss *session) lockFd(n *node, owner uint64, create bool) (int, error) {
 }
 
 // dropLocks releases every POSIX lock held on n through this session.
-func (n *node) dropLocks() {
+func (ss *session) dropLocks(n *node) {
 	n.locksMu.Lock()
 	defer n.locksMu.Unlock()
 	for owner, fd := range n.locks {
 		unix.Close(fd)
 		delete(n.locks, owner)
+		ss.lockFds.Add(-1)
 	}
 }
 
@@ -722,6 +904,7 @@ func (ss *session) flush(rq *Request) error {
 	if fd, ok := n.locks[rq.Owner]; ok {
 		unix.Close(fd)
 		delete(n.locks, rq.Owner)
+		ss.lockFds.Add(-1)
 	}
 	n.locksMu.Unlock()
 	return nil
@@ -861,6 +1044,15 @@ func (ss *session) copyFileRange(rq *Request, rp *Reply) error {
 	return nil
 }
 
+// dirBuf is one directory handle's getdents buffer: a few pages of the
+// kernel's readdir requests, small because MaxHandles of them may exist.
+const dirBuf = 8 << 10
+
+// maxDirReply bounds one READDIR reply, whatever size the guest asks
+// for, well inside MaxFrame (a wire entry costs at most one byte more
+// than it does in the kernel's buffer).
+const maxDirReply = 256 << 10
+
 // dirHandle is an open directory being read.
 type dirHandle struct {
 	mu      sync.Mutex // guards the fields below; one reader at a time
@@ -914,8 +1106,13 @@ func (ss *session) readDir(rq *Request, rp *Reply) error {
 		if err != nil {
 			return err
 		}
-		d = &dirHandle{fd: fd, buf: make([]byte, 32<<10)}
+		d = &dirHandle{fd: fd, buf: make([]byte, dirBuf)}
 		ss.mu.Lock()
+		if len(ss.files)+len(ss.dirs) >= ss.srv.opts.MaxHandles {
+			ss.mu.Unlock()
+			d.close()
+			return syscall.ENFILE
+		}
 		rq.Fh = ss.nextFh
 		ss.nextFh++
 		ss.dirs[rq.Fh] = d
@@ -931,7 +1128,7 @@ func (ss *session) readDir(rq *Request, rp *Reply) error {
 		}
 		d.pos, d.pending = rq.Off, nil
 	}
-	budget := int(rq.Size)
+	budget := min(int(rq.Size), maxDirReply)
 	for {
 		if len(d.pending) == 0 {
 			nr, err := unix.Getdents(d.fd, d.buf)
@@ -965,7 +1162,9 @@ func (ss *session) readDir(rq *Request, rp *Reply) error {
 			}
 			if plus && de.Name != "." && de.Name != ".." {
 				if ss.lookupAt(n, de.Name, &de.Entry) != nil {
-					de.Entry = Entry{} // vanished since getdents: a plain entry
+					de.Entry = Entry{} // vanished since getdents, or no room: a plain entry
+				} else {
+					de.Type = de.Entry.Attr.Mode & syscall.S_IFMT // a FIFO is a file on the host
 				}
 			}
 			budget -= cost

@@ -21,4 +21,4 @@ type dirHandle struct{}
 
 func (*dirHandle) close() {}
 
-func (*node) dropLocks() {}
+func (*session) dropLocks(*node) {}

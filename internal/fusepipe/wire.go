@@ -106,6 +106,9 @@ const (
 	SetMtime
 	SetAtimeNow
 	SetMtimeNow
+	// SetKillSuidgid clears set-user-ID, and set-group-ID if the group
+	// may execute, as a write by an unprivileged process does.
+	SetKillSuidgid
 )
 
 // Flags for Getlk and Setlk.
@@ -190,7 +193,13 @@ type Request struct {
 	Name, Name2 string
 	Data        []byte
 	Forgets     []Forget
+	// Caller is the guest user a node-making request acts for: the
+	// new node's owner.
+	Caller Owner
 }
+
+// Owner is a guest user and group ID.
+type Owner struct{ UID, GID uint32 }
 
 // Reply is one server to client message, the answer to the request with
 // the same ID.
@@ -248,6 +257,7 @@ const (
 	rqName2
 	rqData
 	rqForgets
+	rqCaller
 )
 
 // Reply field presence bits.
@@ -492,6 +502,11 @@ func AppendRequest(b []byte, r *Request) []byte {
 			e.u64(f.N)
 		}
 	}
+	if r.Caller != (Owner{}) {
+		mask |= rqCaller
+		e.u32(r.Caller.UID)
+		e.u32(r.Caller.GID)
+	}
 	binary.LittleEndian.PutUint32(e.b[maskAt:], mask)
 	binary.LittleEndian.PutUint32(e.b[start:], uint32(len(e.b)-start-frameHeader))
 	return e.b
@@ -576,7 +591,10 @@ func DecodeRequest(body []byte, r *Request) error {
 			r.Forgets[i] = Forget{Node: d.u64(), N: d.u64()}
 		}
 	}
-	if d.err == nil && (len(d.b) != 0 || mask >= rqForgets<<1) {
+	if mask&rqCaller != 0 {
+		r.Caller = Owner{UID: d.u32(), GID: d.u32()}
+	}
+	if d.err == nil && (len(d.b) != 0 || mask >= rqCaller<<1) {
 		d.err = ErrFrame
 	}
 	if d.err != nil {

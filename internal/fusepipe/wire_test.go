@@ -19,6 +19,7 @@ var sampleRequests = []Request{
 	{ID: 5, Op: OpRename, Node: 1, Name: "a", Node2: 2, Name2: "b", Flags: 1},
 	{ID: 6, Op: OpSetlk, Node: 3, Fh: 4, Owner: ^uint64(0), Lock: Lock{Start: 0, End: 1<<63 - 1, Type: 1, Pid: 42}, Flags: lkWait},
 	{ID: 7, Op: OpCopyFileRange, Fh: 1, Off: 2, Fh2: 3, Off2: 4, Len: 5, Size: 6, Rdev: 7, Umask: 0o22, Atime: Timespec{1, 2}},
+	{ID: 8, Op: OpCreate, Node: 1, Name: "f", Mode: 0o100644, Caller: Owner{UID: 1000, GID: 100}},
 	{ID: ^uint64(0), Op: OpPing},
 }
 

@@ -1,0 +1,218 @@
+package fusepipe
+
+import (
+	"bytes"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// overrideXattr holds the guest's view of a host file's owner, group and
+// mode, in the format rootless podman and fuse-overlayfs use, so a
+// directory shared with both reads the same. The host file itself stays
+// owned by the server's user with a mode that grants nothing the guest
+// asked for (see hostPerm).
+const overrideXattr = "user.containers.override_stat"
+
+// view is what the guest sees of a node's ownership: owner, group and
+// mode including the S_IFMT type bits.
+type view struct {
+	uid, gid, mode uint32
+}
+
+// hostView is the view of a host file that carries no override.
+func hostView(st *unix.Stat_t) view {
+	return view{uid: st.Uid, gid: st.Gid, mode: st.Mode & (unix.S_IFMT | 0o7777)}
+}
+
+// overrideTypes maps the override's type field to S_IFMT bits and the
+// host type that may carry it. FIFOs and sockets the guest makes are
+// regular files on the host: the guest kernel runs them, and a regular
+// file is the only other kind that carries user xattrs. Device types are
+// not honoured: a host file never becomes a device in the guest.
+var overrideTypes = map[string]struct{ guest, host uint32 }{
+	"file":   {unix.S_IFREG, unix.S_IFREG},
+	"dir":    {unix.S_IFDIR, unix.S_IFDIR},
+	"pipe":   {unix.S_IFIFO, unix.S_IFREG},
+	"socket": {unix.S_IFSOCK, unix.S_IFREG},
+}
+
+func typeName(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		return "dir"
+	case unix.S_IFIFO:
+		return "pipe"
+	case unix.S_IFSOCK:
+		return "socket"
+	}
+	return "file"
+}
+
+// formatOverride writes v as "UID:GID:0MODE:TYPE".
+func formatOverride(v view) []byte {
+	b := strconv.AppendUint(nil, uint64(v.uid), 10)
+	b = append(b, ':')
+	b = strconv.AppendUint(b, uint64(v.gid), 10)
+	b = append(b, ':', '0')
+	b = strconv.AppendUint(b, uint64(v.mode&0o7777), 8)
+	b = append(b, ':')
+	return append(b, typeName(v.mode)...)
+}
+
+// parseOverride reads "UID:GID:MODE[:TYPE]" for a host file of type
+// hostType. Anything malformed, or a type the host file cannot stand for,
+// is ignored: the guest then sees the host's own stat.
+func parseOverride(b []byte, hostType uint32) (view, bool) {
+	f := strings.Split(string(bytes.TrimRight(b, "\x00\n")), ":")
+	if len(f) != 3 && len(f) != 4 {
+		return view{}, false
+	}
+	uid, err1 := strconv.ParseUint(f[0], 10, 32)
+	gid, err2 := strconv.ParseUint(f[1], 10, 32)
+	mode, err3 := strconv.ParseUint(f[2], 8, 32)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return view{}, false
+	}
+	typ := hostType
+	if len(f) == 4 {
+		t, ok := overrideTypes[f[3]]
+		if !ok || t.host != hostType {
+			return view{}, false
+		}
+		typ = t.guest
+	}
+	return view{uid: uint32(uid), gid: uint32(gid), mode: typ | uint32(mode)&0o7777}, true
+}
+
+// carriesOverride reports whether host files of this type can hold the
+// xattr: Linux allows user xattrs on regular files and directories only.
+func carriesOverride(hostType uint32) bool {
+	return hostType == unix.S_IFREG || hostType == unix.S_IFDIR
+}
+
+// procPath names the inode behind fd, O_PATH or not, for the xattr calls
+// that have no descriptor form for O_PATH descriptors.
+func procPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
+
+// readView returns the guest's view of the host file fd whose stat is st,
+// and whether it came from an override.
+func readView(fd int, st *unix.Stat_t) (view, bool) {
+	if carriesOverride(st.Mode & unix.S_IFMT) {
+		var buf [64]byte
+		if n, err := unix.Getxattr(procPath(fd), overrideXattr, buf[:]); err == nil {
+			if v, ok := parseOverride(buf[:n], st.Mode&unix.S_IFMT); ok {
+				return v, true
+			}
+		}
+	}
+	return hostView(st), false
+}
+
+// writeView records v for the host file fd (whose stat is st) and gives
+// the host file the harmless mode standing for v. An override is written
+// only where the host's own stat would not say the same, so a root guest
+// on a server running as root leaves no xattrs behind.
+func writeView(fd int, st *unix.Stat_t, v view, had bool) error {
+	hostType := st.Mode & unix.S_IFMT
+	if !carriesOverride(hostType) {
+		return syscall.EOPNOTSUPP
+	}
+	perm := hostPerm(v.mode, hostType == unix.S_IFDIR)
+	same := v == view{uid: st.Uid, gid: st.Gid, mode: hostType | perm}
+	switch {
+	case !same:
+		if err := unix.Setxattr(procPath(fd), overrideXattr, formatOverride(v), 0); err != nil {
+			return err
+		}
+	case had:
+		if err := unix.Removexattr(procPath(fd), overrideXattr); err != nil && err != unix.ENODATA {
+			return err
+		}
+	}
+	if st.Mode&0o7777 != perm {
+		return unix.Fchmodat(unix.AT_FDCWD, procPath(fd), perm, 0)
+	}
+	return nil
+}
+
+// hostPerm is the host mode standing for guest mode m: the guest's
+// read, write and execute bits, never set-user-ID, set-group-ID or
+// sticky, and always enough for the server's own user to read and write
+// the file (and search the directory).
+func hostPerm(m uint32, dir bool) uint32 {
+	p := m&0o777 | 0o600
+	if dir {
+		p |= 0o700
+	}
+	return p
+}
+
+// guestXattrWritable reports whether the guest may set (or, with remove,
+// remove) the xattr name on a host file. Only user.* xattrs reach the
+// host: security.* and trusted.* carry privileges (file capabilities,
+// labels) and the override is the server's own record. Removing
+// security.capability is allowed because the guest kernel does it on a
+// write, and dropping a capability grants nothing.
+func guestXattrWritable(name string, remove bool) bool {
+	switch {
+	case name == overrideXattr:
+		return false
+	case strings.HasPrefix(name, "user."):
+		return true
+	case remove && name == "security.capability":
+		return true
+	}
+	return false
+}
+
+// hideOverride drops the override's name from a listxattr result.
+func hideOverride(list []byte) []byte {
+	out := list[:0]
+	for len(list) > 0 {
+		i := bytes.IndexByte(list, 0)
+		if i < 0 {
+			i = len(list) - 1
+		}
+		name := list[:i+1]
+		list = list[i+1:]
+		if string(name[:len(name)-1]) != overrideXattr {
+			out = append(out, name...)
+		}
+	}
+	return out
+}
+
+// mayOpen is open(2)'s permission check for guest user u on a file the
+// guest sees as a. The guest kernel makes it itself everywhere except for
+// a CREATE that finds the name already taken (the kernel believes it made
+// the file). u's supplementary groups are not known here, so only its
+// primary group counts: at worst a member of a secondary group is
+// refused.
+func mayOpen(u Owner, a *Attr, flags int) bool {
+	if u.UID == 0 {
+		return true
+	}
+	var want uint32
+	switch flags & unix.O_ACCMODE {
+	case unix.O_RDONLY:
+		want = 4
+	case unix.O_WRONLY:
+		want = 2
+	default:
+		want = 6
+	}
+	if flags&unix.O_TRUNC != 0 {
+		want |= 2
+	}
+	perm := a.Mode & 7
+	switch {
+	case u.UID == a.UID:
+		perm = a.Mode >> 6 & 7
+	case u.GID == a.GID:
+		perm = a.Mode >> 3 & 7
+	}
+	return perm&want == want
+}

@@ -1,0 +1,197 @@
+package fusepipe
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
+)
+
+func TestOverrideFormat(t *testing.T) {
+	for _, tc := range []struct {
+		in       string
+		hostType uint32
+		want     view
+		ok       bool
+	}{
+		{"1000:1011:0644:file", unix.S_IFREG, view{1000, 1011, unix.S_IFREG | 0o644}, true},
+		{"0:0:04755:file", unix.S_IFREG, view{0, 0, unix.S_IFREG | 0o4755}, true},
+		{"1001:1012:0755:dir", unix.S_IFDIR, view{1001, 1012, unix.S_IFDIR | 0o755}, true},
+		{"5:6:0600:pipe", unix.S_IFREG, view{5, 6, unix.S_IFIFO | 0o600}, true},
+		{"5:6:0600:socket", unix.S_IFREG, view{5, 6, unix.S_IFSOCK | 0o600}, true},
+		// fuse-overlayfs' older form has no type.
+		{"7:8:0700", unix.S_IFDIR, view{7, 8, unix.S_IFDIR | 0o700}, true},
+		{"7:8:0700\x00", unix.S_IFREG, view{7, 8, unix.S_IFREG | 0o700}, true},
+		// A host file never becomes a device, and a type must fit the
+		// host file.
+		{"0:0:0666:char-1-3", unix.S_IFREG, view{}, false},
+		{"0:0:0666:block-8-0", unix.S_IFREG, view{}, false},
+		{"0:0:0755:dir", unix.S_IFREG, view{}, false},
+		{"0:0:0644:file", unix.S_IFDIR, view{}, false},
+		{"x:0:0644", unix.S_IFREG, view{}, false},
+		{"0:0:9", unix.S_IFREG, view{}, false},
+		{"0:0", unix.S_IFREG, view{}, false},
+		{"4294967296:0:0644", unix.S_IFREG, view{}, false},
+	} {
+		got, ok := parseOverride([]byte(tc.in), tc.hostType)
+		if ok != tc.ok || got != tc.want {
+			t.Errorf("parseOverride(%q) = %+v, %v; want %+v, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+		if ok && len(strings.Split(tc.in, ":")) == 4 && string(formatOverride(got)) != tc.in {
+			t.Errorf("formatOverride(%+v) = %q, want %q", got, formatOverride(got), tc.in)
+		}
+	}
+	if got := hideOverride([]byte("user.a\x00" + overrideXattr + "\x00security.x\x00")); string(got) != "user.a\x00security.x\x00" {
+		t.Errorf("hideOverride: %q", got)
+	}
+}
+
+// hostStat is the host's own view of a file in the share.
+func hostStat(t *testing.T, path string) unix.Stat_t {
+	t.Helper()
+	var st unix.Stat_t
+	check(t, unix.Lstat(path, &st))
+	return st
+}
+
+// noHostPrivilege fails if anything under dir carries a set-ID bit, a
+// sticky file, a file capability or a trusted xattr on the host, or is
+// owned by anyone but the server's user.
+func noHostPrivilege(t *testing.T, dir string) {
+	t.Helper()
+	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if p != dir && (st.Uid != uint32(os.Getuid()) || st.Gid != uint32(os.Getgid())) {
+			t.Errorf("host %s owned by %d:%d", p, st.Uid, st.Gid)
+		}
+		if st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 || (!fi.IsDir() && st.Mode&unix.S_ISVTX != 0) {
+			t.Errorf("host %s has mode %o", p, st.Mode)
+		}
+		buf := make([]byte, 4096)
+		n, _ := unix.Llistxattr(p, buf)
+		for _, name := range strings.Split(string(buf[:n]), "\x00") {
+			if strings.HasPrefix(name, "security.capability") || strings.HasPrefix(name, "trusted.") {
+				t.Errorf("host %s has xattr %s", p, name)
+			}
+		}
+		return nil
+	})
+}
+
+// A hostile guest makes a set-UID root binary and gives it capabilities:
+// nothing of it reaches the host.
+func TestNoSetIDOnHost(t *testing.T) {
+	h := newHostile(t, false)
+	root := Owner{UID: 0, GID: 0}
+	user := Owner{UID: 1000, GID: 1000}
+	rp, e := h.do(&Request{Op: OpCreate, Node: rootNode, Name: "suid", Flags: unix.O_RDWR, Mode: 0o6755, Caller: user})
+	if e != 0 {
+		t.Fatalf("create: %v", e)
+	}
+	file := rp.Entry.Node
+	if a := rp.Entry.Attr; a.Mode != unix.S_IFREG|0o6755 || a.UID != 1000 || a.GID != 1000 {
+		t.Errorf("guest sees %o %d:%d after create", a.Mode, a.UID, a.GID)
+	}
+	h.do(&Request{Op: OpWrite, Fh: rp.Fh, Data: []byte("\x7fELF")})
+	rp, e = h.do(&Request{Op: OpSetattr, Node: file, Valid: SetMode | SetUID | SetGID, Mode: 0o4755, UID: 0, GID: 0})
+	if e != 0 {
+		t.Fatalf("chmod 4755 chown 0:0: %v", e)
+	}
+	if a := rp.Attr; a.Mode != unix.S_IFREG|0o4755 || a.UID != 0 || a.GID != 0 {
+		t.Errorf("guest sees %o %d:%d after chown", a.Mode, a.UID, a.GID)
+	}
+	for _, rq := range []*Request{
+		{Op: OpMkdir, Node: rootNode, Name: "sgid", Mode: 0o3777, Caller: root},
+		{Op: OpMknod, Node: rootNode, Name: "fifo", Mode: unix.S_IFIFO | 0o4777, Caller: root},
+		{Op: OpMknod, Node: rootNode, Name: "sock", Mode: unix.S_IFSOCK | 0o6777, Caller: root},
+		{Op: OpMknod, Node: rootNode, Name: "plain", Mode: unix.S_IFREG | 0o6777, Caller: root},
+		{Op: OpSymlink, Node: rootNode, Name: "lnk", Name2: "suid", Caller: user},
+	} {
+		if _, e := h.do(rq); e != 0 {
+			t.Errorf("%v %s: %v", rq.Op, rq.Name, e)
+		}
+	}
+	capv := []byte{0x01, 0x00, 0x00, 0x02, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	for _, name := range []string{"security.capability", "trusted.overlay.opaque", "security.selinux", "security.ima", overrideXattr, "system.posix_acl_access"} {
+		h.refuse("setxattr "+name, &Request{Op: OpSetxattr, Node: file, Name: name, Data: capv}, syscall.EPERM)
+		if name != "security.capability" {
+			h.refuse("removexattr "+name, &Request{Op: OpRemovexattr, Node: file, Name: name}, syscall.EPERM)
+		}
+	}
+	// The override is the server's: invisible to the guest.
+	h.refuse("getxattr override", &Request{Op: OpGetxattr, Node: file, Name: overrideXattr, Size: 256}, syscall.ENODATA)
+	if _, e := h.do(&Request{Op: OpSetxattr, Node: file, Name: "user.mine", Data: []byte("1")}); e != 0 {
+		t.Errorf("setxattr user.mine: %v", e)
+	}
+	rp, e = h.do(&Request{Op: OpListxattr, Node: file, Size: 4096})
+	if e != 0 || string(rp.Data) != "user.mine\x00" {
+		t.Errorf("listxattr: %q, %v", rp.Data, e)
+	}
+	rp, e = h.do(&Request{Op: OpListxattr, Node: file})
+	if e != 0 || rp.Size != uint32(len("user.mine\x00")) {
+		t.Errorf("listxattr size: %d, %v", rp.Size, e)
+	}
+
+	st := hostStat(t, filepath.Join(h.share, "suid"))
+	if st.Mode != unix.S_IFREG|0o755 {
+		t.Errorf("host mode %o, want 100755", st.Mode)
+	}
+	if got := hostOverride(t, filepath.Join(h.share, "suid")); got != "0:0:04755:file" {
+		t.Errorf("override %q", got)
+	}
+	if got := hostOverride(t, filepath.Join(h.share, "sock")); got != "0:0:06777:socket" {
+		t.Errorf("socket override %q", got)
+	}
+	noHostPrivilege(t, h.share)
+}
+
+// Through a real mount, as root in the guest: what the guest sets is what
+// it sees, what the host gets is harmless.
+func TestOwnershipThroughMount(t *testing.T) {
+	s := newShare(t, shareOpts{})
+	m := s.mnt
+	p := filepath.Join(m, "tool")
+	check(t, os.WriteFile(p, []byte("#!/bin/sh\n"), 0o755))
+	check(t, os.Chown(p, 0, 0))
+	check(t, unix.Chmod(p, 0o4755))
+	st := hostStat(t, p)
+	if st.Mode != unix.S_IFREG|0o4755 || st.Uid != 0 {
+		t.Fatalf("guest sees %o uid %d", st.Mode, st.Uid)
+	}
+	mustErrno(t, unix.Setxattr(p, "security.capability", []byte{1, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 0), syscall.EPERM)
+	mustErrno(t, unix.Setxattr(p, "trusted.x", []byte("1"), 0), syscall.EPERM)
+	mustErrno(t, unix.Setxattr(p, overrideXattr, []byte("0:0:04777"), 0), syscall.EPERM)
+	buf := make([]byte, 256)
+	_, err := unix.Getxattr(p, overrideXattr, buf)
+	mustErrno(t, err, syscall.ENODATA)
+	n, err := unix.Listxattr(p, buf)
+	check(t, err)
+	if strings.Contains(string(buf[:n]), overrideXattr) {
+		t.Errorf("listxattr shows the override: %q", buf[:n])
+	}
+	check(t, os.Mkdir(filepath.Join(m, "shared"), 0o755))
+	check(t, unix.Chmod(filepath.Join(m, "shared"), 0o3777))
+	st = hostStat(t, filepath.Join(m, "shared"))
+	if st.Mode != unix.S_IFDIR|0o3777 {
+		t.Errorf("guest sees dir mode %o", st.Mode)
+	}
+	// chown 1000:1000 of the set-UID file: the kernel clears set-UID.
+	check(t, os.Chown(p, 1000, 1000))
+	st = hostStat(t, p)
+	if st.Mode&unix.S_ISUID != 0 || st.Uid != 1000 {
+		t.Errorf("after chown the guest sees %o uid %d", st.Mode, st.Uid)
+	}
+	check(t, os.Chown(p, 0, 0))
+	check(t, unix.Chmod(p, 0o4755))
+	noHostPrivilege(t, s.dir)
+	if d := cmp.Diff("0:0:04755:file", hostOverride(t, filepath.Join(s.dir, "tool"))); d != "" {
+		t.Errorf("override (-want +got):\n%s", d)
+	}
+}
