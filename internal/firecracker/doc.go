@@ -51,8 +51,11 @@
 //
 // # Snapshots
 //
-// Machine.Snapshot pauses, writes SnapshotStateFile and SnapshotMemFile,
-// and resumes even when the write fails. RestoreMachine loads a snapshot
+// Machine.Snapshot pauses, writes SnapshotStateFile and SnapshotMemFile
+// (moved out of the jail when jailed), runs the caller's whilePaused hook
+// (fcvm copies the disks there), and resumes even when a step fails; it is
+// called by the supervisor that owns the Machine, over the API socket it
+// already holds. RestoreMachine loads a snapshot
 // with the File or Uffd memory backend, pointing the network interface at
 // the clone's TAP (network_overrides) and the vsock at the clone's own
 // socket (vsock_override, Firecracker 1.16 or newer). Outside a jail the

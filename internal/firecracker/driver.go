@@ -94,9 +94,13 @@ type Driver struct {
 }
 
 var (
-	_ vmm.Driver   = (*Driver)(nil)
-	_ vmm.Restorer = (*Driver)(nil)
+	_ vmm.Driver               = (*Driver)(nil)
+	_ vmm.MemoryServerRestorer = (*Driver)(nil)
 )
+
+// RestoresFromMemoryServer implements vmm.MemoryServerRestorer: the Uffd
+// memory backend.
+func (d *Driver) RestoresFromMemoryServer() bool { return true }
 
 // New returns a driver. It checks nothing; call Available.
 func New(opts Options) *Driver {
@@ -137,16 +141,18 @@ func (d *Driver) StartMachine(ctx context.Context, cfg vmm.Config) (*Machine, er
 	if err != nil {
 		return nil, err
 	}
+	m.memMiB, m.dirtyPages = cfg.MemoryMiB, d.opts.TrackDirtyPages
 	if err := m.send(ctx, reqs); err != nil {
 		return nil, errors.Join(err, m.kill())
 	}
 	return m, nil
 }
 
-// Restore starts a VM from the snapshot in dir with the File memory
-// backend.
-func (d *Driver) Restore(ctx context.Context, cfg vmm.Config, dir string) (vmm.Machine, error) {
-	return d.RestoreMachine(ctx, cfg, RestoreOptions{Dir: dir})
+// Restore implements vmm.Restorer: the memory comes from the memory server
+// at ro.UffdSocket when set (the Uffd backend), else from the snapshot's
+// memory file mapped privately (the File backend).
+func (d *Driver) Restore(ctx context.Context, cfg vmm.Config, ro vmm.RestoreOptions) (vmm.Machine, error) {
+	return d.RestoreMachine(ctx, cfg, RestoreOptions{Dir: ro.Dir, MemFile: ro.MemFile, UffdSocket: ro.UffdSocket, TrackDirtyPages: d.opts.TrackDirtyPages})
 }
 
 // MinRestoreVersion is the oldest Firecracker that can restore a clone:
@@ -171,6 +177,7 @@ func (d *Driver) RestoreMachine(ctx context.Context, cfg vmm.Config, ro RestoreO
 	if err != nil {
 		return nil, err
 	}
+	m.memMiB, m.dirtyPages = cfg.MemoryMiB, ro.TrackDirtyPages
 	var v Version
 	if err := m.client.Do(ctx, GetVersion(), &v); err != nil {
 		return nil, errors.Join(err, m.kill())

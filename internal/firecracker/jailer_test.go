@@ -73,8 +73,12 @@ func TestJailer(t *testing.T) {
 
 	// A snapshot is written in the jail and moved out.
 	snap := t.TempDir()
-	if err := m.Snapshot(t.Context(), snap); err != nil {
-		t.Fatal(err)
+	whilePaused := false
+	if mem, err := m.Snapshot(t.Context(), snap, func() error { whilePaused = true; return nil }); err != nil || mem != SnapshotMemFile {
+		t.Fatalf("snapshot: memory file %q, %v", mem, err)
+	}
+	if !whilePaused {
+		t.Error("whilePaused was not called")
 	}
 	for _, f := range []string{SnapshotStateFile, SnapshotMemFile} {
 		if _, err := os.Stat(filepath.Join(snap, f)); err != nil {

@@ -42,6 +42,11 @@ type Machine struct {
 	done    chan struct{}
 	waitErr error
 	cleanup func() error
+
+	// memMiB is the guest's RAM size; dirtyPages says Firecracker tracks
+	// dirty pages, so that snapshots can be Diff snapshots.
+	memMiB     int
+	dirtyPages bool
 }
 
 var (
@@ -155,13 +160,28 @@ type SnapshotOptions struct {
 	Type SnapshotType
 	// KeepPaused leaves the VM paused afterwards.
 	KeepPaused bool
+	// WhilePaused, when set, runs after the snapshot is written and
+	// before the VM resumes: the caller copies the disks there.
+	WhilePaused func() error
 }
 
-// Snapshot pauses the VM, writes a full snapshot (SnapshotStateFile and
-// SnapshotMemFile) into dir, and resumes it. Firecracker cannot back guest
-// RAM with cfg.MemoryFile, so the memory is always written.
-func (m *Machine) Snapshot(ctx context.Context, dir string) error {
-	return m.SnapshotWith(ctx, dir, SnapshotOptions{})
+// SnapshotSize implements vmm.Snapshotter: Firecracker writes the guest's
+// RAM itself, at most its size.
+func (m *Machine) SnapshotSize() (int64, error) { return int64(m.memMiB) << 20, nil }
+
+// Snapshot implements vmm.Snapshotter: it pauses the VM, writes
+// SnapshotStateFile and SnapshotMemFile into dir (a Diff snapshot when the
+// VM tracks dirty pages), runs whilePaused, and resumes the VM. Firecracker
+// cannot back guest RAM with a shared file, so the memory is always written.
+func (m *Machine) Snapshot(ctx context.Context, dir string, whilePaused func() error) (string, error) {
+	o := SnapshotOptions{WhilePaused: whilePaused}
+	if m.dirtyPages {
+		o.Type = SnapshotDiff
+	}
+	if err := m.SnapshotWith(ctx, dir, o); err != nil {
+		return "", err
+	}
+	return SnapshotMemFile, nil
 }
 
 // SnapshotWith is Snapshot with options. The VM is resumed even if the
@@ -187,6 +207,9 @@ func (m *Machine) SnapshotWith(ctx context.Context, dir string, o SnapshotOption
 	err := m.client.Do(ctx, reqs[1], nil)
 	if err == nil && m.plan.jailRoot != "" {
 		err = errors.Join(moveFile(m.plan.host(vmState), state), moveFile(m.plan.host(vmMem), mem))
+	}
+	if err == nil && o.WhilePaused != nil {
+		err = o.WhilePaused()
 	}
 	if !o.KeepPaused {
 		// The VM must not stay paused because the caller's ctx ran out.

@@ -61,7 +61,7 @@ func BootArgs(cfg vmm.Config) string {
 	if c := strings.TrimSpace(cfg.Cmdline); c != "" {
 		args += " " + c
 	}
-	return args
+	return args + " " + vmm.ChannelParam + "=vsock"
 }
 
 // plan is where each file lives, as the host sees it and as Firecracker
@@ -288,9 +288,10 @@ func vmConfig(cfg vmm.Config, o *Options, p *plan) (*VMConfig, error) {
 
 // RestoreOptions choose how a snapshot is loaded.
 type RestoreOptions struct {
-	// Dir holds SnapshotStateFile and, for the File backend,
-	// SnapshotMemFile.
-	Dir string
+	// Dir holds SnapshotStateFile and, for the File backend, the memory
+	// file MemFile (SnapshotMemFile when empty).
+	Dir     string
+	MemFile string
 	// UffdSocket, when set, is the Unix socket of a memory server (fcvm
 	// snapshot serve) that serves the guest's pages; otherwise the memory
 	// file is mapped privately.
@@ -299,6 +300,13 @@ type RestoreOptions struct {
 	TrackDirtyPages bool
 	// Paused leaves the restored VM paused.
 	Paused bool
+}
+
+func (ro *RestoreOptions) memFile() string {
+	if ro.MemFile == "" {
+		return SnapshotMemFile
+	}
+	return ro.MemFile
 }
 
 // restoreRequests loads a snapshot into a fresh process (after GET
@@ -330,7 +338,7 @@ func restoreRequests(cfg vmm.Config, o *Options, ro RestoreOptions, p *plan) ([]
 	if ro.UffdSocket != "" {
 		load.MemBackend = MemBackend{BackendType: MemBackendUffd, BackendPath: p.file(ro.UffdSocket, "uffd.sock", false)}
 	} else {
-		load.MemBackend = MemBackend{BackendType: MemBackendFile, BackendPath: p.file(filepath.Join(ro.Dir, SnapshotMemFile), SnapshotMemFile, false)}
+		load.MemBackend = MemBackend{BackendType: MemBackendFile, BackendPath: p.file(filepath.Join(ro.Dir, ro.memFile()), SnapshotMemFile, false)}
 	}
 	if cfg.Net != nil {
 		load.NetworkOverrides = []NetworkOverride{{IfaceID: IfaceID, HostDevName: cfg.Net.TAP}}

@@ -17,6 +17,10 @@ import (
 
 // launch starts the process (through the jailer if asked), waits for its
 // API socket and returns the machine. On error nothing is left running.
+// APISocket is the name of the API socket in a VM's RuntimeDir (outside a
+// jail).
+const APISocket = apiSocketName
+
 func (d *Driver) launch(ctx context.Context, cfg vmm.Config, p *plan, configFile *VMConfig) (_ *Machine, err error) {
 	log := d.opts.logger()
 	bin := d.binaryPath()

@@ -75,7 +75,7 @@ func TestBootSequence(t *testing.T) {
 		t.Errorf("last action %v, want InstanceStart", got)
 	}
 	boot := bodyOf(t, calls, "PUT /boot-source")
-	if want := "console=ttyS0 reboot=k panic=1 pci=off fcvm.disks=base,upper,image fcvm.vm=vm1 quiet"; boot["boot_args"] != want {
+	if want := "console=ttyS0 reboot=k panic=1 pci=off fcvm.disks=base,upper,image fcvm.vm=vm1 quiet fcvm.channel=vsock"; boot["boot_args"] != want {
 		t.Errorf("boot_args %q, want %q", boot["boot_args"], want)
 	}
 	if v := bodyOf(t, calls, "PUT /vsock"); v["uds_path"] != filepath.Join(dir, "vsock.sock") || v["guest_cid"] != float64(GuestCID) {
@@ -90,7 +90,7 @@ func TestBootSequence(t *testing.T) {
 
 	// Snapshot: pause before create, resume after.
 	snap := t.TempDir()
-	if err := m.Snapshot(t.Context(), snap); err != nil {
+	if _, err := m.Snapshot(t.Context(), snap, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.SnapshotWith(t.Context(), snap, SnapshotOptions{Type: SnapshotDiff}); err != nil {

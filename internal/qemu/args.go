@@ -13,10 +13,11 @@ const (
 	qmpSocket     = "qmp.sock"
 )
 
-// args builds QEMU's command line for cfg. kvm selects the accelerator;
-// tscKHz (0 for unknown) goes on the kernel command line for TCG; incoming
-// is a migration URI to restore from ("" for a cold boot).
-func args(cfg vmm.Config, kvm bool, tscKHz int, incoming string) ([]string, error) {
+// args builds QEMU's command line for cfg with guest RAM in the file mem
+// ("" for anonymous memory). kvm selects the accelerator; tscKHz (0 for
+// unknown) goes on the kernel command line for TCG; incoming is a
+// migration URI to restore from ("" for a cold boot).
+func args(cfg vmm.Config, mem string, kvm bool, tscKHz int, incoming string) ([]string, error) {
 	if cfg.Kernel == "" {
 		return nil, fmt.Errorf("qemu args: no kernel")
 	}
@@ -45,14 +46,14 @@ func args(cfg vmm.Config, kvm bool, tscKHz int, incoming string) ([]string, erro
 		"-smp", fmt.Sprint(cfg.VCPUs),
 		"-m", fmt.Sprintf("%dM", cfg.MemoryMiB),
 	)
-	if cfg.MemoryFile != "" {
+	if mem != "" {
 		share := "on"
 		if incoming != "" {
 			// A clone maps the snapshot's RAM privately: pages stay shared
 			// through the page cache until the clone writes them.
 			share = "off"
 		}
-		a = append(a, "-object", fmt.Sprintf("memory-backend-file,id=ram,size=%dM,mem-path=%s,share=%s", cfg.MemoryMiB, cfg.MemoryFile, share))
+		a = append(a, "-object", fmt.Sprintf("memory-backend-file,id=ram,size=%dM,mem-path=%s,share=%s", cfg.MemoryMiB, mem, share))
 		machine += ",memory-backend=ram"
 	}
 	a = append(a, "-machine", machine)
@@ -64,6 +65,7 @@ func args(cfg vmm.Config, kvm bool, tscKHz int, incoming string) ([]string, erro
 	if cfg.Cmdline != "" {
 		cmdline = append(cmdline, cfg.Cmdline)
 	}
+	cmdline = append(cmdline, vmm.ChannelParam+"=serial")
 	a = append(a, "-kernel", cfg.Kernel)
 	if cfg.Initrd != "" {
 		a = append(a, "-initrd", cfg.Initrd)

@@ -11,14 +11,15 @@ func testConfig() vmm.Config {
 	return vmm.Config{
 		Name: "t", RuntimeDir: "/run/fcvm/x", Kernel: "/k/vmlinux", Initrd: "/k/initrd",
 		VCPUs: 1, MemoryMiB: 256,
-		Disks:      []vmm.Disk{{ID: "base", Path: "/a/rootfs.ext4", ReadOnly: true}, {ID: "upper", Path: "/v/upper.ext4"}},
-		Net:        &vmm.Net{TAP: "tap0", MAC: "02:fc:00:00:00:02"},
-		MemoryFile: "/run/fcvm/x/mem.ram",
+		Disks: []vmm.Disk{{ID: "base", Path: "/a/rootfs.ext4", ReadOnly: true}, {ID: "upper", Path: "/v/upper.ext4"}},
+		Net:   &vmm.Net{TAP: "tap0", MAC: "02:fc:00:00:00:02"},
 	}
 }
 
+const testMem = "/run/fcvm/x/mem.ram"
+
 func TestArgsColdBoot(t *testing.T) {
-	a, err := args(testConfig(), false, 2000000, "")
+	a, err := args(testConfig(), testMem, false, 2000000, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,6 +36,7 @@ func TestArgsColdBoot(t *testing.T) {
 		"mac=02:fc:00:00:00:02",
 		"path=/run/fcvm/x/channel.sock,server=on,wait=off",
 		"virtserialport,chardev=ch0,name=fcvm.0",
+		"fcvm.channel=serial",
 	} {
 		if !strings.Contains(line, want) {
 			t.Errorf("args lack %q:\n%s", want, line)
@@ -46,7 +48,7 @@ func TestArgsColdBoot(t *testing.T) {
 }
 
 func TestArgsClone(t *testing.T) {
-	a, err := args(testConfig(), false, 0, "defer")
+	a, err := args(testConfig(), testMem, false, 0, "defer")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +65,7 @@ func TestArgsClone(t *testing.T) {
 }
 
 func TestArgsKVM(t *testing.T) {
-	a, _ := args(testConfig(), true, 2000000, "")
+	a, _ := args(testConfig(), testMem, true, 2000000, "")
 	line := strings.Join(a, " ")
 	if !strings.Contains(line, "-accel kvm -cpu host") || strings.Contains(line, "tsc_early_khz") {
 		t.Errorf("KVM args: %s", line)
@@ -81,7 +83,7 @@ func TestArgsBadInput(t *testing.T) {
 	} {
 		c := testConfig()
 		mod(&c)
-		if _, err := args(c, false, 0, ""); err == nil {
+		if _, err := args(c, testMem, false, 0, ""); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}

@@ -12,11 +12,12 @@
 //
 // # Snapshots
 //
-// When Config.MemoryFile is set, guest RAM is a shared file mapping, and a
-// snapshot is a migration to a file with x-ignore-shared: the state file
-// holds only device state and the RAM file is copied (reflinked) beside it.
-// A clone maps that RAM file privately (share=off), so every clone reads the
-// same page-cache pages until it writes.
+// Guest RAM is a shared file mapping in the runtime dir, and a snapshot
+// (Machine.Snapshot) is a migration to a file with x-ignore-shared: the
+// state file holds only device state and the RAM file is copied (reflinked)
+// beside it while the guest is paused. A clone (Driver.Restore) maps that
+// RAM file privately (share=off), so every clone reads the same page-cache
+// pages until it writes.
 //
 // # Sharp edges
 //

@@ -80,12 +80,16 @@ func hostTSCKHz() int {
 	return 0
 }
 
-// Start implements vmm.Driver.
+// Start implements vmm.Driver. Guest RAM is a shared file in the runtime
+// dir, which is what makes the VM snapshottable without copying its
+// memory through the migration stream.
 func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error) {
-	return d.start(ctx, cfg, "")
+	return d.start(ctx, cfg, filepath.Join(cfg.RuntimeDir, memFile), "")
 }
 
-func (d *Driver) start(ctx context.Context, cfg vmm.Config, incoming string) (*Machine, error) {
+// start runs QEMU with guest RAM in the file mem: shared for a cold boot,
+// mapped privately for a restore from incoming.
+func (d *Driver) start(ctx context.Context, cfg vmm.Config, mem, incoming string) (*Machine, error) {
 	bin, err := d.binary()
 	if err != nil {
 		return nil, err
@@ -94,7 +98,7 @@ func (d *Driver) start(ctx context.Context, cfg vmm.Config, incoming string) (*M
 	if err != nil {
 		return nil, err
 	}
-	a, err := args(cfg, accel == kvm.AccelKVM, hostTSCKHz(), incoming)
+	a, err := args(cfg, mem, accel == kvm.AccelKVM, hostTSCKHz(), incoming)
 	if err != nil {
 		return nil, err
 	}
@@ -108,9 +112,11 @@ func (d *Driver) start(ctx context.Context, cfg vmm.Config, incoming string) (*M
 		Setpgid:   true,
 	}
 	m := &Machine{
-		cfg:  cfg,
-		cmd:  cmd,
-		done: make(chan struct{}),
+		cfg:      cfg,
+		mem:      mem,
+		incoming: incoming != "",
+		cmd:      cmd,
+		done:     make(chan struct{}),
 	}
 	cmd.Stdout = &m.stderr
 	cmd.Stderr = &m.stderr
@@ -175,9 +181,13 @@ func startPinned(start func() error, wait func()) error {
 
 // Machine is one QEMU process.
 type Machine struct {
-	cfg    vmm.Config
-	cmd    *exec.Cmd
-	stderr tailBuffer
+	cfg vmm.Config
+	// mem is the guest's RAM file; incoming says it is a clone's private
+	// mapping of a snapshot's.
+	mem      string
+	incoming bool
+	cmd      *exec.Cmd
+	stderr   tailBuffer
 
 	// done is closed once cmd has been waited for; err is its result.
 	done chan struct{}

@@ -10,27 +10,59 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/fcvm/fcvm/internal/storage"
 	"github.com/fcvm/fcvm/internal/vmm"
 )
 
-// StateFile is the device state inside a snapshot directory.
-const StateFile = "vmstate"
+// Files of a snapshot directory.
+const (
+	// StateFile is the device state (the migration stream without RAM).
+	StateFile = "vmstate"
+	// MemFile is the copy of the guest's RAM file.
+	MemFile = "mem.ram"
+)
 
-var _ vmm.Restorer = (*Driver)(nil)
+// memFile is the running VM's shared RAM file in its runtime dir (tmpfs
+// for root), which a snapshot copies and clones map privately.
+const memFile = "mem.ram"
 
-// Save snapshots the running QEMU whose runtime dir is runtimeDir: it
-// pauses the guest, writes the device state to statePath (RAM is skipped:
-// it lives in the VM's shared memory file), calls whilePaused (where the
-// caller copies the memory file and disks, consistent with the state),
-// and resumes the guest whatever happened.
-func Save(ctx context.Context, runtimeDir, statePath string, whilePaused func() error) (err error) {
-	q, err := dialQMP(filepath.Join(runtimeDir, qmpSocket), 5*time.Second)
+var (
+	_ vmm.Restorer    = (*Driver)(nil)
+	_ vmm.Snapshotter = (*Machine)(nil)
+)
+
+// SnapshotSize implements vmm.Snapshotter: the RAM file's allocated size
+// (the copy is a reflink where the filesystem allows, a sparse copy
+// elsewhere).
+func (m *Machine) SnapshotSize() (int64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(m.mem, &st); err != nil {
+		return 0, fmt.Errorf("snapshot size: %w", err)
+	}
+	return st.Blocks * 512, nil
+}
+
+// Snapshot implements vmm.Snapshotter: it pauses the guest, writes the
+// device state to dir/StateFile (RAM is skipped: it lives in the VM's
+// shared memory file), copies the RAM file to dir/MemFile, calls
+// whilePaused, and resumes the guest whatever happened.
+func (m *Machine) Snapshot(ctx context.Context, dir string, whilePaused func() error) (_ string, err error) {
+	if m.incoming {
+		return "", errors.New("snapshot: this VM is a clone, whose RAM is a private mapping of its snapshot's: snapshot the original")
+	}
+	statePath := filepath.Join(dir, StateFile)
+	if strings.ContainsAny(statePath, "'\"\\ ") {
+		return "", fmt.Errorf("snapshot: state path %q has quotes or spaces", statePath)
+	}
+	q, err := dialQMP(filepath.Join(m.cfg.RuntimeDir, qmpSocket), 5*time.Second)
 	if err != nil {
-		return fmt.Errorf("snapshot: %w", err)
+		return "", fmt.Errorf("snapshot: %w", err)
 	}
 	defer q.Close()
 	if _, err := q.execute("stop", nil); err != nil {
-		return fmt.Errorf("snapshot: pause: %w", err)
+		return "", fmt.Errorf("snapshot: pause: %w", err)
 	}
 	defer func() {
 		if _, cerr := q.execute("cont", nil); cerr != nil && err == nil {
@@ -38,22 +70,24 @@ func Save(ctx context.Context, runtimeDir, statePath string, whilePaused func() 
 		}
 	}()
 	if err := ignoreShared(q); err != nil {
-		return err
-	}
-	if strings.ContainsAny(statePath, "'\"\\ ") {
-		return fmt.Errorf("snapshot: state path %q has quotes or spaces", statePath)
+		return "", err
 	}
 	if _, err := q.execute("migrate", map[string]any{"uri": "exec:cat > " + statePath}); err != nil {
-		return fmt.Errorf("snapshot: save state: %w", err)
+		return "", fmt.Errorf("snapshot: save state: %w", err)
 	}
 	if err := waitMigration(ctx, q); err != nil {
 		os.Remove(statePath)
-		return fmt.Errorf("snapshot: save state: %w", err)
+		return "", fmt.Errorf("snapshot: save state: %w", err)
+	}
+	if err := storage.Clone(m.mem, filepath.Join(dir, MemFile)); err != nil {
+		return "", fmt.Errorf("snapshot: copy memory: %w", err)
 	}
 	if whilePaused != nil {
-		return whilePaused()
+		if err := whilePaused(); err != nil {
+			return "", err
+		}
 	}
-	return nil
+	return MemFile, nil
 }
 
 func ignoreShared(q *qmp) error {
@@ -95,18 +129,22 @@ func waitMigration(ctx context.Context, q *qmp) error {
 }
 
 // Restore implements vmm.Restorer: it starts QEMU waiting for an incoming
-// migration, feeds it the state in dir, and resumes the guest. cfg must
-// describe the same machine as the snapshot's (memory, vCPUs, devices), with
-// cfg.MemoryFile the snapshot's RAM file, which the clone maps privately.
-func (d *Driver) Restore(ctx context.Context, cfg vmm.Config, dir string) (vmm.Machine, error) {
-	state := filepath.Join(dir, StateFile)
+// migration, feeds it the state in ro.Dir, and resumes the guest. cfg must
+// describe the same machine as the snapshot's (memory, vCPUs, devices). The
+// clone maps the snapshot's RAM file privately, so clones share its page
+// cache until they write; a memory server is not needed and is refused.
+func (d *Driver) Restore(ctx context.Context, cfg vmm.Config, ro vmm.RestoreOptions) (vmm.Machine, error) {
+	if ro.UffdSocket != "" {
+		return nil, fmt.Errorf("restore: qemu clones map the snapshot's memory file: %w", vmm.ErrNoMemoryServer)
+	}
+	state := filepath.Join(ro.Dir, StateFile)
 	if strings.ContainsAny(state, "'\"\\ ") {
 		return nil, fmt.Errorf("restore: state path %q has quotes or spaces", state)
 	}
-	if cfg.MemoryFile == "" {
+	if ro.MemFile == "" {
 		return nil, errors.New("restore: no memory file")
 	}
-	m, err := d.start(ctx, cfg, "defer")
+	m, err := d.start(ctx, cfg, filepath.Join(ro.Dir, ro.MemFile), "defer")
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -58,15 +59,50 @@ type closerFunc func() error
 
 func (f closerFunc) Close() error { return f() }
 
+// controlRequest is what other fcvm commands send on the control socket:
+// a stream request for the guest, which the supervisor passes on, or one
+// it answers itself (KindStop, KindSnapshot).
+type controlRequest struct {
+	channel.Request
+	// Tag names the snapshot a KindSnapshot request makes.
+	Tag string `json:"tag,omitempty"`
+}
+
+// readControl reads the opening frame of a control connection.
+func readControl(r io.Reader) (controlRequest, error) {
+	f, err := channel.ReadFrame(r)
+	if err != nil {
+		return controlRequest{}, fmt.Errorf("read control request: %w", err)
+	}
+	var req controlRequest
+	if err := json.Unmarshal(f.Payload, &req); err != nil || f.Type != channel.FrameOK || req.Kind == "" {
+		return controlRequest{}, fmt.Errorf("read control request: not a request (frame type %d): %v", f.Type, err)
+	}
+	return req, nil
+}
+
 func (vm *VM) control(ctx context.Context, conn net.Conn) {
 	defer conn.Close()
-	req, err := channel.ReadRequest(conn)
+	req, err := readControl(conn)
 	if err != nil {
 		return
 	}
-	if req.Kind == KindStop {
+	switch req.Kind {
+	case KindStop:
 		vm.stop(ctx, time.Duration(req.Signal)*time.Second)
 		channel.Reply(conn, nil)
+		return
+	case KindSnapshot:
+		m, err := vm.Snapshot(ctx, req.Tag)
+		var b []byte
+		if err == nil {
+			b, err = json.Marshal(m)
+		}
+		if err != nil {
+			channel.ReplyError(conn, err)
+			return
+		}
+		channel.Reply(conn, b)
 		return
 	}
 	c, err := vm.sess.get(ctx)
@@ -74,7 +110,7 @@ func (vm *VM) control(ctx context.Context, conn net.Conn) {
 		channel.ReplyError(conn, err)
 		return
 	}
-	s, payload, err := c.Open(ctx, req)
+	s, payload, err := c.Open(ctx, req.Request)
 	if err != nil {
 		var ge *channel.GuestError
 		if errors.As(err, &ge) {
@@ -122,12 +158,21 @@ func (vm *VM) stop(ctx context.Context, grace time.Duration) {
 // Dial connects to the control socket of the VM whose runtime dir is dir
 // and sends req, returning the stream after the supervisor's reply.
 func Dial(ctx context.Context, runtimeDir string, req channel.Request) (net.Conn, []byte, error) {
+	return dialControl(ctx, runtimeDir, controlRequest{Request: req})
+}
+
+func dialControl(ctx context.Context, runtimeDir string, req controlRequest) (net.Conn, []byte, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", filepath.Join(runtimeDir, ControlSocket))
 	if err != nil {
 		return nil, nil, fmt.Errorf("reach the VM's supervisor: %w", err)
 	}
-	if err := channel.WriteRequest(conn, req); err != nil {
+	b, err := json.Marshal(req)
+	if err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("encode control request: %w", err)
+	}
+	if err := channel.WriteFrame(conn, channel.FrameOK, b); err != nil {
 		conn.Close()
 		return nil, nil, err
 	}

@@ -11,6 +11,20 @@
 // record, disks, VMM spawn) and times each phase; on any error it removes
 // everything it made, so bad input leaves nothing behind.
 //
+// # Control socket
+//
+// The supervisor holds the VM's only channel connection and its only
+// vmm.Machine, so other fcvm commands reach the VM through the control
+// socket in its runtime dir: exec and other guest streams are passed on to
+// the guest, stop and snapshot the supervisor does itself (a snapshot
+// pauses the machine it owns, whatever the driver or its jail).
+//
+// # Drivers
+//
+// drivers.go is the one file that knows the VMM drivers by name; the rest
+// of the package goes through the vmm interfaces (Driver, Snapshotter,
+// Restorer).
+//
 // # The channel
 //
 // Run dials the guest, hands it the plan, and attaches to the container's

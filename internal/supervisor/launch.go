@@ -10,17 +10,15 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/fcvm/fcvm/internal/artifacts"
 	"github.com/fcvm/fcvm/internal/channel"
 	"github.com/fcvm/fcvm/internal/datadir"
-	"github.com/fcvm/fcvm/internal/firecracker"
 	"github.com/fcvm/fcvm/internal/image"
-	"github.com/fcvm/fcvm/internal/kvm"
 	"github.com/fcvm/fcvm/internal/network"
-	"github.com/fcvm/fcvm/internal/qemu"
 	"github.com/fcvm/fcvm/internal/state"
 	"github.com/fcvm/fcvm/internal/storage"
 	"github.com/fcvm/fcvm/internal/vmm"
@@ -78,10 +76,8 @@ func (o *Options) Validate() error {
 	if total := hostMemoryMiB(); total > 0 && o.MemoryMiB > total {
 		return fmt.Errorf("--memory %d: this host has %d MiB", o.MemoryMiB, total)
 	}
-	switch o.VMM {
-	case "auto", "qemu", "firecracker":
-	default:
-		return fmt.Errorf("--vmm %q: must be auto, qemu or firecracker", o.VMM)
+	if err := validDriver(o.VMM); err != nil { // drivers.go
+		return err
 	}
 	switch o.Network {
 	case "none", "rootless", "bridged":
@@ -147,7 +143,9 @@ type VM struct {
 	// health is the optional health check (health.go).
 	health *vmHealth
 
-	sess     *session
+	sess *session
+	// snapMu serialises snapshots of the VM (Snapshot).
+	snapMu   sync.Mutex
 	stopped  atomic.Bool // a stop request killed the VM
 	answered atomic.Bool // the guest has answered the channel once
 	exited   chan struct{}
@@ -156,64 +154,6 @@ type VM struct {
 	store  *state.Store
 	dirs   datadir.Dirs
 	driver vmm.Driver
-}
-
-// Driver picks the VMM driver for name: auto means firecracker where it
-// can run (KVM and the binary), else qemu.
-func Driver(name string, dirs datadir.Dirs, log *slog.Logger) (vmm.Driver, error) {
-	q := &qemu.Driver{Accel: os.Getenv(kvm.AccelEnv)}
-	// firecracker.New starts loading the API spec in the background: only
-	// pay for it when Firecracker may be used.
-	fc := func() *firecracker.Driver { return firecracker.New(firecracker.Options{DataDir: dirs.Data, Log: log}) }
-	switch name {
-	case "qemu":
-		return q, q.Available()
-	case "firecracker":
-		d := fc()
-		if err := d.Available(); err != nil {
-			return nil, oneLine(err)
-		}
-		return d, nil
-	default:
-		if firecrackerPossible() {
-			if d := fc(); d.Available() == nil {
-				return d, nil
-			}
-		}
-		return q, q.Available()
-	}
-}
-
-// oneLine turns Firecracker's list of missing pieces into the one-line
-// error a user gets at the prompt; `fcvm doctor` shows each fix.
-func oneLine(err error) error {
-	var ue *firecracker.UnavailableError
-	if !errors.As(err, &ue) {
-		return fmt.Errorf("--vmm firecracker: %w", err)
-	}
-	var what []string
-	for _, p := range ue.Problems {
-		what = append(what, p.What)
-	}
-	return &summaryError{
-		msg: fmt.Sprintf("--vmm firecracker: %s: use --vmm qemu, or see `fcvm doctor` for how to fix it", strings.Join(what, "; ")),
-		err: ue,
-	}
-}
-
-// summaryError is a short message for an error whose own text is long.
-type summaryError struct {
-	msg string
-	err error
-}
-
-func (e *summaryError) Error() string { return e.msg }
-func (e *summaryError) Unwrap() error { return e.err }
-
-// firecrackerPossible is a cheap first check for --vmm auto: without a
-// usable KVM Firecracker cannot run, whatever else is installed.
-func firecrackerPossible() bool {
-	return kvm.Probe().Usable
 }
 
 // Launch does the host-side work and boots the VM. On error nothing it made
@@ -314,7 +254,7 @@ func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options)
 		RuntimeDir: rec.RuntimeDir,
 		Kernel:     set.Kernel,
 		Initrd:     set.Initrd,
-		Cmdline:    strings.TrimSpace(channelArg(driver) + " " + os.Getenv("FCVM_KERNEL_ARGS")),
+		Cmdline:    strings.TrimSpace(os.Getenv("FCVM_KERNEL_ARGS")),
 		VCPUs:      o.CPUs,
 		MemoryMiB:  o.MemoryMiB,
 		Disks: []vmm.Disk{
@@ -323,11 +263,6 @@ func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options)
 			{ID: "image", Path: img.Disk, ReadOnly: true},
 		},
 		ConsoleLog: filepath.Join(rec.Dir, "console.log"),
-	}
-	if driver.Name() == "qemu" {
-		// Shared file-backed RAM is what makes the VM snapshottable
-		// without copying its memory through the migration stream.
-		cfg.MemoryFile = filepath.Join(rec.RuntimeDir, memFile)
 	}
 	if err := vm.setupNetwork(ctx, dirs, o.Network, ports, &cfg); err != nil {
 		return vm, err
@@ -451,12 +386,4 @@ func (vm *VM) Teardown(remove bool) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// channelArg tells fc-agent which carrier its channel uses.
-func channelArg(d vmm.Driver) string {
-	if d.Name() == "firecracker" {
-		return "fcvm.channel=vsock"
-	}
-	return "fcvm.channel=serial"
 }

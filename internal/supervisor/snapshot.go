@@ -14,8 +14,6 @@ import (
 
 	"github.com/fcvm/fcvm/internal/channel"
 	"github.com/fcvm/fcvm/internal/datadir"
-	"github.com/fcvm/fcvm/internal/firecracker"
-	"github.com/fcvm/fcvm/internal/qemu"
 	"github.com/fcvm/fcvm/internal/snapshot"
 	"github.com/fcvm/fcvm/internal/state"
 	"github.com/fcvm/fcvm/internal/storage"
@@ -34,9 +32,6 @@ type launchInfo struct {
 	ImageDisk  string        `json:"image_disk"`
 	Cmdline    string        `json:"cmdline"`
 	Generation uint64        `json:"generation"`
-	// DirtyPages says the VMM tracks dirty pages (Firecracker's
-	// track_dirty_pages), so a Diff snapshot is possible.
-	DirtyPages bool `json:"dirty_pages,omitempty"`
 }
 
 func writeLaunchInfo(dir string, li launchInfo) error {
@@ -47,12 +42,13 @@ func writeLaunchInfo(dir string, li launchInfo) error {
 	return os.WriteFile(filepath.Join(dir, launchFile), b, 0o644)
 }
 
-// memFile is the VM's shared RAM file in its runtime dir (tmpfs for root),
-// which a snapshot copies and clones map privately.
-const memFile = "mem.ram"
+// KindSnapshot asks the supervisor to snapshot its VM as controlRequest.Tag;
+// the reply is the snapshot's manifest.
+const KindSnapshot channel.Kind = "snapshot"
 
-// CreateSnapshot snapshots the running VM nameOrID as tag. The VM pauses
-// for the copy of its memory and disk, and then goes on.
+// CreateSnapshot snapshots the running VM nameOrID as tag. The VM's
+// supervisor, which owns the VMM, does the work (VM.Snapshot); the VM
+// pauses for the copy of its memory and disk, and then goes on.
 func CreateSnapshot(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, nameOrID, tag string) (*snapshot.Manifest, error) {
 	if err := snapshot.ValidTag(tag); err != nil {
 		return nil, err
@@ -71,61 +67,75 @@ func CreateSnapshot(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, na
 	if len(rec.Volumes) > 0 {
 		return nil, fmt.Errorf("VM %s has volumes (-v), which do not survive a snapshot restore: snapshot a VM without volumes", nameOrID)
 	}
-	if rec.Driver != "qemu" && rec.Driver != "firecracker" {
-		return nil, fmt.Errorf("VM %s runs under %s: fcvm snapshots qemu and firecracker VMs only", nameOrID, rec.Driver)
+	conn, payload, err := dialControl(ctx, rec.RuntimeDir, controlRequest{Request: channel.Request{Kind: KindSnapshot}, Tag: tag})
+	if err != nil {
+		var ge *channel.GuestError
+		if errors.As(err, &ge) {
+			// The supervisor's own error, not the guest's.
+			return nil, fmt.Errorf("snapshot %s of %s: %s", tag, nameOrID, ge.Msg)
+		}
+		return nil, fmt.Errorf("snapshot %s of %s: %w", tag, nameOrID, err)
 	}
+	conn.Close()
+	var m snapshot.Manifest
+	if err := json.Unmarshal(payload, &m); err != nil {
+		return nil, fmt.Errorf("snapshot %s of %s: decode manifest: %w", tag, nameOrID, err)
+	}
+	log.Info("snapshot created", "tag", tag, "vm", rec.Name)
+	return &m, nil
+}
+
+// Snapshot snapshots this VM as tag: its machine pauses, writes its state
+// and memory into a staging directory, the upper disk is copied while it is
+// paused, and the directory becomes the snapshot with its manifest. One
+// snapshot of a VM runs at a time.
+func (vm *VM) Snapshot(ctx context.Context, tag string) (*snapshot.Manifest, error) {
+	if err := snapshot.ValidTag(tag); err != nil {
+		return nil, err
+	}
+	snapper, ok := vm.Machine.(vmm.Snapshotter)
+	if !ok {
+		return nil, fmt.Errorf("VM %s runs under %s, which cannot snapshot", vm.Record.Name, vm.driver.Name())
+	}
+	if len(vm.Record.Volumes) > 0 {
+		return nil, fmt.Errorf("VM %s has volumes (-v), which do not survive a snapshot restore: snapshot a VM without volumes", vm.Record.Name)
+	}
+	vm.snapMu.Lock()
+	defer vm.snapMu.Unlock()
+	rec := vm.Record
 	var li launchInfo
 	b, err := os.ReadFile(filepath.Join(rec.Dir, launchFile))
 	if err != nil {
-		return nil, fmt.Errorf("read launch info of %s: %w", nameOrID, err)
+		return nil, fmt.Errorf("read launch info of %s: %w", rec.Name, err)
 	}
 	if err := json.Unmarshal(b, &li); err != nil {
-		return nil, fmt.Errorf("read launch info of %s: %w", nameOrID, err)
+		return nil, fmt.Errorf("read launch info of %s: %w", rec.Name, err)
 	}
-	snaps := &snapshot.Store{Dir: dirs.Snapshots()}
+	snaps := &snapshot.Store{Dir: vm.dirs.Snapshots()}
 	staging, err := snaps.Staging(tag)
 	if err != nil {
 		return nil, err
 	}
-	ok := false
+	ok = false
 	defer func() {
 		if !ok {
 			os.RemoveAll(staging)
 		}
 	}()
 	upper := filepath.Join(rec.Dir, "upper.ext4")
-	copyDisk := func() error {
+	size, err := snapper.SnapshotSize()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSpace(staging, uint64(size), upper); err != nil {
+		return nil, err
+	}
+	memName, err := snapper.Snapshot(ctx, staging, func() error {
 		if err := storage.Clone(upper, filepath.Join(staging, snapshot.DiskFile)); err != nil {
 			return fmt.Errorf("copy disk: %w", err)
 		}
 		return nil
-	}
-	var memName string
-	switch rec.Driver {
-	case "qemu":
-		memName = snapshot.MemFile
-		mem := filepath.Join(rec.RuntimeDir, memFile)
-		if err := checkSpace(staging, 0, mem, upper); err != nil {
-			return nil, err
-		}
-		err = qemu.Save(ctx, rec.RuntimeDir, filepath.Join(staging, qemu.StateFile), func() error {
-			if err := storage.Clone(mem, filepath.Join(staging, memName)); err != nil {
-				return fmt.Errorf("copy memory: %w", err)
-			}
-			return copyDisk()
-		})
-	case "firecracker":
-		memName = firecracker.SnapshotMemFile
-		// Firecracker writes the guest's RAM itself, at most its size.
-		if err := checkSpace(staging, uint64(rec.MemoryMiB)<<20, upper); err != nil {
-			return nil, err
-		}
-		typ := firecracker.SnapshotFull
-		if li.DirtyPages {
-			typ = firecracker.SnapshotDiff
-		}
-		err = firecracker.SnapshotSocket(ctx, filepath.Join(rec.RuntimeDir, firecracker.APISocket), staging, typ, copyDisk)
-	}
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +163,7 @@ func CreateSnapshot(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, na
 		return nil, err
 	}
 	ok = true
-	log.Info("snapshot created", "tag", tag, "vm", rec.Name)
+	vm.log.Info("snapshot created", "tag", tag)
 	return m, nil
 }
 
@@ -225,9 +235,6 @@ func memoryBackend(dirs datadir.Dirs, m *snapshot.Manifest, o CloneOptions) (bac
 	default:
 		return "", "", fmt.Errorf("--memory-backend %q: use file or uffd", backend)
 	}
-	if m.Driver != "firecracker" {
-		return "", "", fmt.Errorf("--memory-backend uffd: snapshot %s was taken under %s, whose clones map its memory file privately; the memory server is for firecracker snapshots (drop --memory-backend)", m.Tag, m.Driver)
-	}
 	if o.ServePID == 0 {
 		return "", "", fmt.Errorf("--memory-backend uffd needs a memory server: start one with `fcvm snapshot serve %s` and pass --serve PID", m.Tag)
 	}
@@ -239,6 +246,17 @@ func memoryBackend(dirs datadir.Dirs, m *snapshot.Manifest, o CloneOptions) (bac
 		return "", "", fmt.Errorf("--serve %d serves snapshot %s, not %s: drop TAG or pick the server of %s", o.ServePID, srv.Tag, m.Tag, m.Tag)
 	}
 	return backend, srv.Socket, nil
+}
+
+// restoresFrom checks that r can restore from backend.
+func restoresFrom(r vmm.Restorer, backend string, m *snapshot.Manifest) error {
+	if backend != BackendUffd {
+		return nil
+	}
+	if ms, ok := r.(vmm.MemoryServerRestorer); !ok || !ms.RestoresFromMemoryServer() {
+		return fmt.Errorf("--memory-backend uffd: snapshot %s was taken under %s, whose clones map its memory file privately; the memory server is for firecracker snapshots (drop --memory-backend)", m.Tag, m.Driver)
+	}
+	return nil
 }
 
 // LaunchClone starts a clone of a snapshot: its own record, CoW disk and
@@ -281,7 +299,10 @@ func LaunchClone(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Clo
 	}
 	restorer, ok := driver.(vmm.Restorer)
 	if !ok {
-		return nil, fmt.Errorf("driver %s cannot restore snapshots", m.Driver)
+		return nil, fmt.Errorf("snapshot %s: driver %s cannot restore snapshots", o.Tag, m.Driver)
+	}
+	if err := restoresFrom(restorer, backend, m); err != nil {
+		return nil, err
 	}
 	store, err := state.Open(dirs.VMs())
 	if err != nil {
@@ -344,7 +365,6 @@ func LaunchClone(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Clo
 			{ID: "image", Path: m.ImageDisk, ReadOnly: true},
 		},
 		ConsoleLog: filepath.Join(rec.Dir, "console.log"),
-		MemoryFile: filepath.Join(snaps.Path(o.Tag), m.Memory()),
 	}
 	// The clone keeps the guest's network identity (the same inside every
 	// VM's namespace); only the host side and the published ports are its
@@ -353,15 +373,9 @@ func LaunchClone(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Clo
 		return vm, err
 	}
 	phase("network")
-	var mach vmm.Machine
-	if backend == BackendUffd {
-		fc, ok := driver.(*firecracker.Driver)
-		if !ok {
-			return vm, fmt.Errorf("driver %s has no memory server backend", driver.Name())
-		}
-		mach, err = fc.RestoreMachine(ctx, cfg, firecracker.RestoreOptions{Dir: snaps.Path(o.Tag), UffdSocket: uffdSocket})
-	} else {
-		mach, err = restorer.Restore(ctx, cfg, snaps.Path(o.Tag))
+	mach, err := restorer.Restore(ctx, cfg, vmm.RestoreOptions{Dir: snaps.Path(o.Tag), MemFile: m.Memory(), UffdSocket: uffdSocket})
+	if errors.Is(err, vmm.ErrNoMemoryServer) {
+		return vm, fmt.Errorf("--memory-backend %s: snapshot %s was taken under %s, whose clones map its memory file privately (drop --memory-backend and --serve): %w", backend, o.Tag, m.Driver, err)
 	}
 	if err != nil {
 		return vm, err

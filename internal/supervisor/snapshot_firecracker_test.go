@@ -16,8 +16,10 @@ import (
 	"github.com/fcvm/fcvm/internal/datadir"
 	"github.com/fcvm/fcvm/internal/firecracker"
 	"github.com/fcvm/fcvm/internal/firecracker/fctest"
+	"github.com/fcvm/fcvm/internal/qemu"
 	"github.com/fcvm/fcvm/internal/snapshot"
 	"github.com/fcvm/fcvm/internal/state"
+	"github.com/fcvm/fcvm/internal/vmm"
 )
 
 // These tests run fcvm's real snapshot and clone code against the
@@ -32,10 +34,12 @@ func TestMain(m *testing.M) {
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-// fcTestVM records a running firecracker VM whose API socket is served by
-// a stand-in, with the files a snapshot of it reads. It returns the data
-// dirs, the record and the stand-in's call record.
-func fcTestVM(t *testing.T) (datadir.Dirs, *state.Record, string) {
+// fcTestVM starts a firecracker VM with the driver's real process code
+// and the stand-in as its firecracker, owned by a VM value serving its
+// control socket as a supervisor does, with the files a snapshot of it
+// reads. It returns the data dirs, the record, the stand-in's call record
+// and how many calls the boot made.
+func fcTestVM(t *testing.T, opts firecracker.Options) (datadir.Dirs, *state.Record, string, int) {
 	t.Helper()
 	root := t.TempDir()
 	dirs := datadir.Dirs{Data: filepath.Join(root, "data"), Runtime: filepath.Join(root, "run")}
@@ -68,24 +72,45 @@ func fcTestVM(t *testing.T) (datadir.Dirs, *state.Record, string) {
 	if err := os.MkdirAll(rec.RuntimeDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(rec.Dir, "upper.ext4"), []byte("the original's disk"), 0o644); err != nil {
+	upper := filepath.Join(rec.Dir, "upper.ext4")
+	if err := os.WriteFile(upper, []byte("the original's disk"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := writeLaunchInfo(rec.Dir, li); err != nil {
 		t.Fatal(err)
 	}
+	record := fctest.Env(t)
 	// Each call lists the disk copies in staging dirs at that moment.
 	t.Setenv(fctest.WatchEnv, filepath.Join(dirs.Snapshots(), ".tmp-*", snapshot.DiskFile))
-	return dirs, rec, fctest.Start(t, rec.RuntimeDir)
+	opts.Binary, opts.DataDir, opts.Log = fctest.Binary(), dirs.Data, quietLog()
+	d := firecracker.New(opts)
+	m, err := d.Start(t.Context(), vmm.Config{
+		Name: rec.Name, RuntimeDir: rec.RuntimeDir, Kernel: li.Kernel, VCPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB,
+		Disks: []vmm.Disk{{ID: "base", Path: li.Rootfs, ReadOnly: true}, {ID: "upper", Path: upper}, {ID: "image", Path: li.ImageDisk, ReadOnly: true}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Stop(context.Background(), 0) })
+	vm := &VM{Record: rec, Machine: m, log: quietLog(), store: store, dirs: dirs, driver: d, exited: make(chan struct{})}
+	ctl, err := vm.serveControl(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ctl.Close() })
+	booted := len(fctest.Calls(t, record))
+	return dirs, rec, record, booted
 }
 
+// TestFirecrackerSnapshotCreate: `snapshot create` goes through the
+// supervisor's control socket to the machine it owns.
 func TestFirecrackerSnapshotCreate(t *testing.T) {
-	dirs, _, record := fcTestVM(t)
+	dirs, _, record, booted := fcTestVM(t, firecracker.Options{})
 	m, err := CreateSnapshot(context.Background(), quietLog(), dirs, "orig", "warm")
 	if err != nil {
 		t.Fatal(err)
 	}
-	calls := fctest.Calls(t, record)
+	calls := fctest.Calls(t, record)[booted:]
 	fctest.AssertValid(t, calls)
 	want := []string{"PATCH /vm", "PUT /snapshot/create", "PATCH /vm"}
 	if got := fctest.Ops(calls); !slices.Equal(got, want) {
@@ -138,12 +163,7 @@ func TestFirecrackerSnapshotCreate(t *testing.T) {
 }
 
 func TestFirecrackerSnapshotDiff(t *testing.T) {
-	dirs, rec, record := fcTestVM(t)
-	li := launchInfo{}
-	b, _ := os.ReadFile(filepath.Join(rec.Dir, launchFile))
-	json.Unmarshal(b, &li)
-	li.DirtyPages = true
-	writeLaunchInfo(rec.Dir, li)
+	dirs, _, record, _ := fcTestVM(t, firecracker.Options{TrackDirtyPages: true})
 	if _, err := CreateSnapshot(context.Background(), quietLog(), dirs, "orig", "diff"); err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +177,7 @@ func TestFirecrackerSnapshotDiff(t *testing.T) {
 // fcSnapshot makes snapshot "warm" of a stand-in VM and returns the dirs.
 func fcSnapshot(t *testing.T) datadir.Dirs {
 	t.Helper()
-	dirs, _, _ := fcTestVM(t)
+	dirs, _, _, _ := fcTestVM(t, firecracker.Options{})
 	if _, err := CreateSnapshot(context.Background(), quietLog(), dirs, "orig", "warm"); err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +288,6 @@ func TestCloneMemoryBackendBadInput(t *testing.T) {
 	}{
 		{"uffd without serve", fc, CloneOptions{MemoryBackend: "uffd"}, "needs a memory server: start one with `fcvm snapshot serve warm`"},
 		{"serve of a non-server", fc, CloneOptions{ServePID: 1}, "PID 1 is not a memory server"},
-		{"qemu with uffd", qm, CloneOptions{MemoryBackend: "uffd", ServePID: 1}, "taken under qemu, whose clones map its memory file privately"},
 		{"file with serve", fc, CloneOptions{MemoryBackend: "file", ServePID: 1}, "drop --serve 1"},
 		{"unknown", fc, CloneOptions{MemoryBackend: "mmap"}, `--memory-backend "mmap": use file or uffd`},
 	} {
@@ -278,6 +297,13 @@ func TestCloneMemoryBackendBadInput(t *testing.T) {
 				t.Errorf("err = %v, want it to say %q", err, tc.want)
 			}
 		})
+	}
+	// A driver without a memory server backend refuses uffd.
+	if err := restoresFrom(&qemu.Driver{}, BackendUffd, qm); err == nil || !strings.Contains(err.Error(), "taken under qemu, whose clones map its memory file privately") {
+		t.Errorf("qemu with uffd: %v", err)
+	}
+	if err := restoresFrom(firecracker.New(firecracker.Options{}), BackendUffd, fc); err != nil {
+		t.Errorf("firecracker with uffd: %v", err)
 	}
 	// Through LaunchClone, before anything is made.
 	_, err := LaunchClone(context.Background(), quietLog(), dirs, CloneOptions{Tag: "warm", MemoryBackend: "uffd"})

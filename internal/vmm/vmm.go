@@ -74,10 +74,13 @@ type Config struct {
 	StartProcess func(cmd *exec.Cmd) error
 	// ConsoleLog receives the guest's serial console.
 	ConsoleLog string
-	// MemoryFile, when set, backs guest RAM with a shared file so that the
-	// VM can be snapshotted without copying its memory.
-	MemoryFile string
 }
+
+// ChannelParam is the kernel command-line parameter that tells fc-agent
+// which carrier its host-guest channel uses. Each driver adds it itself
+// ("fcvm.channel=serial" for QEMU's virtio-serial port, "fcvm.channel=vsock"
+// for Firecracker's vsock), after Config.Cmdline's own parameters.
+const ChannelParam = "fcvm.channel"
 
 // Machine is one running VMM process.
 type Machine interface {
@@ -107,18 +110,48 @@ type Driver interface {
 
 // Snapshotter is a Machine that can save its state while running.
 type Snapshotter interface {
-	// Snapshot pauses the guest, writes its device state (and memory, if
-	// the driver cannot share it through the MemoryFile) into dir, and
-	// resumes it.
-	Snapshot(ctx context.Context, dir string) error
+	// SnapshotSize is at most how many bytes Snapshot writes into dir, so
+	// that the caller can check for room before pausing the guest.
+	SnapshotSize() (int64, error)
+	// Snapshot pauses the guest, writes its device state and memory image
+	// into dir, calls whilePaused (when non-nil) while the guest is still
+	// paused, where the caller copies the VM's disks consistently with the
+	// memory, and resumes the guest whatever happened. It returns the
+	// memory image's name in dir, which RestoreOptions.MemFile takes.
+	Snapshot(ctx context.Context, dir string, whilePaused func() error) (memFile string, err error)
+}
+
+// RestoreOptions say where a clone's state and memory come from.
+type RestoreOptions struct {
+	// Dir is the snapshot directory Snapshot wrote.
+	Dir string
+	// MemFile is the memory image's name in Dir.
+	MemFile string
+	// UffdSocket, when set, is the Unix socket of a memory server that
+	// serves the guest's pages on demand instead of MemFile being mapped.
+	// Drivers that cannot use one refuse it with ErrNoMemoryServer.
+	UffdSocket string
 }
 
 // Restorer is a Driver that can start a VM from a snapshot.
 type Restorer interface {
-	// Restore starts a VM from the state in dir, with cfg giving the
-	// clone's own disks, namespace and sockets.
-	Restore(ctx context.Context, cfg Config, dir string) (Machine, error)
+	// Restore starts a VM from the snapshot ro names, with cfg giving the
+	// clone's own disks, namespace and sockets and the snapshot's machine
+	// size. The VMM is killed if Restore fails.
+	Restore(ctx context.Context, cfg Config, ro RestoreOptions) (Machine, error)
 }
+
+// MemoryServerRestorer is a Restorer whose clones can take their memory
+// from a memory server (RestoreOptions.UffdSocket).
+type MemoryServerRestorer interface {
+	Restorer
+	// RestoresFromMemoryServer reports that Restore takes UffdSocket.
+	RestoresFromMemoryServer() bool
+}
+
+// ErrNoMemoryServer is wrapped by Restore errors of drivers whose clones
+// cannot take their memory from a memory server.
+var ErrNoMemoryServer = errors.New("vmm: driver restores memory from the snapshot's file only")
 
 // ErrUnavailable is wrapped by Available errors.
 var ErrUnavailable = errors.New("vmm: driver unavailable")

@@ -20,7 +20,6 @@
 //
 //	rec := fctest.Env(t)     // children started by this test are stand-ins recording to rec
 //	d := firecracker.New(firecracker.Options{Binary: fctest.Binary()})
-//	... or fctest.Start(t, runtimeDir, true) for a running VM's API socket
 //	calls := fctest.Calls(t, rec)
 //
 // Env uses t.Setenv, so tests that call it cannot run in parallel.
@@ -35,7 +34,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -52,9 +50,6 @@ const (
 	ModeEnv = "FCVM_FCTEST_STANDIN"
 	// RecordEnv names a file that receives one JSON Call per request.
 	RecordEnv = "FCVM_FCTEST_RECORD"
-	// RunningEnv=1 starts the fake as a booted, running VM (for a stand-in
-	// started directly rather than by the driver's boot sequence).
-	RunningEnv = "FCVM_FCTEST_RUNNING"
 	// WatchEnv is a file glob: each recorded Call lists the files that
 	// match it when the request arrived (Call.Files), so a test can tell
 	// what its code did between two API calls.
@@ -94,36 +89,6 @@ func Env(t *testing.T) string {
 	t.Setenv(ModeEnv, "api")
 	t.Setenv(RecordEnv, rec)
 	return rec
-}
-
-// Start runs a stand-in serving the API at dir/firecracker.sock as a
-// running VM would, recording into the returned file, and stops it when
-// the test ends.
-func Start(t *testing.T, dir string) (record string) {
-	t.Helper()
-	record = filepath.Join(t.TempDir(), "calls.jsonl")
-	sock := filepath.Join(dir, firecracker.APISocket)
-	cmd := exec.Command(Binary(), "--api-sock", sock)
-	cmd.Env = append(os.Environ(), ModeEnv+"=api", RecordEnv+"="+record, RunningEnv+"=1")
-	cmd.Stderr = io.Discard
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start stand-in: %v", err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			return record
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("stand-in: no API socket at %s", sock)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // Calls reads what the stand-ins recorded in record.
@@ -199,9 +164,6 @@ func serve(args []string) int {
 		return 2
 	}
 	f := &fake{spec: spec, state: "Not started", configured: map[string]bool{}, record: os.Getenv(RecordEnv)}
-	if os.Getenv(RunningEnv) == "1" {
-		f.state = "Running"
-	}
 	fmt.Println("stand-in serial console: no VM here")
 	l, err := net.Listen("unix", sock)
 	if err != nil {
