@@ -15,6 +15,7 @@ import (
 
 	"github.com/fcvm/fcvm/internal/datadir"
 	"github.com/fcvm/fcvm/internal/imagetest"
+	"github.com/fcvm/fcvm/internal/snapshot"
 	"github.com/fcvm/fcvm/internal/state"
 )
 
@@ -137,6 +138,21 @@ func TestImageCommands(t *testing.T) {
 		t.Errorf("prune -a removed %q, want only the unused %s", got, unnamed)
 	}
 	if err := st.Remove(rec.ID); err != nil {
+		t.Fatal(err)
+	}
+	// So does a snapshot of a VM of it: its clones boot from the image.
+	snaps := &snapshot.Store{Dir: env.Dirs.Snapshots()}
+	staging, err := snaps.Staging("warm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := snaps.Commit(staging, &snapshot.Manifest{Tag: "warm", Image: addr + "/test/busybox:1", ImageID: id, Driver: "qemu"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := runImage(t, env, "rm", addr+"/test/busybox:1"); err == nil || !strings.Contains(err.Error(), "in use by a VM or a snapshot") {
+		t.Fatalf("rm of an image a snapshot uses: %v", err)
+	}
+	if err := snaps.Remove("warm"); err != nil {
 		t.Fatal(err)
 	}
 

@@ -80,6 +80,9 @@ type Store struct {
 	// refuses such images and Prune keeps them. Nil means none is in use.
 	// Set it before the Store is shared.
 	InUse func(id string) bool
+	// Limits bound what one image may expand to while it is extracted;
+	// zero fields take the defaults. Set them before the Store is shared.
+	Limits Limits
 }
 
 // Open opens (creating if needed) the store in dir.
@@ -264,7 +267,7 @@ func (s *Store) build(ctx context.Context, f *fetched, id string, cfg *v1.Config
 	}
 	progress(progressW, "Copying %d layer(s), %s\n", len(layers), humanSize(compressed))
 	rc := mutate.Extract(f.img)
-	x := newExtractor(rootfs, s.log)
+	x := newExtractor(rootfs, s.log, s.Limits)
 	err = x.extract(ctx, rc, progressFunc(progressW))
 	rc.Close()
 	if err != nil {
@@ -566,7 +569,7 @@ func (s *Store) Remove(refOrID string) error {
 		return s.writeIndexLocked(idx)
 	}
 	if s.InUse != nil && s.InUse(id) {
-		return newError(ErrInUse, refOrID, nil, "image %s is in use by a VM: remove the VM first (fcvm rm)", refOrID)
+		return newError(ErrInUse, refOrID, nil, "image %s is in use by a VM or a snapshot: remove them first (fcvm rm, fcvm snapshot rm)", refOrID)
 	}
 	for _, r := range refs {
 		delete(idx.Refs, r)
