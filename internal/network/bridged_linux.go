@@ -81,7 +81,7 @@ func setupBridged(cfg Config, n *Network, lv *live, upstreams []netip.AddrPort) 
 		if err != nil {
 			return fmt.Errorf("nftables in the VM's namespace: %w", err)
 		}
-		bridgedNSTable(c, "veth0", blk.ns)
+		bridgedNSTable(c, "veth0", blk.ns, blk.host, cfg.Ports)
 		if err := c.Flush(); err != nil {
 			return fmt.Errorf("nftables in the VM's namespace: %w", err)
 		}
@@ -104,6 +104,14 @@ func setupBridged(cfg Config, n *Network, lv *live, upstreams []netip.AddrPort) 
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("set %s up: %w", n.Link, err)
+	}
+	// Strict reverse-path filtering on the VM's link (it goes with the
+	// link): the host takes from it only what could be answered through
+	// it. The host table's guard chain is what holds when the host's
+	// conf/all/rp_filter makes this loose.
+	rp := "/proc/sys/net/ipv4/conf/" + n.Link + "/rp_filter"
+	if err := os.WriteFile(rp, []byte("1"), 0); err != nil {
+		return fmt.Errorf("sysctl %s: %w", rp, err)
 	}
 	c, err := nftables.New()
 	if err != nil {

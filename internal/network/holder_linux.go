@@ -1,17 +1,19 @@
 package network
 
 import (
-	"bufio"
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
 )
 
 // holderEnv carries a rootless holder's configuration (JSON) to the
@@ -22,14 +24,19 @@ const holderEnv = "FCVM_NETNS_HOLDER"
 const holderArg0 = "fcvm-netns-holder"
 
 type holderConfig struct {
-	Ports     []Port           `json:"ports"`
-	DNS       []netip.AddrPort `json:"dns"`
-	GuestVeth bool             `json:"guest_veth,omitempty"`
+	Ports []Port `json:"ports"`
+	// HostLoopback: the guest may reach the host's loopback at
+	// HostLoopbackIP (Config.HostLoopback).
+	HostLoopback bool `json:"host_loopback,omitempty"`
+	GuestVeth    bool `json:"guest_veth,omitempty"`
 }
 
 // The holder's inherited descriptors: it reports "ok" or the error on
-// statusFD, and exits when lifelineFD reaches EOF (the process that
-// started it closed its end, or died).
+// statusFD, a Unix socket, passing with "ok" the guest's DNS socket (made
+// in the namespace: the forwarder runs in the process that started the
+// holder, so that upstreams on the host's loopback are reached without
+// opening the host's loopback to the namespace), and exits when lifelineFD
+// reaches EOF (the process that started it closed its end, or died).
 const (
 	statusFD   = 3
 	lifelineFD = 4
@@ -50,7 +57,7 @@ func MaybeRunHolder() {
 	status := os.NewFile(statusFD, "status")
 	lifeline := os.NewFile(lifelineFD, "lifeline")
 	if err := runHolder(v, status, lifeline); err != nil {
-		fmt.Fprintf(status, "%v\n", err)
+		fmt.Fprintf(status, "%s\n", strings.ReplaceAll(err.Error(), "\n", " "))
 		os.Exit(1)
 	}
 	os.Exit(0)
@@ -68,7 +75,7 @@ func runHolder(v string, status, lifeline *os.File) error {
 	if err != nil {
 		return fmt.Errorf("nftables in the VM's namespace: %w", err)
 	}
-	rootlessNSTable(c)
+	rootlessNSTable(c, cfg.HostLoopback)
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nftables in the VM's namespace: %w", err)
 	}
@@ -87,24 +94,68 @@ func runHolder(v string, status, lifeline *os.File) error {
 	if err != nil {
 		return err
 	}
-	fwd := newDNSForwarder(pc, cfg.DNS, log)
-	go fwd.serve()
-	if _, err := status.WriteString("ok\n"); err != nil {
-		return err
+	dns, err := pc.(*net.UDPConn).File()
+	pc.Close()
+	if err != nil {
+		return fmt.Errorf("guest DNS socket: %w", err)
+	}
+	sc, err := net.FileConn(status)
+	if err != nil {
+		return fmt.Errorf("holder status socket: %w", err)
+	}
+	_, _, err = sc.(*net.UnixConn).WriteMsgUnix([]byte("ok\n"), unix.UnixRights(int(dns.Fd())), nil)
+	sc.Close()
+	dns.Close()
+	if err != nil {
+		return fmt.Errorf("pass the guest DNS socket: %w", err)
 	}
 	status.Close()
 	io.Copy(io.Discard, lifeline)
 	return nil
 }
 
-// readStatus reads the holder's one status line.
-func readStatus(r io.Reader) error {
-	line, err := bufio.NewReader(r).ReadString('\n')
+// readStatus reads the holder's one status line and, with "ok", the
+// guest's DNS socket.
+func readStatus(c *net.UnixConn) (net.PacketConn, error) {
+	buf, oob := make([]byte, 4096), make([]byte, unix.CmsgSpace(4))
+	var line []byte
+	var fds []int
+	for !bytes.HasSuffix(line, []byte("\n")) {
+		n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+		if oobn > 0 {
+			if msgs, perr := unix.ParseSocketControlMessage(oob[:oobn]); perr == nil {
+				for _, m := range msgs {
+					if got, perr := unix.ParseUnixRights(&m); perr == nil {
+						fds = append(fds, got...)
+					}
+				}
+			}
+		}
+		line = append(line, buf[:n]...)
+		if err != nil || n == 0 {
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+			if err == nil {
+				err = io.EOF
+			}
+			return nil, fmt.Errorf("network namespace holder exited before it was ready (is MaybeRunHolder called first in main?): %w", err)
+		}
+	}
+	if string(line) != "ok\n" || len(fds) != 1 {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		if string(line) == "ok\n" {
+			return nil, errors.New("network namespace holder: no guest DNS socket with its status")
+		}
+		return nil, fmt.Errorf("network namespace holder: %s", bytes.TrimSuffix(line, []byte("\n")))
+	}
+	f := os.NewFile(uintptr(fds[0]), "guest-dns")
+	defer f.Close()
+	pc, err := net.FilePacketConn(f)
 	if err != nil {
-		return fmt.Errorf("network namespace holder exited before it was ready (is MaybeRunHolder called first in main?): %w", err)
+		return nil, fmt.Errorf("guest DNS socket from the holder: %w", err)
 	}
-	if line != "ok\n" {
-		return fmt.Errorf("network namespace holder: %s", line[:len(line)-1])
-	}
-	return nil
+	return pc, nil
 }

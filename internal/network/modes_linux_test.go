@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -209,9 +210,10 @@ func testTraffic(t *testing.T, m mode) {
 		}
 	})
 	t.Run("egress", func(t *testing.T) {
-		// A server the guest reaches: rootless, on the host's loopback;
-		// bridged, in a namespace the test makes behind the host.
-		addr := egressServer(t, m)
+		// A server the guest reaches, in a namespace the test makes
+		// behind the host (the host's loopback is not open to the guest:
+		// TestHostLoopback).
+		addr := egressServer(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		c, err := g.dial(ctx, "tcp4", addr)
@@ -235,34 +237,90 @@ func testTraffic(t *testing.T, m mode) {
 	}
 }
 
-// egressServer runs a TCP server that writes "hello guest" and returns
-// the address the guest dials.
-func egressServer(t *testing.T, m mode) string {
-	serve := func(ln net.Listener) {
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Write([]byte("hello guest"))
-				c.Close()
-			}
-		}()
-	}
-	if m.mode == ModeRootless {
-		ln, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		serve(ln)
-		return net.JoinHostPort(HostLoopbackIP, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
-	}
-	// A namespace behind the host, as a server on another machine would
-	// be: 10.99.0.2, routed through the host.
+// egressServer runs a TCP server that writes "hello guest" in a namespace
+// behind the host, as a server on another machine would be: 10.99.0.2,
+// routed through the host. It returns the address the guest dials.
+func egressServer(t *testing.T) string {
 	srv := attachServerNS(t)
 	ln, _ := srv.listen(t, "tcp4", "10.99.0.2:8000")
-	serve(ln)
+	serveHello(t, ln)
 	return "10.99.0.2:8000"
+}
+
+// serveHello answers each connection to ln with "hello guest".
+func serveHello(t *testing.T, ln net.Listener) {
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("hello guest"))
+			c.Close()
+		}
+	}()
+}
+
+// readHello dials addr from the guest and reads what it says.
+func readHello(g *guest, addr string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := g.dial(ctx, "tcp4", addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	b, err := io.ReadAll(c)
+	return string(b), err
+}
+
+// TestHostLoopback: a rootless guest reaches a service on the host's
+// loopback through the gateway only when its --network asks for it
+// (podman's pasta:--map-gw, slirp4netns:allow_host_loopback=true);
+// otherwise its connection is refused inside the VM's namespace.
+func TestHostLoopback(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveHello(t, ln)
+	addr := net.JoinHostPort(HostLoopbackIP, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+	for _, tc := range []struct {
+		network string
+		open    bool
+	}{
+		{"rootless", false},
+		{"pasta", false},
+		{"pasta:--map-gw", true},
+		{"slirp4netns", false},
+		{"slirp4netns:allow_host_loopback=true", true},
+		{"slirp4netns:allow_host_loopback=false", false},
+	} {
+		t.Run(tc.network, func(t *testing.T) {
+			before := snapshot(t)
+			t.Run("dial", func(t *testing.T) {
+				n, g := setupNet(t, mode{tc.network, tc.network, ""}, Config{})
+				if want := map[bool]string{true: HostLoopbackIP}[tc.open]; n.HostLoopbackIP != want {
+					t.Errorf("Network.HostLoopbackIP = %q, want %q", n.HostLoopbackIP, want)
+				}
+				start := time.Now()
+				got, err := readHello(g, addr)
+				if tc.open && (err != nil || got != "hello guest") {
+					t.Fatalf("guest dial %s with the host's loopback open: %q, %v", addr, got, err)
+				}
+				if !tc.open {
+					if err == nil {
+						t.Fatalf("guest reached the host's loopback at %s: read %q", addr, got)
+					}
+					// Refused, not timed out (a SYN may be resent once).
+					if !errors.Is(err, syscall.ECONNREFUSED) || time.Since(start) > 3*time.Second {
+						t.Errorf("guest dial %s: %v after %v, want connection refused", addr, err, time.Since(start))
+					}
+				}
+			})
+			checkGone(t, before)
+		})
+	}
 }

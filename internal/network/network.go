@@ -35,7 +35,9 @@ const (
 	uplinkIP   = "10.0.2.100"
 	uplinkLen  = 24
 	// HostLoopbackIP is where a rootless guest reaches the host's
-	// loopback (127.0.0.1): pasta and slirp4netns map their gateway to it.
+	// loopback (127.0.0.1) when Config.HostLoopback opens it: pasta and
+	// slirp4netns then map their gateway to it. Otherwise the VM's
+	// namespace refuses the guest's packets to it.
 	HostLoopbackIP = "10.0.2.2"
 )
 
@@ -91,7 +93,8 @@ func (e *PortInUseError) Unwrap() []error { return []error{ErrPortInUse, e.Err} 
 
 // Config is what one VM's network is made from.
 type Config struct {
-	// Mode is rootless, bridged or none.
+	// Mode is the --network value (see ParseMode): rootless, bridged or
+	// none, or pasta[:OPTIONS] or slirp4netns[:OPTIONS].
 	Mode string
 	// ID is the VM's ID (at least 8 hex digits); host-side names derive
 	// from its first 8.
@@ -112,7 +115,12 @@ type Config struct {
 	// UserNet forces the rootless helper: "pasta", "slirp4netns" or ""
 	// for pasta when installed, else slirp4netns.
 	UserNet string
-	Log     *slog.Logger
+	// HostLoopback opens the host's loopback (every service on
+	// 127.0.0.1) to a rootless guest at HostLoopbackIP, as podman's
+	// pasta:--map-gw. Off, the guest reaches nothing on the host's
+	// loopback (podman's default too).
+	HostLoopback bool
+	Log          *slog.Logger
 
 	// guestVeth makes the guest-facing device a veth pair (TAPName with
 	// its peer guestPeer) instead of a TAP, so that tests can put a real
@@ -148,7 +156,7 @@ type Network struct {
 	// in rootless mode, where only published ports reach it.
 	HostIP string `json:"host_ip,omitempty"`
 	// HostLoopbackIP is where the guest reaches the host's 127.0.0.1
-	// (rootless); "" in bridged mode.
+	// (rootless with Config.HostLoopback); "" otherwise.
 	HostLoopbackIP string `json:"host_loopback_ip,omitempty"`
 	Ports          []Port `json:"ports,omitempty"`
 
@@ -167,12 +175,22 @@ type Network struct {
 	tornDown bool
 }
 
-// validate checks what needs no I/O.
+// validate checks what needs no I/O, and turns Mode into one of the three
+// modes, with its options in UserNet and HostLoopback.
 func (c *Config) validate() error {
-	switch c.Mode {
-	case ModeRootless, ModeBridged, ModeNone:
-	default:
-		return fmt.Errorf("--network %q: must be rootless, bridged or none", c.Mode)
+	sp, err := ParseMode(c.Mode)
+	if err != nil {
+		return err
+	}
+	if sp.UserNet != "" && c.UserNet != "" && sp.UserNet != c.UserNet {
+		return fmt.Errorf("--network %q: the configuration asks for %s", c.Mode, c.UserNet)
+	}
+	c.Mode, c.HostLoopback = sp.Mode, c.HostLoopback || sp.HostLoopback
+	if sp.UserNet != "" {
+		c.UserNet = sp.UserNet
+	}
+	if c.HostLoopback && c.Mode != ModeRootless {
+		return fmt.Errorf("network %s: opening the host's loopback is a rootless option", c.Mode)
 	}
 	if len(c.ID) < 8 {
 		return fmt.Errorf("network setup: VM id %q is shorter than 8 characters", c.ID)
@@ -224,7 +242,11 @@ func parseUpstream(s string) (netip.AddrPort, error) {
 func id8(id string) string { return id[:8] }
 
 // LinkName is the host side of a bridged VM's veth pair.
-func LinkName(id string) string { return "fcvm" + id8(id) }
+func LinkName(id string) string { return linkPrefix + id8(id) }
+
+// linkPrefix starts the name of every bridged VM's host link; the host
+// forwards nothing between two links named so.
+const linkPrefix = "fcvm"
 
 // TableName is a bridged VM's host nftables table (family ip).
 func TableName(id string) string { return "fcvm-" + id8(id) }

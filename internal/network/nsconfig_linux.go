@@ -42,6 +42,11 @@ func configureGuestSide(guestVeth bool, owner int) error {
 		return fmt.Errorf("set %s up: %w", TAPName, err)
 	}
 	// The namespace's own sysctls: they change nothing on the host.
+	// Strict reverse-path filtering on the TAP backs the guard chain of
+	// guestFilter: only the guest's subnet may come from it.
+	if err := writeSysctl("net/ipv4/conf/"+TAPName+"/rp_filter", "1"); err != nil {
+		return err
+	}
 	return writeSysctl("net/ipv4/ip_forward", "1")
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/fcvm/fcvm/internal/state"
 )
@@ -61,20 +64,14 @@ func setupRootless(ctx context.Context, cfg Config, n *Network, lv *live, upstre
 		return err
 	}
 	n.UserNet = name
-	n.HostLoopbackIP = HostLoopbackIP
-
-	// The guest's resolvers, as the namespace reaches them: the host's
-	// loopback is at HostLoopbackIP there.
-	hc := holderConfig{Ports: cfg.Ports, GuestVeth: cfg.guestVeth}
-	for _, u := range upstreams {
-		if u.Addr().IsLoopback() {
-			u = netip.AddrPortFrom(netip.MustParseAddr(HostLoopbackIP), u.Port())
-		}
-		hc.DNS = append(hc.DNS, u)
+	if cfg.HostLoopback {
+		n.HostLoopbackIP = HostLoopbackIP
 	}
+
 	// The holder and pasta start in parallel (pasta needs only the
 	// holder's PID, whose namespaces exist once it is started): setup
 	// takes the slower of the two, not their sum.
+	hc := holderConfig{Ports: cfg.Ports, HostLoopback: cfg.HostLoopback, GuestVeth: cfg.guestVeth}
 	waitHolder, err := startHolder(n, lv, hc)
 	if err != nil {
 		return err
@@ -89,17 +86,23 @@ func setupRootless(ctx context.Context, cfg Config, n *Network, lv *live, upstre
 	if err != nil {
 		return err
 	}
-	if err := waitHolder(ctx); err != nil {
+	dnsConn, err := waitHolder(ctx)
+	if err != nil {
 		return err
 	}
+	// The guest's DNS socket is in the namespace, its forwarder here: the
+	// upstreams are reached as this process reaches them, loopback ones
+	// included.
+	lv.closers = append(lv.closers, dnsConn)
+	lv.start(newDNSForwarder(dnsConn, upstreams, cfg.Log).serve)
 	return waitHelper(ctx)
 }
 
 // startHolder starts the namespace holder; the returned func waits until
-// it is ready.
-func startHolder(n *Network, lv *live, hc holderConfig) (func(context.Context) error, error) {
+// it is ready and returns the guest's DNS socket, made in the namespace.
+func startHolder(n *Network, lv *live, hc holderConfig) (func(context.Context) (net.PacketConn, error), error) {
 	b, _ := json.Marshal(hc)
-	statusR, statusW, err := os.Pipe()
+	statusR, statusW, err := socketPair()
 	if err != nil {
 		return nil, err
 	}
@@ -137,32 +140,68 @@ func startHolder(n *Network, lv *live, hc holderConfig) (func(context.Context) e
 	n.NetNS = fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid)
 	n.UserNS = fmt.Sprintf("/proc/%d/ns/user", cmd.Process.Pid)
 
-	done := make(chan error, 1)
+	type ready struct {
+		pc  net.PacketConn
+		err error
+	}
+	done := make(chan ready, 1)
 	go func() {
-		done <- readStatus(statusR)
+		pc, err := readStatus(statusR)
 		statusR.Close()
+		done <- ready{pc, err}
 	}()
-	return func(ctx context.Context) error {
+	return func(ctx context.Context) (net.PacketConn, error) {
+		fail := func(err error) (net.PacketConn, error) {
+			// The reader ends when the holder is killed (teardown);
+			// a socket it got late is closed then.
+			go func() {
+				if r := <-done; r.pc != nil {
+					r.pc.Close()
+				}
+			}()
+			return nil, err
+		}
 		select {
-		case err := <-done:
-			return err
+		case r := <-done:
+			return r.pc, r.err
 		case <-ctx.Done():
-			return fmt.Errorf("network namespace holder: %w", ctx.Err())
+			return fail(fmt.Errorf("network namespace holder: %w", ctx.Err()))
 		case <-time.After(helperTimeout):
-			return fmt.Errorf("network namespace holder: not ready after %v", helperTimeout)
+			return fail(fmt.Errorf("network namespace holder: not ready after %v", helperTimeout))
 		}
 	}, nil
 }
 
+// socketPair makes the holder's status socket: the holder's end as a file
+// to inherit, this process's end as a connection.
+func socketPair() (*net.UnixConn, *os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("holder status socket: %w", err)
+	}
+	mine := os.NewFile(uintptr(fds[0]), "holder-status")
+	defer mine.Close()
+	c, err := net.FileConn(mine)
+	if err != nil {
+		unix.Close(fds[1])
+		return nil, nil, fmt.Errorf("holder status socket: %w", err)
+	}
+	return c.(*net.UnixConn), os.NewFile(uintptr(fds[1]), "holder-status"), nil
+}
+
 // pastaArgs are pasta's options for a holder: an uplink with slirp4netns's
 // addresses (so both helpers look the same from the namespace), published
-// ports to nsPort(i), nothing forwarded from the namespace to the host
-// (the gateway maps to the host's loopback instead).
-func pastaArgs(ports []Port, pidFile string, holder int, root bool) []string {
+// ports to nsPort(i), no port of the host's loopback forwarded to the
+// namespace (-T/-U none), and the gateway mapped to the host's loopback
+// only if hostLoopback.
+func pastaArgs(ports []Port, pidFile string, holder int, root, hostLoopback bool) []string {
 	args := []string{"-f", "-q", "-4", "--config-net", "-I", uplinkName,
 		"-a", uplinkIP, "-n", strconv.Itoa(uplinkLen), "-g", HostLoopbackIP,
 		"--no-dhcp", "--no-ndp", "--no-dhcpv6", "--no-ra",
 		"-T", "none", "-U", "none", "-P", pidFile}
+	if !hostLoopback {
+		args = append(args, "--no-map-gw")
+	}
 	if root {
 		// As root pasta would switch to nobody, who may not join the
 		// holder's namespaces.
@@ -200,7 +239,7 @@ func startPasta(cfg Config, n *Network, lv *live, path string) (func(context.Con
 		return nil, fmt.Errorf("pasta log: %w", err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(path, pastaArgs(cfg.Ports, pidFile, n.Holder.PID, os.Geteuid() == 0)...)
+	cmd := exec.Command(path, pastaArgs(cfg.Ports, pidFile, n.Holder.PID, os.Geteuid() == 0, cfg.HostLoopback)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -15,11 +15,32 @@ import (
 	"github.com/fcvm/fcvm/internal/state"
 )
 
+// slirpHostLoopback reports whether slirp4netns maps 10.0.2.2 to the
+// host's loopback (no --disable-host-loopback): when cfg.HostLoopback asks,
+// and when a UDP port is published: libslirp gives a UDP datagram from a client on the host's
+// loopback the source 10.0.2.2 and then refuses the reply sent there when
+// host loopback is disabled, so those ports would be dead. Then the VM
+// namespace's rule refusing the guest's packets to 10.0.2.2 is what keeps
+// the host's loopback closed (the holder's UDP proxies, answering
+// published-port clients, are the only other senders there).
+func slirpHostLoopback(cfg Config) bool {
+	if cfg.HostLoopback {
+		return true
+	}
+	for _, p := range cfg.Ports {
+		if p.Proto == "udp" {
+			return true
+		}
+	}
+	return false
+}
+
 // startSlirp attaches slirp4netns, the fallback when pasta is missing. Its
 // default addresses are the uplink's (10.0.2.100/24, host loopback at
-// 10.0.2.2); published ports are added through its API socket, to
-// nsPort(cfg.Ports, i) on the uplink address. --disable-dns: the guest's DNS goes
-// through the holder's forwarder like with pasta.
+// 10.0.2.2, see slirpHostLoopback); published ports are added through its
+// API socket, to nsPort(cfg.Ports, i) on the uplink address.
+// --disable-dns: the guest's DNS goes through fcvm's forwarder like with
+// pasta.
 func startSlirp(cfg Config, n *Network, lv *live, path string) (func(context.Context) error, error) {
 	readyR, readyW, err := os.Pipe()
 	if err != nil {
@@ -35,8 +56,12 @@ func startSlirp(cfg Config, n *Network, lv *live, path string) (func(context.Con
 		return nil, fmt.Errorf("slirp4netns log: %w", err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(path, "--configure", "--mtu=65520", "--disable-dns", "--ready-fd=3",
-		"--api-socket="+api, "--netns-type=path", "--userns-path="+n.UserNS, n.NetNS, uplinkName)
+	args := []string{"--configure", "--mtu=65520", "--disable-dns", "--ready-fd=3", "--api-socket=" + api}
+	if !slirpHostLoopback(cfg) {
+		args = append(args, "--disable-host-loopback")
+	}
+	args = append(args, "--netns-type=path", "--userns-path="+n.UserNS, n.NetNS, uplinkName)
+	cmd := exec.Command(path, args...)
 	cmd.ExtraFiles = []*os.File{readyW}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -79,10 +79,8 @@ func (o *Options) Validate() error {
 	if err := validDriver(o.VMM); err != nil { // drivers.go
 		return err
 	}
-	switch o.Network {
-	case "none", "rootless", "bridged":
-	default:
-		return fmt.Errorf("--network %q: must be rootless, bridged or none", o.Network)
+	if _, err := network.ParseMode(o.Network); err != nil {
+		return err
 	}
 	if o.Image == "" {
 		return errors.New("no image: give an image reference, e.g. fcvm run busybox echo hi")
