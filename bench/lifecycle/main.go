@@ -6,7 +6,7 @@
 // It boots one VM with the fcvm binary it is given and removes it at the
 // end:
 //
-//	go build -o /tmp/fcvm ./cmd/fcvm && go build -o /tmp/fc-agent ./cmd/fc-agent
+//	CGO_ENABLED=0 go build -o /tmp/ ./cmd/fcvm ./cmd/fc-agent
 //	go run ./bench/lifecycle -fcvm /tmp/fcvm -image oci-archive:/path/busybox.tar
 //
 // The image needs sh, head, yes and sleep (busybox). Set FCVM_DATA_DIR and

@@ -19,7 +19,10 @@
 //     Debian's kernel with the user's own vmlinux or bzImage; such a kernel
 //     has no modules and must have what the guest needs built in.
 //   - initramfs: an uncompressed newc cpio (it boots faster under TCG than
-//     gzip) with fc-agent as /init, /dev/console, empty mount points
+//     gzip) with fc-agent as /init (which CheckAgent requires to be a
+//     static x86-64 executable: the initramfs has no dynamic loader, and
+//     a plain `go build` with cgo available links fc-agent dynamically),
+//     /dev/console, empty mount points
 //     (initrdDirs), the modules in GuestModules plus their dependencies
 //     under /lib/modules/<release>/ with their signatures stripped (see
 //     stripModuleSignature), and a modules.dep naming only those. The
@@ -173,18 +176,4 @@ func (s Set) check() error {
 		}
 	}
 	return nil
-}
-
-// DefaultAgentPath is where Build finds fc-agent when BuildOptions leaves
-// AgentPath empty: $FCVM_AGENT, else a file named fc-agent beside the
-// running executable.
-func DefaultAgentPath() string {
-	if p := os.Getenv("FCVM_AGENT"); p != "" {
-		return p
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		return "fc-agent"
-	}
-	return filepath.Join(filepath.Dir(exe), "fc-agent")
 }

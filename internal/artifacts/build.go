@@ -30,7 +30,8 @@ type BuildOptions struct {
 	// Force rebuilds every part even when its inputs are unchanged, and
 	// picks up a newer Debian kernel.
 	Force bool
-	// AgentPath is the static fc-agent binary that becomes /init.
+	// AgentPath is the static fc-agent binary that becomes /init. Build
+	// refuses one that is not static (see CheckAgent).
 	AgentPath string
 	// Mirror is the Debian archive URL; default DefaultMirror().
 	Mirror string
@@ -145,9 +146,12 @@ func Build(ctx context.Context, dataDir string, opts BuildOptions) (Set, Result,
 }
 
 func (b *builder) build(ctx context.Context) (Set, error) {
+	if err := CheckAgent(b.opts.AgentPath); err != nil {
+		return Set{}, err
+	}
 	agentSHA, err := fileSHA256(b.opts.AgentPath)
 	if err != nil {
-		return Set{}, fmt.Errorf("read fc-agent: %w (build it with `CGO_ENABLED=0 go build ./cmd/fc-agent` and put it beside fcvm, or set FCVM_AGENT)", err)
+		return Set{}, fmt.Errorf("read fc-agent: %w", err)
 	}
 	kernelKey, userKernel, err := b.kernelKey()
 	if err != nil {

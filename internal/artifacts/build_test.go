@@ -3,6 +3,7 @@ package artifacts
 import (
 	"bytes"
 	"context"
+	"debug/elf"
 	"errors"
 	"net"
 	"os"
@@ -160,10 +161,11 @@ Suites: bookworm
 	}
 }
 
-// fakeAgent writes a small file standing in for fc-agent.
+// fakeAgent writes a small static ELF executable standing in for
+// fc-agent, different for each content.
 func fakeAgent(t *testing.T, content string) string {
 	p := filepath.Join(t.TempDir(), "fc-agent")
-	if err := os.WriteFile(p, []byte(content), 0o755); err != nil {
+	if err := os.WriteFile(p, testELF{typ: elf.ET_EXEC, machine: elf.EM_X86_64}.bytes(content), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -300,6 +302,7 @@ func TestBuildFailuresLeaveNothing(t *testing.T) {
 		{"missing kernel", BuildOptions{KernelPath: "/nonexistent/vmlinux"}, false, "read --kernel"},
 		{"garbage kernel", BuildOptions{KernelPath: garbage}, true, "not an ELF vmlinux or x86 bzImage"},
 		{"missing agent", BuildOptions{AgentPath: "/nonexistent/fc-agent"}, false, "FCVM_AGENT"},
+		{"dynamic agent", BuildOptions{AgentPath: "/bin/true"}, false, "CGO_ENABLED=0 go build"},
 		{"unreachable mirror", BuildOptions{Mirror: closed}, false, "is the mirror reachable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
