@@ -35,7 +35,8 @@
 // can connect, and the server checks each client's SO_PEERCRED uid before
 // it reads a byte: a client running as neither the server's effective uid
 // nor root is refused. Firecracker in a user namespace whose root maps to
-// the server's user is seen with the server's uid and is served.
+// the server's user is seen with the server's uid and is served; one
+// jailed under another uid is refused like any other user.
 //
 // SignalClients signals every client through the pidfd the server holds
 // for it, so a client's PID reused by another process after the client
