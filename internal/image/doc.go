@@ -61,7 +61,19 @@
 // what went wrong and what to do, and whose Kind is one of ErrNotFound
 // (unknown image, tag or file), ErrBadReference, ErrUnreachable (names
 // host:port and the dial error; suggests --tls-verify=false for a plain
-// HTTP registry), ErrUnauthorized and ErrInUse, for errors.Is.
+// HTTP registry), ErrUnauthorized, ErrInUse and ErrTooLarge, for
+// errors.Is.
+//
+// # Hostile images
+//
+// An image is as untrusted as the code it runs. Extraction never writes
+// outside its directory (no path, symlink or hardlink leads out), and it
+// counts what each entry claims before writing it: the sum of entry sizes
+// (a sparse file's holes included, since they are written as zeros),
+// names and extended headers stops at Store.Limits.MaxBytes (64 GiB by
+// default), and entries, read or created as parents, at MaxEntries (4M).
+// Past either, the pull fails with ErrTooLarge having written little, so
+// a layer of a few kilobytes cannot fill the host's disk.
 //
 // # Requirements
 //

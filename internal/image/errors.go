@@ -20,6 +20,7 @@ var (
 	ErrUnreachable  = errors.New("image: registry unreachable")
 	ErrUnauthorized = errors.New("image: registry authentication required")
 	ErrInUse        = errors.New("image: in use")
+	ErrTooLarge     = errors.New("image: expands past the store's limits")
 )
 
 // Error is a failure a user can act on: Error() is one complete line that

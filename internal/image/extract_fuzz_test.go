@@ -68,7 +68,7 @@ func FuzzExtract(f *testing.F) {
 		if err := os.Mkdir(outside, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		x := newExtractor(root, log)
+		x := newExtractor(root, log, Limits{MaxBytes: 64 << 20, MaxEntries: 1 << 16})
 		_ = x.extract(context.Background(), bytes.NewReader(data), nil)
 		ents, err := os.ReadDir(base)
 		if err != nil {

@@ -28,10 +28,17 @@ import (
 // written through a symlink: every parent of an entry must be a directory
 // that this extractor created or checked, and an entry under anything else
 // is skipped.
+//
+// An image comes from anyone, and a few kilobytes of tar can claim
+// terabytes: a sparse entry's holes cost nothing in the layer but are
+// written out as zeros here, and millions of empty entries compress to
+// nothing. So what the stream claims is counted before anything is
+// written, and the extraction stops at the limits.
 type extractor struct {
 	root   string
 	log    *slog.Logger
 	asRoot bool
+	limits Limits
 
 	dirs    map[string]bool // relative paths known to be real directories
 	meta    []*tar.Header   // directory entries, applied at the end
@@ -45,10 +52,55 @@ type extractor struct {
 	entries int64 // inodes created, for sizing the disk
 	bytes   int64 // file content written
 	skipped int
+
+	// What the stream has claimed so far, checked against limits.
+	headers int64 // entries read, kept or not
+	claimed int64 // sizes (holes included), names, link targets and PAX records
+	held    int64 // metadata kept in memory or temp files until the end
 }
 
-func newExtractor(root string, log *slog.Logger) *extractor {
-	return &extractor{root: root, log: log, asRoot: os.Geteuid() == 0, dirs: map[string]bool{".": true}}
+func newExtractor(root string, log *slog.Logger, limits Limits) *extractor {
+	return &extractor{root: root, log: log, asRoot: os.Geteuid() == 0, dirs: map[string]bool{".": true}, limits: limits.orDefault()}
+}
+
+// metaSize is what hdr costs beyond its content.
+func metaSize(hdr *tar.Header) int64 {
+	n := len(hdr.Name) + len(hdr.Linkname)
+	for k, v := range hdr.PAXRecords {
+		n += len(k) + len(v)
+	}
+	return int64(n)
+}
+
+// claim counts hdr against the limits before anything of it is written.
+func (x *extractor) claim(hdr *tar.Header) error {
+	x.headers++
+	if x.headers > x.limits.MaxEntries || x.entries >= x.limits.MaxEntries {
+		return newError(ErrTooLarge, "", nil, "image layers expand past %d entries (at %q): refusing the image", x.limits.MaxEntries, clean(hdr.Name))
+	}
+	// Each term is at most MaxBytes or a few MiB (archive/tar bounds
+	// names and extended headers), so the sums cannot overflow.
+	size := hdr.Size
+	if size < 0 || size > x.limits.MaxBytes {
+		size = x.limits.MaxBytes + 1
+	}
+	x.claimed += size + metaSize(hdr)
+	if x.claimed > x.limits.MaxBytes {
+		return newError(ErrTooLarge, "", nil, "image layers expand past %s (entry %q claims %s, holes included): refusing the image", limitSize(x.limits.MaxBytes), clean(hdr.Name), humanSize(hdr.Size))
+	}
+	return nil
+}
+
+// hold counts hdr's metadata as kept until the end of the stream.
+func (x *extractor) hold(hdr *tar.Header) error { return x.holdBytes(hdr.Name, metaSize(hdr)) }
+
+// holdBytes counts n bytes of name's metadata as kept until the end.
+func (x *extractor) holdBytes(name string, n int64) error {
+	x.held += n
+	if x.held > maxHeld {
+		return newError(ErrTooLarge, "", nil, "image layers expand past %s of directory, link and xattr metadata (at %q): refusing the image", limitSize(maxHeld), name)
+	}
+	return nil
 }
 
 // extract reads the whole stream. progress, if set, is called with the
@@ -71,6 +123,9 @@ func (x *extractor) extract(ctx context.Context, r io.Reader, progress func(int6
 		}
 		if err != nil {
 			return fmt.Errorf("read image layers: %w", err)
+		}
+		if err := x.claim(hdr); err != nil {
+			return err
 		}
 		if err := x.entry(hdr, tr); err != nil {
 			return err
@@ -117,6 +172,7 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 	if rel == "." {
 		if hdr.Typeflag == tar.TypeDir {
 			x.meta = append(x.meta, hdr)
+			return x.hold(hdr)
 		}
 		return nil
 	}
@@ -130,7 +186,7 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 			// Made earlier as the parent of an upper layer's entry: this
 			// entry brings its metadata.
 			x.meta = append(x.meta, hdr)
-			return nil
+			return x.hold(hdr)
 		}
 		// An upper layer's entry wins.
 		x.skip(hdr, "already present")
@@ -144,6 +200,9 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		}
 		x.dirs[rel] = true
 		x.meta = append(x.meta, hdr)
+		if err := x.hold(hdr); err != nil {
+			return err
+		}
 	case tar.TypeReg:
 		if err := x.file(target, hdr, r); err != nil {
 			return fmt.Errorf("extract %s: %w", rel, err)
@@ -222,7 +281,7 @@ func (x *extractor) hardlink(hdr *tar.Header, final bool) error {
 	}
 	if !final {
 		x.pending = append(x.pending, hdr)
-		return nil
+		return x.hold(hdr)
 	}
 	x.skip(hdr, "hardlink target missing")
 	return nil
@@ -246,6 +305,14 @@ func (x *extractor) parent(dir string, create bool) (bool, error) {
 	case err == nil:
 		return false, nil
 	case errors.Is(err, fs.ErrNotExist) && create:
+		// One deep name makes thousands of parents: they count as
+		// entries, and their names are held in x.dirs.
+		if x.entries >= x.limits.MaxEntries {
+			return false, newError(ErrTooLarge, "", nil, "image layers expand past %d entries (at %q): refusing the image", x.limits.MaxEntries, dir)
+		}
+		if err := x.holdBytes(dir, int64(len(dir))); err != nil {
+			return false, err
+		}
 		if err := os.Mkdir(p, 0o755); err != nil {
 			return false, fmt.Errorf("extract %s: %w", dir, err)
 		}
@@ -284,6 +351,10 @@ func (x *extractor) setMeta(p string, hdr *tar.Header, chmod bool) error {
 			continue
 		}
 		if err := unix.Lsetxattr(p, attr, []byte(v), 0); err != nil && !x.asRoot {
+			// Kept in a temp file until debugfs runs.
+			if err := x.holdBytes(hdr.Name, int64(len(v))); err != nil {
+				return err
+			}
 			x.xattrFixup(hdr, attr, v)
 		} else if err != nil {
 			x.log.Debug("image xattr not kept", "path", hdr.Name, "xattr", attr, "err", err)

@@ -3,6 +3,7 @@ package image_test
 import (
 	"archive/tar"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -118,6 +119,29 @@ func TestUnsafePath(t *testing.T) {
 	list, _ := s.List()
 	if len(list) != 0 {
 		t.Errorf("failed pull left %d images", len(list))
+	}
+	checkClean(t, s)
+}
+
+// TestPullRefusesImageOverLimits pulls an image whose layers expand past
+// the store's limits: the pull fails with ErrTooLarge in one line, and
+// leaves nothing behind.
+func TestPullRefusesImageOverLimits(t *testing.T) {
+	big := imagetest.Layer(t, imagetest.Entry{Name: "blob", Body: strings.Repeat("0", 2<<20)})
+	src := imagetest.Busybox(t, imagetest.Options{ExtraLayers: []v1.Layer{big}})
+	archive := filepath.Join(t.TempDir(), "img.tar")
+	imagetest.WriteOCIArchive(t, src, archive)
+	s := newStore(t)
+	s.Limits = image.Limits{MaxBytes: 1 << 20}
+	_, err := s.Pull(context.Background(), "oci-archive:"+archive, image.DefaultPullOptions())
+	if !errors.Is(err, image.ErrTooLarge) {
+		t.Fatalf("pull = %v, want ErrTooLarge", err)
+	}
+	if msg := err.Error(); !strings.HasPrefix(msg, "image layers expand past 1 MiB") || strings.Contains(msg, "\n") {
+		t.Errorf("error %q: want one line about the 1 MiB limit", msg)
+	}
+	if list, _ := s.List(); len(list) != 0 {
+		t.Errorf("refused pull left %d images", len(list))
 	}
 	checkClean(t, s)
 }
