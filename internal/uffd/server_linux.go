@@ -141,7 +141,8 @@ func listenPrivate(path string) (_ *net.UnixListener, _ os.FileInfo, err error) 
 	}
 	defer d.Close()
 	// Bound through the directory's descriptor: a Unix socket path is
-	// limited to 107 bytes and the temporary name is longer than path.
+	// limited to 107 bytes, and the temporary name may be longer than
+	// path.
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: fmt.Sprintf("/proc/self/fd/%d/s", d.Fd()), Net: "unix"})
 	if err != nil {
 		return nil, nil, err
