@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -193,4 +194,29 @@ func startHelperAs(t *testing.T, exe string, job uffdtest.Job, uid uint32) *uffd
 	}
 	t.Cleanup(func() { h.Cmd.Process.Kill(); h.Wait(time.Second) })
 	return h
+}
+
+// TestSocketLongPath: a socket path near the 107-byte limit works, though
+// the temporary name the socket is first bound to is longer.
+func TestSocketLongPath(t *testing.T) {
+	requireRoot(t)
+	base := t.TempDir()
+	mem := writeMemFile(t, base, 1<<20)
+	// A long directory and a short name: the temporary directory's
+	// name is longer than the socket's.
+	dir := filepath.Join(base, strings.Repeat("d", 96-len(base)))
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "s.sock")
+	srv, err := NewServer(Options{MemFile: mem, Socket: sock})
+	if err != nil {
+		t.Fatalf("%d-byte socket path: %v", len(sock), err)
+	}
+	defer srv.Close()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
 }
