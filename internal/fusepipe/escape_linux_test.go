@@ -29,6 +29,10 @@ type hostile struct {
 const secretText = "outside the share"
 
 func newHostile(t *testing.T, readOnly bool) *hostile {
+	return newHostileOpts(t, ServerOptions{ReadOnly: readOnly})
+}
+
+func newHostileOpts(t *testing.T, opts ServerOptions) *hostile {
 	base := t.TempDir()
 	share := filepath.Join(base, "share")
 	check(t, os.Mkdir(share, 0o755))
@@ -36,7 +40,8 @@ func newHostile(t *testing.T, readOnly bool) *hostile {
 	check(t, os.WriteFile(secret, []byte(secretText), 0o644))
 	check(t, os.Mkdir(filepath.Join(base, "outdir"), 0o755))
 	check(t, os.WriteFile(filepath.Join(base, "outdir", "secret"), []byte(secretText), 0o644))
-	srv, err := NewServer(share, ServerOptions{ReadOnly: readOnly, Log: testLog(t)})
+	opts.Log = testLog(t)
+	srv, err := NewServer(share, opts)
 	check(t, err)
 	hostEnd, guestEnd := socketPair(t)
 	done := make(chan struct{})

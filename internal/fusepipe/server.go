@@ -39,7 +39,7 @@ type ServerOptions struct {
 	// MaxLockWaits bounds the blocking lock requests (F_SETLKW, flock)
 	// waiting at once; past it they fail with ENOLCK. Waiters do not
 	// count against the requests in flight, so a connection full of
-	// them still answers everything else. Zero means 256.
+	// them still answers everything else. Zero means 1024.
 	MaxLockWaits int
 }
 
@@ -52,7 +52,7 @@ func (o *ServerOptions) setDefaults() {
 	def(&o.MaxNodes, 16384)
 	def(&o.MaxHandles, 4096)
 	def(&o.MaxLockOwners, 1024)
-	def(&o.MaxLockWaits, 256)
+	def(&o.MaxLockWaits, 1024)
 }
 
 // ErrServerClosed is returned by ServeConn after Close.

@@ -354,18 +354,21 @@ func (ss *session) create(rq *Request, rp *Reply) error {
 		unix.Close(fd)
 		return err
 	}
+	// A create that fails past this point (out of nodes or handles)
+	// takes its file back with it.
 	pfd, err := unix.Openat(ss.sys().procFd, strconv.Itoa(fd), unix.O_PATH|unix.O_CLOEXEC, 0)
-	if err != nil {
-		unix.Close(fd)
-		return err
+	if err == nil {
+		err = ss.adopt(pfd, &rp.Entry)
 	}
-	if err := ss.adopt(pfd, &rp.Entry); err != nil {
+	if err != nil {
+		unix.Unlinkat(dir.ref.fd, rq.Name, 0)
 		unix.Close(fd)
 		return err
 	}
 	if rp.Fh, err = ss.addFile(fd); err != nil {
 		ss.forget([]Forget{{Node: rp.Entry.Node, N: 1}})
 		rp.Entry = Entry{}
+		unix.Unlinkat(dir.ref.fd, rq.Name, 0)
 	}
 	return err
 }
@@ -660,17 +663,23 @@ func (ss *session) makeNode(rq *Request, rp *Reply) error {
 		if err := unix.Symlinkat(rq.Name2, dir.ref.fd, rq.Name); err != nil {
 			return err
 		}
-		return ss.lookupAt(dir, rq.Name, &rp.Entry)
+		if err := ss.lookupAt(dir, rq.Name, &rp.Entry); err != nil {
+			unix.Unlinkat(dir.ref.fd, rq.Name, 0)
+			return err
+		}
+		return nil
 	}
 	fd, err := unix.Openat2(dir.ref.fd, rq.Name, &unix.OpenHow{
 		Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: beneath})
 	if err == nil {
-		err = initView(fd, v)
-		if err != nil {
+		if err = initView(fd, v); err != nil {
 			unix.Close(fd)
+		} else {
+			err = ss.adopt(fd, &rp.Entry) // takes fd
 		}
 	}
 	if err != nil {
+		// Out of nodes, or no view: take the new node back.
 		flags := 0
 		if rq.Op == OpMkdir {
 			flags = unix.AT_REMOVEDIR
@@ -678,7 +687,7 @@ func (ss *session) makeNode(rq *Request, rp *Reply) error {
 		unix.Unlinkat(dir.ref.fd, rq.Name, flags)
 		return err
 	}
-	return ss.adopt(fd, &rp.Entry)
+	return nil
 }
 
 // Link: Node (existing inode), Node2 (new parent), Name → Entry.
@@ -994,7 +1003,9 @@ func (ss *session) setlk(rq *Request, cancel <-chan struct{}) error {
 			return syscall.EINTR
 		case <-time.After(delay):
 		}
-		delay = min(2*delay, 20*time.Millisecond)
+		// Every waiter polls; many waiters poll less often each, so
+		// MaxLockWaits of them cost the host about what 64 do.
+		delay = min(2*delay, 20*time.Millisecond*time.Duration(1+len(ss.lockSem)/64))
 	}
 }
 
