@@ -79,7 +79,7 @@ func resolve(h host) (Dirs, error) {
 // MkdirAll, does not follow a symlink planted at path, and Lstat sees the
 // symlink itself.
 func privateDir(path string, uid int) error {
-	fix := "remove it, or set XDG_RUNTIME_DIR or FCVM_RUNTIME_DIR to a directory only you can write"
+	fix := "remove it (its owner or root can), or set XDG_RUNTIME_DIR or FCVM_RUNTIME_DIR to a directory only you can write"
 	err := os.Mkdir(path, 0o700)
 	made := err == nil
 	if err != nil && !errors.Is(err, fs.ErrExist) {
