@@ -68,6 +68,11 @@ func runHelper(kind, arg string) int {
 		fmt.Println("locked")
 		io.Copy(io.Discard, os.Stdin)
 		return 0
+	case "do":
+		// One file system call as this process's user: the
+		// conformance run (conformance_linux_test.go).
+		fmt.Println(runDo(os.Args[2:]))
+		return 0
 	case "open":
 		// Open arg for reading and print the errno.
 		f, err := os.Open(arg)

@@ -67,6 +67,8 @@ type Server struct {
 	log  *slog.Logger
 	sys  serverSys // platform state: root and /proc/self/fd descriptors
 
+	links linkOwners
+
 	// mu guards the fields below.
 	mu       sync.Mutex
 	closed   bool
@@ -220,6 +222,39 @@ func (r *fdRef) release() {
 
 // fileKey identifies an inode on the host.
 type fileKey struct{ dev, ino uint64 }
+
+// maxLinkOwners bounds linkOwners; past it new symlinks show the host's
+// owner.
+const maxLinkOwners = 1 << 16
+
+// linkOwners holds who owns, in the guests' view, the symlinks guests
+// made or chowned through this server. Linux keeps no user xattrs on
+// symlinks, so this record lives in memory for the server's lifetime
+// only: after a restart a symlink shows its host owner again. An entry
+// outlives its inode; a symlink the host makes later on a reused inode
+// number would show the old owner (owners of symlinks grant nothing).
+type linkOwners struct {
+	mu sync.Mutex // guards m
+	m  map[fileKey]Owner
+}
+
+func (l *linkOwners) get(k fileKey) (Owner, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	o, ok := l.m[k]
+	return o, ok
+}
+
+func (l *linkOwners) set(k fileKey, o Owner) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.m == nil {
+		l.m = map[fileKey]Owner{}
+	}
+	if _, ok := l.m[k]; ok || len(l.m) < maxLinkOwners {
+		l.m[k] = o
+	}
+}
 
 // node is an inode the guest has looked up: an O_PATH descriptor on it.
 type node struct {

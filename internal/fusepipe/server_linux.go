@@ -183,15 +183,24 @@ func fillAttr(a *Attr, st *unix.Stat_t) {
 
 // statAttr fills a with what the guest sees of the host file fd: its
 // stat, with owner, group and mode from the override if it has one.
-func statAttr(fd int, a *Attr) error {
+func (ss *session) statAttr(fd int, a *Attr) error {
 	var st unix.Stat_t
 	if err := fstat(fd, &st); err != nil {
 		return err
 	}
-	fillAttr(a, &st)
-	v, _ := readView(fd, &st)
-	a.UID, a.GID, a.Mode = v.uid, v.gid, v.mode
+	ss.fillGuestAttr(a, fd, &st)
 	return nil
+}
+
+func (ss *session) fillGuestAttr(a *Attr, fd int, st *unix.Stat_t) {
+	fillAttr(a, st)
+	v, _ := readView(fd, st)
+	if v.mode&unix.S_IFMT == unix.S_IFLNK {
+		if o, ok := ss.srv.links.get(fileKey{st.Dev, st.Ino}); ok {
+			v.uid, v.gid = o.UID, o.GID
+		}
+	}
+	a.UID, a.GID, a.Mode = v.uid, v.gid, v.mode
 }
 
 func fstat(fd int, st *unix.Stat_t) error {
@@ -222,9 +231,7 @@ func (ss *session) adopt(fd int, e *Entry) error {
 		unix.Close(fd)
 		return err
 	}
-	fillAttr(&e.Attr, &st)
-	v, _ := readView(fd, &st)
-	e.Attr.UID, e.Attr.GID, e.Attr.Mode = v.uid, v.gid, v.mode
+	ss.fillGuestAttr(&e.Attr, fd, &st)
 	id, err := ss.addNode(fd, fileKey{st.Dev, st.Ino}, st.Mode)
 	if err != nil {
 		return err
@@ -250,7 +257,7 @@ func (ss *session) getattr(rq *Request, rp *Reply) error {
 		return err
 	}
 	defer n.ref.release()
-	return statAttr(n.ref.fd, &rp.Attr)
+	return ss.statAttr(n.ref.fd, &rp.Attr)
 }
 
 // reopen opens the inode behind an O_PATH descriptor for real I/O.
@@ -517,7 +524,7 @@ func (ss *session) setattr(rq *Request, rp *Reply) error {
 	defer n.ref.release()
 	fd := n.ref.fd
 	if rq.Valid&(SetMode|SetUID|SetGID|SetKillSuidgid) != 0 {
-		if err := setView(n, rq); err != nil {
+		if err := ss.setView(n, rq); err != nil {
 			return err
 		}
 	}
@@ -544,7 +551,7 @@ func (ss *session) setattr(rq *Request, rp *Reply) error {
 			return err
 		}
 	}
-	return statAttr(fd, &rp.Attr)
+	return ss.statAttr(fd, &rp.Attr)
 }
 
 // setView serves chmod, chown and the kill-suid bit: they change the
@@ -552,17 +559,27 @@ func (ss *session) setattr(rq *Request, rp *Reply) error {
 // mode standing for the new one. The guest kernel has already checked
 // that the caller may (default_permissions), and sends the clearing of
 // set-ID bits that a write or chown implies as a mode change.
-func setView(n *node, rq *Request) error {
+func (ss *session) setView(n *node, rq *Request) error {
 	var st unix.Stat_t
 	if err := fstat(n.ref.fd, &st); err != nil {
 		return err
 	}
 	if n.mode == syscall.S_IFLNK {
-		// Symlinks carry no user xattrs: they show the host's owner,
-		// lchown leaves it, and Linux has no symlink modes.
+		// Symlinks carry no user xattrs (see linkOwners), and Linux
+		// has no symlink modes.
 		if rq.Valid&SetMode != 0 {
 			return syscall.EOPNOTSUPP
 		}
+		var a Attr
+		ss.fillGuestAttr(&a, n.ref.fd, &st)
+		o := Owner{UID: a.UID, GID: a.GID}
+		if rq.Valid&SetUID != 0 {
+			o.UID = rq.UID
+		}
+		if rq.Valid&SetGID != 0 {
+			o.GID = rq.GID
+		}
+		ss.srv.links.set(n.key, o)
 		return nil
 	}
 	v, had := readView(n.ref.fd, &st)
@@ -660,14 +677,27 @@ func (ss *session) makeNode(rq *Request, rp *Reply) error {
 		if rq.Name2 == "" || len(rq.Name2) > 4095 || strings.IndexByte(rq.Name2, 0) >= 0 {
 			return syscall.EINVAL
 		}
+		if v, err = newView(dir, rq.Caller, syscall.S_IFLNK|0o777); err != nil {
+			return err
+		}
 		if err := unix.Symlinkat(rq.Name2, dir.ref.fd, rq.Name); err != nil {
 			return err
 		}
-		if err := ss.lookupAt(dir, rq.Name, &rp.Entry); err != nil {
-			unix.Unlinkat(dir.ref.fd, rq.Name, 0)
-			return err
+		fd, err := unix.Openat2(dir.ref.fd, rq.Name, &unix.OpenHow{
+			Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: beneath})
+		if err == nil {
+			var st unix.Stat_t
+			if err = fstat(fd, &st); err == nil {
+				ss.srv.links.set(fileKey{st.Dev, st.Ino}, Owner{UID: v.uid, GID: v.gid})
+				err = ss.adopt(fd, &rp.Entry) // takes fd
+			} else {
+				unix.Close(fd)
+			}
 		}
-		return nil
+		if err != nil {
+			unix.Unlinkat(dir.ref.fd, rq.Name, 0)
+		}
+		return err
 	}
 	fd, err := unix.Openat2(dir.ref.fd, rq.Name, &unix.OpenHow{
 		Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: beneath})
