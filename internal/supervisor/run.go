@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,7 +14,9 @@ import (
 
 	"github.com/fcvm/fcvm/internal/channel"
 	"github.com/fcvm/fcvm/internal/containerlog"
+	"github.com/fcvm/fcvm/internal/rotatelog"
 	"github.com/fcvm/fcvm/internal/state"
+	"github.com/fcvm/fcvm/internal/termsafe"
 )
 
 // Stdio is where a foreground run's streams go; nil fields are not used.
@@ -30,12 +32,14 @@ type Stdio struct {
 var BootTimeout = 90 * time.Second
 
 // connect dials the guest until a handshake succeeds, the VMM exits, or
-// the boot timeout passes.
-func (vm *VM) connect(ctx context.Context, generation uint64) (*channel.Client, error) {
+// the boot timeout passes. A dial that fails (the guest is not listening
+// yet) is retried every 20 ms, for a quick boot; a handshake that fails
+// is the guest's doing, and is retried with a growing pause.
+func (vm *VM) connect(ctx context.Context, generation uint64, exited <-chan struct{}) (*channel.Client, error) {
 	deadline := time.Now().Add(BootTimeout)
-	exited := make(chan struct{})
-	go func() { vm.Machine.Wait(); close(exited) }()
+	var retry channel.Backoff
 	for {
+		pause := 20 * time.Millisecond
 		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		conn, err := vm.Machine.DialChannel(dctx)
 		cancel()
@@ -46,6 +50,7 @@ func (vm *VM) connect(ctx context.Context, generation uint64) (*channel.Client, 
 				vm.answered.Store(true)
 				return c, nil
 			}
+			pause = retry.Next()
 		}
 		vm.log.Debug("dial guest", "err", err)
 		select {
@@ -65,19 +70,59 @@ func (vm *VM) connect(ctx context.Context, generation uint64) (*channel.Client, 
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("guest did not answer within %s%s", BootTimeout, vm.consoleTail())
 		}
-		time.Sleep(20 * time.Millisecond)
+		if !sleep(ctx, pause) {
+			return nil, ctx.Err()
+		}
 	}
 }
 
-// consoleTail is the end of the guest console, for boot errors.
+// vmmExited is closed once the VMM process has exited. One goroutine
+// waits for it for the session's whole life, however often it dials.
+func (s *session) vmmExited() <-chan struct{} {
+	s.exitOnce.Do(func() {
+		s.exited = make(chan struct{})
+		go func() { s.vm.Machine.Wait(); close(s.exited) }()
+	})
+	return s.exited
+}
+
+// sleep waits for d or until ctx is done, reporting whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Console tails in errors: the last lines, read from at most the last
+// consoleTailBytes of the log, however much the guest wrote.
+const (
+	consoleTailLines = 15
+	consoleTailBytes = 16 << 10
+)
+
+// consoleTail is the end of the guest console, for boot errors. The
+// guest wrote it: what a terminal would act on is escaped.
 func (vm *VM) consoleTail() string {
-	b, err := os.ReadFile(vm.Record.Dir + "/console.log")
+	b, err := rotatelog.Tail(filepath.Join(vm.Record.Dir, "console.log"), consoleTailBytes)
 	if err != nil || len(b) == 0 {
 		return ""
 	}
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > 15 {
-		lines = lines[len(lines)-15:]
+	if len(b) == consoleTailBytes && len(lines) > 1 {
+		lines = lines[1:] // the first is cut
+	}
+	if len(lines) > consoleTailLines {
+		lines = lines[len(lines)-consoleTailLines:]
+	}
+	for i, l := range lines {
+		// The console's line ends are CRLF: a CR escaped would end
+		// every line in \x0d.
+		lines[i] = termsafe.String(strings.TrimSuffix(l, "\r"))
 	}
 	return "; last lines of the guest console:\n  " + strings.Join(lines, "\n  ")
 }
@@ -89,6 +134,9 @@ type session struct {
 
 	mu sync.Mutex // guards c
 	c  *channel.Client
+
+	exitOnce sync.Once
+	exited   chan struct{} // see vmmExited
 }
 
 // get returns the live session, dialling the guest if there is none.
@@ -104,7 +152,7 @@ func (s *session) get(ctx context.Context) (*channel.Client, error) {
 			return s.c, nil
 		}
 	}
-	c, err := s.vm.connect(ctx, s.vm.generation())
+	c, err := s.vm.connect(ctx, s.vm.generation(), s.vmmExited())
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +217,16 @@ func (vm *VM) Run(ctx context.Context, stdio Stdio, ready func()) (int, error) {
 	// stdinDone is set by the stdin copier once stdin hit EOF, so a
 	// reconnect does not read it again.
 	var stdinDone atomic.Bool
-	for {
+	// retry paces reconnections after broken sessions: a guest that
+	// closes every session at once gets a handful of attempts a second,
+	// not as many as the host can make.
+	var retry channel.Backoff
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			if err := retry.Wait(ctx); err != nil {
+				return 0, err
+			}
+		}
 		c, err := vm.sess.get(ctx)
 		if err != nil {
 			if vm.stopped.Load() {
@@ -198,6 +255,7 @@ func (vm *VM) Run(ctx context.Context, stdio Stdio, ready func()) (int, error) {
 			ready()
 			ready = nil
 		}
+		attached := time.Now()
 		code, exited, err := vm.attach(ctx, c, &lastSeq, logw, stdio, &stdinDone)
 		if exited {
 			close(vm.exited)
@@ -210,9 +268,17 @@ func (vm *VM) Run(ctx context.Context, stdio Stdio, ready func()) (int, error) {
 			return 0, ctx.Err()
 		}
 		vm.sess.drop(c)
+		if time.Since(attached) >= stableSession {
+			retry.Reset()
+		}
 		vm.log.Info("channel broke; reconnecting", "err", err)
 	}
 }
+
+// stableSession is how long a session must have lasted for its breaking
+// to count as a first failure again: one broken by a snapshot is retried
+// at once, one the guest keeps closing is retried ever more slowly.
+const stableSession = 5 * time.Second
 
 // attach streams output from *lastSeq+1 until exit or a broken session.
 func (vm *VM) attach(ctx context.Context, c *channel.Client, lastSeq *uint64, logw *containerlog.Writer, stdio Stdio, stdinDone *atomic.Bool) (code int, exited bool, err error) {
