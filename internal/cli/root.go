@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fcvm/fcvm/internal/datadir"
+	"github.com/fcvm/fcvm/internal/termsafe"
 )
 
 // Env is what every command gets from its caller.
@@ -70,7 +71,10 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if errors.As(err, &ee) {
 		return ee.Code
 	}
-	fmt.Fprintf(stderr, "fcvm: %v\n", err)
+	// Errors carry text from the guest (its refusals, its console) and
+	// from files the user did not write: the terminal must show it, not
+	// obey it.
+	fmt.Fprintf(stderr, "fcvm: %s\n", termsafe.String(err.Error()))
 	return 125
 }
 
