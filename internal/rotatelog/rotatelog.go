@@ -8,6 +8,10 @@
 // newest output is never the part that is lost. Tail reads the last bytes
 // of such a log, across the rotation, without reading the rest.
 //
+// A child process writes into a Writer through a Pipe: the VMMs' serial
+// consoles go to their stdout, a Pipe's write end, rather than straight
+// to a file that would grow without bound.
+//
 // # Errors
 //
 // A Writer is fed by processes that must not stall on it (a VMM writing

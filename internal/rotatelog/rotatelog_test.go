@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -183,5 +185,64 @@ func TestTailReadsOnlyTheEnd(t *testing.T) {
 	}
 	if got, err := Tail(filepath.Join(t.TempDir(), "none"), 10); err != nil || len(got) != 0 {
 		t.Errorf("Tail of a missing log = %q, %v", got, err)
+	}
+}
+
+// TestPipeCopiesAChildsOutput runs a child that writes past the limit
+// into a Pipe: the log holds its last output, and Drain returns once the
+// child is gone.
+func TestPipeCopiesAChildsOutput(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "console.log")
+	w, err := Create(p, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipe, err := NewPipe(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", "-c", `i=0; while [ $i -lt 2000 ]; do echo "line $i"; i=$((i+1)); done`)
+	cmd.Stdout = pipe.W
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pipe.W.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pipe.Drain(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Tail(p, 10)
+	if err != nil || string(got) != "line 1999\n" {
+		t.Errorf("log ends %q, %v", got, err)
+	}
+	if cur, old := size(t, p), size(t, p+".1"); cur > 4096 || old > 4096 {
+		t.Errorf("sizes %d and %d (.1): over the limit of 4096", cur, old)
+	}
+}
+
+// TestPipeDrainIsBounded leaves the pipe open (a descendant that kept
+// it): Drain gives up after its grace period instead of hanging.
+func TestPipeDrainIsBounded(t *testing.T) {
+	w, err := Create(filepath.Join(t.TempDir(), "console.log"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipe, err := NewPipe(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, err := unix.Dup(int(pipe.W.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(held)
+	start := time.Now()
+	if err := pipe.Drain(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < drainGrace || d > drainGrace+time.Second {
+		t.Errorf("Drain with the pipe held open took %s, want about %s", d, drainGrace)
 	}
 }
