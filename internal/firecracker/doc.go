@@ -38,8 +38,9 @@
 // is tied to the forking thread, and cfg.NetNS is entered on that thread
 // only. Stop sends Ctrl-Alt-Del (guest reboot, which with reboot=k ends
 // Firecracker) and lets os/exec kill the process after the grace period
-// (exec.Cmd.Cancel and WaitDelay). The serial console goes to
-// cfg.ConsoleLog; Firecracker's log and stderr go to
+// (exec.Cmd.Cancel and WaitDelay). The serial console goes through a
+// pipe into cfg.ConsoleLog, which rotates at rotatelog.DefaultLimit so a
+// guest cannot fill the disk; Firecracker's log and stderr go to
 // RuntimeDir/firecracker.log, and its last lines are added to errors.
 //
 // In jailer mode (Options.Jailer) the jailer chroots, drops privileges,

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/fcvm/fcvm/internal/rotatelog"
 	"github.com/fcvm/fcvm/internal/vmm"
 )
 
@@ -91,27 +92,38 @@ func (d *Driver) launch(ctx context.Context, cfg vmm.Config, p *plan, configFile
 		netns = "" // the jailer joins it itself
 	}
 
-	console := cfg.ConsoleLog
-	if console == "" {
-		console = os.DevNull
-	}
-	stdout, err := os.OpenFile(console, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
-	if err != nil {
-		return nil, fmt.Errorf("open console log: %w", err)
-	}
-	defer stdout.Close()
 	stderr, err := os.OpenFile(logHost, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open firecracker log: %w", err)
 	}
 	defer stderr.Close()
+	// The serial console goes through a pipe into a log that rotates at
+	// a cap: the guest writes it, as much as it likes.
+	var console *rotatelog.Pipe
+	stdout, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open console log: %w", err)
+	}
+	defer stdout.Close()
+	if cfg.ConsoleLog != "" {
+		w, err := rotatelog.Create(cfg.ConsoleLog, 0)
+		if err != nil {
+			return nil, err
+		}
+		if console, err = rotatelog.NewPipe(w); err != nil {
+			return nil, err
+		}
+		defer console.W.Close() // Firecracker has its own
+		stdout = console.W
+	}
 
 	procCtx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(procCtx, name, args...)
 	// The serial console is Firecracker's stdout; its log (once PUT
-	// /logger has run) and any panic go to the log file. Both are files,
-	// not pipes, so os/exec starts no copying goroutines and the
-	// WaitDelay that Stop sets is only read after the context is done.
+	// /logger has run) and any panic go to the log file. Both are files
+	// (the console a pipe's end that this package drains itself), so
+	// os/exec starts no copying goroutines and the WaitDelay that Stop
+	// sets is only read after the context is done.
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	cmd.SysProcAttr = sysProcAttr()
 	m := &Machine{
@@ -133,6 +145,11 @@ func (d *Driver) launch(ctx context.Context, cfg vmm.Config, p *plan, configFile
 	m.cleanup = func() error {
 		m.client.Close()
 		var errs []error
+		if console != nil {
+			// Before done is closed, so that the log is complete when
+			// Wait returns.
+			errs = append(errs, console.Drain())
+		}
 		for _, s := range []string{apiHost, vsockHost} {
 			if err := os.Remove(s); err != nil && !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, err)
@@ -145,6 +162,9 @@ func (d *Driver) launch(ctx context.Context, cfg vmm.Config, p *plan, configFile
 	}
 	if err := m.start(netns); err != nil {
 		cancel()
+		if console != nil {
+			console.Drain()
+		}
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	log.Debug("firecracker started", "pid", m.PID(), "vm", cfg.Name, "api", apiHost)

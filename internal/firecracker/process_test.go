@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/fcvm/fcvm/internal/rotatelog"
 	"github.com/fcvm/fcvm/internal/vmm"
 )
 
@@ -87,6 +88,34 @@ func TestConsoleAndLogCapture(t *testing.T) {
 	log, _ := os.ReadFile(m.LogPath())
 	if !strings.Contains(string(log), "stand-in log: serving the API") {
 		t.Errorf("firecracker log %q lacks the process's stderr", log)
+	}
+}
+
+// TestConsoleLogIsCapped has the stand-in write 20 MiB to its serial
+// console, as a flooding guest does: the console log keeps the newest
+// output within its cap, complete once Wait returns.
+func TestConsoleLogIsCapped(t *testing.T) {
+	dir := t.TempDir()
+	d, _ := standinDriver(t, "api", Options{})
+	t.Setenv("FCVM_TEST_CONSOLE_FLOOD", strconv.Itoa(20<<20))
+	cfg := minimalConfig(dir)
+	m, err := d.StartMachine(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopMachine(t, m)
+	for _, p := range []string{cfg.ConsoleLog, cfg.ConsoleLog + ".1"} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Size() > rotatelog.DefaultLimit {
+			t.Errorf("%s holds %d bytes, over the cap of %d", p, st.Size(), rotatelog.DefaultLimit)
+		}
+	}
+	want := "stand-in serial console: no VM here\n"
+	if end, err := rotatelog.Tail(cfg.ConsoleLog, int64(len(want))); err != nil || string(end) != want {
+		t.Errorf("console log ends %q, %v: want the last line written", end, err)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -128,6 +129,13 @@ func standin(mode string, args []string) int {
 			return 1
 		}
 		api.state = "Running"
+	}
+	if n, _ := strconv.Atoi(os.Getenv("FCVM_TEST_CONSOLE_FLOOD")); n > 0 {
+		// A guest flooding its serial console.
+		line := []byte(strings.Repeat("x", 1023) + "\n")
+		for range n >> 10 {
+			os.Stdout.Write(line)
+		}
 	}
 	fmt.Println("stand-in serial console: no VM here")
 	fmt.Fprintln(os.Stderr, "stand-in log: serving the API on", sock)

@@ -72,9 +72,12 @@ func args(cfg vmm.Config, mem string, kvm bool, tscKHz int, incoming string) ([]
 	}
 	a = append(a, "-append", strings.Join(cmdline, " "))
 
+	// The console goes to QEMU's stdout, which the driver copies into a
+	// size-capped log: a file chardev grows for as long as the guest
+	// writes.
 	console := "null"
 	if cfg.ConsoleLog != "" {
-		console = "file:" + cfg.ConsoleLog
+		console = "stdio"
 	}
 	a = append(a, "-serial", console)
 

@@ -6,7 +6,9 @@
 // The guest boots the uncompressed ELF vmlinux directly (PVH), with
 // virtio-mmio block devices found by serial, a virtio-serial port named
 // fcvm.0 backed by a Unix socket as the host-guest channel, the serial
-// console in a file, and QMP on a second Unix socket for control. QEMU runs
+// console on QEMU's stdout (copied into Config.ConsoleLog, which rotates
+// at rotatelog.DefaultLimit so a guest cannot fill the disk), and QMP on
+// a second Unix socket for control. QEMU runs
 // with -no-reboot, so a guest reboot or panic ends the process: that is how
 // a guest powers off.
 //

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/fcvm/fcvm/internal/kvm"
+	"github.com/fcvm/fcvm/internal/rotatelog"
 	"github.com/fcvm/fcvm/internal/vmm"
 )
 
@@ -120,12 +121,26 @@ func (d *Driver) start(ctx context.Context, cfg vmm.Config, mem, incoming string
 	}
 	cmd.Stdout = &m.stderr
 	cmd.Stderr = &m.stderr
+	if cfg.ConsoleLog != "" {
+		w, err := rotatelog.Create(cfg.ConsoleLog, 0)
+		if err != nil {
+			return nil, fmt.Errorf("start qemu: %w", err)
+		}
+		if m.console, err = rotatelog.NewPipe(w); err != nil {
+			return nil, fmt.Errorf("start qemu: %w", err)
+		}
+		cmd.Stdout = m.console.W // -serial stdio
+	}
 	start := cmd.Start
 	if cfg.StartProcess != nil {
 		start = func() error { return cfg.StartProcess(cmd) }
 	}
 	if err := startPinned(start, m.wait); err != nil {
+		m.drainConsole()
 		return nil, fmt.Errorf("start qemu: %w", err)
+	}
+	if m.console != nil {
+		m.console.W.Close() // QEMU has its own
 	}
 
 	if incoming == "" {
@@ -188,6 +203,9 @@ type Machine struct {
 	incoming bool
 	cmd      *exec.Cmd
 	stderr   tailBuffer
+	// console copies the serial console into cfg.ConsoleLog, capped; nil
+	// without one.
+	console *rotatelog.Pipe
 
 	// done is closed once cmd has been waited for; err is its result.
 	done chan struct{}
@@ -198,7 +216,17 @@ type Machine struct {
 
 func (m *Machine) wait() {
 	m.err = m.cmd.Wait()
+	m.drainConsole()
 	close(m.done)
+}
+
+// drainConsole copies the end of the console into its log, so that it is
+// complete once Wait returns, and closes the log. A log that could not be
+// written loses console lines, which is not the VM's failure.
+func (m *Machine) drainConsole() {
+	if m.console != nil {
+		m.console.Drain()
+	}
 }
 
 func (m *Machine) kill() {
