@@ -34,10 +34,65 @@
 // and read back but never followed on the host: the guest kernel resolves
 // them inside the guest. Hard links and renames take both ends from the
 // node table, so neither can name anything outside. Device nodes cannot
-// be created, and FIFOs and sockets are never opened on the host. The
-// server's ReadOnly is enforced on the host whatever the guest mounts.
-// Files are touched with the server process's own credentials; the guest
-// kernel checks permissions against the guest's users (default_permissions).
+// be created, and FIFOs, sockets and devices are never opened on the
+// host, by OPEN or by a CREATE that finds the name taken. The server's
+// ReadOnly is enforced on the host whatever the guest mounts: no host
+// file is opened for writing and no lock is taken on one.
+//
+// # Ownership and modes
+//
+// Files are touched with the server process's own credentials, and
+// every file the guest makes stays owned by the server's user on the
+// host. What the guest sees of a file's owner, group and mode is kept in
+// the xattr user.containers.override_stat, in the format rootless podman
+// and fuse-overlayfs use ("UID:GID:0MODE:TYPE", e.g. "1000:1000:04755:file"),
+// so the same directory reads the same under either:
+//
+//   - CREATE, MKDIR and MKNOD record the requesting guest user and group
+//     (the parent's group, and for directories its set-group-ID bit, if
+//     the parent is set-group-ID) and the mode the guest kernel passes
+//     (umask applied).
+//   - chmod and chown change only the override. The host file gets the
+//     guest's read, write and execute bits, at least u+rw (u+rwx for
+//     directories) so the server can use it, and never a set-user-ID,
+//     set-group-ID or sticky bit.
+//   - GETATTR, LOOKUP and READDIRPLUS report the override where there is
+//     one, and the host's own stat otherwise (files made on the host).
+//     An override is written only where the host stat would say
+//     something else: a root guest on a server running as root leaves
+//     none.
+//   - FIFOs and sockets are empty regular files on the host whose
+//     override gives their type; the guest kernel runs them. An override
+//     naming a device type is ignored.
+//   - The guest may set and remove user.* xattrs only (and remove
+//     security.capability, which its kernel does on a write); the
+//     override itself is hidden from GETXATTR and LISTXATTR. So no file
+//     capability, security label or trusted xattr reaches the host.
+//   - Symlinks cannot carry user xattrs on Linux: the owner a guest gives
+//     one is kept in the server's memory only, and after a server
+//     restart the link shows its host owner. Links have no modes.
+//   - On a file system without user xattrs the guest sees the host's
+//     owner, chown fails with EPERM, and modes are still made harmless.
+//
+// The guest kernel checks permissions itself (the mount uses
+// default_permissions) against these attributes, so guest users get
+// POSIX behaviour among themselves: their own files, chmod and chown
+// rules, sticky directories, clearing of set-ID bits on write, truncate
+// and chown (the kernel sends that as a mode change). The one check it
+// leaves to the server, for a CREATE of a name that turned out to exist,
+// the server makes against the caller's user and primary group.
+//
+// # Limits
+//
+// A connection's cost on the host is bounded by ServerOptions: MaxNodes
+// looked-up inodes (one O_PATH descriptor each), MaxHandles open files
+// and directories, MaxLockOwners descriptors carrying POSIX locks, and
+// MaxLockWaits lock requests waiting at once, besides 256 other requests
+// in flight. Past a limit the request fails (ENFILE, ENOLCK) and the
+// connection goes on. A READDIR reply is at most 256 KiB whatever the
+// guest asks for. A guest keeping more than MaxNodes inodes in its
+// caches (a walk over a very large tree) sees ENFILE until its kernel
+// forgets some.
 //
 // # Caching
 //
@@ -69,5 +124,10 @@
 // file, POSIX locks as open file description locks, one per guest lock
 // owner and file, so guest processes conflict with each other and with
 // host processes as they would on a local disk. Waiting for a lock polls
-// the host (up to every 20ms), so an interrupted waiter stops promptly.
+// the host (up to every 20ms, less often with many waiters), so an
+// interrupted waiter stops promptly; waiters have their own budget
+// (MaxLockWaits), so the connection keeps answering pings and other
+// requests while they wait. A read-only share takes no host locks: its
+// mount keeps flock and POSIX locks in the guest kernel, where they work
+// between guest processes but not against host processes.
 package fusepipe
