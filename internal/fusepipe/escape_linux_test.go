@@ -40,18 +40,9 @@ func newHostileOpts(t *testing.T, opts ServerOptions) *hostile {
 	check(t, os.WriteFile(secret, []byte(secretText), 0o644))
 	check(t, os.Mkdir(filepath.Join(base, "outdir"), 0o755))
 	check(t, os.WriteFile(filepath.Join(base, "outdir", "secret"), []byte(secretText), 0o644))
-	opts.Log = testLog(t)
-	srv, err := NewServer(share, opts)
-	check(t, err)
-	hostEnd, guestEnd := socketPair(t)
-	done := make(chan struct{})
-	go func() { srv.ServeConn(context.Background(), hostEnd); close(done) }()
-	c, err := dial(guestEnd, testLog(t), false, 5*time.Second)
-	check(t, err)
+	c, stop := serveWire(t, share, opts)
 	t.Cleanup(func() {
-		c.close()
-		srv.Close()
-		<-done
+		stop()
 		got, err := os.ReadFile(secret)
 		if err != nil || string(got) != secretText {
 			t.Errorf("secret now %q, %v", got, err)
@@ -61,6 +52,29 @@ func newHostileOpts(t *testing.T, opts ServerOptions) *hostile {
 		}
 	})
 	return &hostile{t: t, c: c, share: share, secret: secret}
+}
+
+// serveWire serves share over a socket pair to a client without a kernel
+// in between; stop closes both ends and waits for the server.
+func serveWire(t testing.TB, share string, opts ServerOptions) (c *client, stop func()) {
+	opts.Log = testLog(t)
+	srv, err := NewServer(share, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostEnd, guestEnd := socketPair(t)
+	done := make(chan struct{})
+	go func() { srv.ServeConn(context.Background(), hostEnd); close(done) }()
+	c, err = dial(guestEnd, testLog(t), false, 5*time.Second)
+	if err != nil {
+		srv.Close()
+		t.Fatal(err)
+	}
+	return c, func() {
+		c.close()
+		srv.Close()
+		<-done
+	}
 }
 
 func (h *hostile) do(rq *Request) (*Reply, syscall.Errno) {

@@ -1,7 +1,6 @@
 package fusepipe
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"slices"
@@ -51,14 +50,7 @@ func fuzzSession(t *testing.T, data []byte) {
 
 	before := openFds(t)
 	opts := ServerOptions{MaxNodes: 32, MaxHandles: 16, MaxLockOwners: 8, MaxLockWaits: 8, ReadOnly: len(data) > 0 && data[0] == 0xff}
-	opts.Log = testLog(t)
-	srv, err := NewServer(share, opts)
-	check(t, err)
-	hostEnd, guestEnd := socketPair(t)
-	done := make(chan struct{})
-	go func() { srv.ServeConn(context.Background(), hostEnd); close(done) }()
-	c, err := dial(guestEnd, testLog(t), false, 5*time.Second)
-	check(t, err)
+	c, stop := serveWire(t, share, opts)
 
 	nodes := []uint64{rootNode}
 	var fhs []uint64
@@ -133,9 +125,7 @@ func fuzzSession(t *testing.T, data []byte) {
 	if n := openFds(t) - before; n > limit {
 		t.Errorf("%d descriptors held, caps allow %d", n, limit)
 	}
-	c.close()
-	srv.Close()
-	<-done
+	stop()
 	if n := openFds(t) - before; n > 0 {
 		t.Errorf("%d descriptors left after the server closed", n)
 	}
