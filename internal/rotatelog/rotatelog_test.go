@@ -132,12 +132,8 @@ func TestMirrorFollowsRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	null, err := os.Open(os.DevNull)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fd, err := unix.Dup(int(null.Fd()))
-	null.Close()
+	// Stands for fd 2.
+	fd, err := unix.Open(os.DevNull, unix.O_WRONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,7 +39,7 @@ func (vm *VM) connect(ctx context.Context, generation uint64, exited <-chan stru
 	deadline := time.Now().Add(BootTimeout)
 	var retry channel.Backoff
 	for {
-		pause := 20 * time.Millisecond
+		refused := false
 		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		conn, err := vm.Machine.DialChannel(dctx)
 		cancel()
@@ -50,7 +50,7 @@ func (vm *VM) connect(ctx context.Context, generation uint64, exited <-chan stru
 				vm.answered.Store(true)
 				return c, nil
 			}
-			pause = retry.Next()
+			refused = true
 		}
 		vm.log.Debug("dial guest", "err", err)
 		select {
@@ -70,8 +70,10 @@ func (vm *VM) connect(ctx context.Context, generation uint64, exited <-chan stru
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("guest did not answer within %s%s", BootTimeout, vm.consoleTail())
 		}
-		if !sleep(ctx, pause) {
-			return nil, ctx.Err()
+		if !refused {
+			time.Sleep(20 * time.Millisecond)
+		} else if err := retry.Wait(ctx); err != nil {
+			return nil, err
 		}
 	}
 }
@@ -84,18 +86,6 @@ func (s *session) vmmExited() <-chan struct{} {
 		go func() { s.vm.Machine.Wait(); close(s.exited) }()
 	})
 	return s.exited
-}
-
-// sleep waits for d or until ctx is done, reporting whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // Console tails in errors: the last lines, read from at most the last

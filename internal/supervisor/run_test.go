@@ -17,10 +17,12 @@ import (
 )
 
 // hostileMachine stands for a VMM whose guest answers every handshake and
-// then closes the connection at once.
+// then closes the connection at once, or with refuse, closes it without
+// answering.
 type hostileMachine struct {
-	dials atomic.Int64
-	done  chan struct{}
+	refuse bool
+	dials  atomic.Int64
+	done   chan struct{}
 }
 
 func (m *hostileMachine) PID() int { return 0 }
@@ -30,7 +32,9 @@ func (m *hostileMachine) DialChannel(ctx context.Context) (net.Conn, error) {
 	host, guest := net.Pipe()
 	go func() {
 		defer guest.Close()
-		channel.GuestHandshake(guest, 1)
+		if !m.refuse {
+			channel.GuestHandshake(guest, 1)
+		}
 	}()
 	return host, nil
 }
@@ -63,24 +67,26 @@ func (w testWriter) Write(p []byte) (int, error) {
 // as it is made: the supervisor must keep trying at a bounded pace, not
 // in a tight loop (each attempt is a dial, a session and a log line).
 func TestReconnectBackoff(t *testing.T) {
-	m := &hostileMachine{done: make(chan struct{})}
-	defer close(m.done)
-	vm := testVM(t, m)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	_, err := vm.Run(ctx, Stdio{}, nil)
-	if err == nil {
-		t.Fatal("Run against a guest that closes every session returned no error")
-	}
-	// 0, 10, 20, 40, 80, 160, 320, 640, 1280 ms (jitter only shortens
-	// the later ones by up to half): at most a dozen in 3 s.
-	n := m.dials.Load()
-	t.Logf("%d dials in 3s", n)
-	if n > 20 {
-		t.Errorf("%d dials in 3s: reconnecting without backoff", n)
-	}
-	if n < 3 {
-		t.Errorf("%d dials in 3s: the supervisor gave up reconnecting", n)
+	for _, refuse := range []bool{false, true} {
+		m := &hostileMachine{refuse: refuse, done: make(chan struct{})}
+		defer close(m.done)
+		vm := testVM(t, m)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		_, err := vm.Run(ctx, Stdio{}, nil)
+		if err == nil {
+			t.Fatal("Run against a guest that closes every connection returned no error")
+		}
+		// 0, 10, 20, 40, 80, 160, 320, 640, 1280 ms (jitter only
+		// shortens the later ones by up to half): at most a dozen in 3 s.
+		n := m.dials.Load()
+		t.Logf("refuse the handshake %v: %d dials in 3s", refuse, n)
+		if n > 20 {
+			t.Errorf("refuse the handshake %v: %d dials in 3s: reconnecting without backoff", refuse, n)
+		}
+		if n < 3 {
+			t.Errorf("refuse the handshake %v: %d dials in 3s: the supervisor gave up", refuse, n)
+		}
 	}
 }
 
