@@ -15,11 +15,24 @@ import (
 // remoteShare is a mount served by a helper process, so the test can kill
 // or freeze the server.
 func remoteShare(t *testing.T, opts MountOptions) (h *helper, dir, mnt string, c *Client) {
+	return remoteShareAs(t, opts, nil)
+}
+
+// remoteShareAs is remoteShare with the server running as cred, on a
+// directory cred's user owns.
+func remoteShareAs(t *testing.T, opts MountOptions, cred *syscall.Credential) (h *helper, dir, mnt string, c *Client) {
 	base := t.TempDir()
 	dir, mnt = filepath.Join(base, "host"), filepath.Join(base, "mnt")
 	check(t, os.Mkdir(dir, 0o755))
 	check(t, os.Mkdir(mnt, 0o755))
-	h = startHelper(t, "server", dir, nil)
+	if cred != nil {
+		for d := base; d != os.TempDir(); d = filepath.Dir(d) {
+			check(t, os.Chmod(d, 0o755))
+		}
+		check(t, os.Chown(base, int(cred.Uid), int(cred.Gid)))
+		check(t, os.Chown(dir, int(cred.Uid), int(cred.Gid)))
+	}
+	h = startHelper(t, "server", dir, cred)
 	if got := h.line(t); got != "ready" {
 		t.Fatalf("server helper: %s", got)
 	}

@@ -121,19 +121,20 @@ func writeView(fd int, st *unix.Stat_t, v view, had bool) error {
 		return syscall.EOPNOTSUPP
 	}
 	perm := hostPerm(v.mode, hostType == unix.S_IFDIR)
-	same := v == view{uid: st.Uid, gid: st.Gid, mode: hostType | perm}
-	switch {
-	case !same:
-		if err := unix.Setxattr(procPath(fd), overrideXattr, formatOverride(v), 0); err != nil {
+	// The mode first: writing a user xattr needs write permission, even
+	// for the owner, and the new mode always grants it.
+	if st.Mode&0o7777 != perm {
+		if err := unix.Fchmodat(unix.AT_FDCWD, procPath(fd), perm, 0); err != nil {
 			return err
 		}
+	}
+	switch {
+	case v != view{uid: st.Uid, gid: st.Gid, mode: hostType | perm}:
+		return unix.Setxattr(procPath(fd), overrideXattr, formatOverride(v), 0)
 	case had:
 		if err := unix.Removexattr(procPath(fd), overrideXattr); err != nil && err != unix.ENODATA {
 			return err
 		}
-	}
-	if st.Mode&0o7777 != perm {
-		return unix.Fchmodat(unix.AT_FDCWD, procPath(fd), perm, 0)
 	}
 	return nil
 }

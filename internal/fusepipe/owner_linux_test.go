@@ -60,15 +60,20 @@ func hostStat(t *testing.T, path string) unix.Stat_t {
 
 // noHostPrivilege fails if anything under dir carries a set-ID bit, a
 // sticky file, a file capability or a trusted xattr on the host, or is
-// owned by anyone but the server's user.
+// owned by anyone but the server's user (this process's).
 func noHostPrivilege(t *testing.T, dir string) {
+	t.Helper()
+	noHostPrivilegeAs(t, dir, uint32(os.Getuid()), uint32(os.Getgid()))
+}
+
+func noHostPrivilegeAs(t *testing.T, dir string, uid, gid uint32) {
 	t.Helper()
 	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
 		if err != nil {
 			return err
 		}
 		st := fi.Sys().(*syscall.Stat_t)
-		if p != dir && (st.Uid != uint32(os.Getuid()) || st.Gid != uint32(os.Getgid())) {
+		if p != dir && (st.Uid != uid || st.Gid != gid) {
 			t.Errorf("host %s owned by %d:%d", p, st.Uid, st.Gid)
 		}
 		if st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 || (!fi.IsDir() && st.Mode&unix.S_ISVTX != 0) {
@@ -194,4 +199,51 @@ func TestOwnershipThroughMount(t *testing.T) {
 	if d := cmp.Diff("0:0:04755:file", hostOverride(t, filepath.Join(s.dir, "tool"))); d != "" {
 		t.Errorf("override (-want +got):\n%s", d)
 	}
+}
+
+// The server as fcvm runs it rootless: an ordinary user. Guest root's
+// files are that user's on the host, and chmod and chown work on files
+// the user owns whatever their mode, including ones made on the host.
+func TestRootlessServer(t *testing.T) {
+	const uid, gid = 1000, 1000
+	_, dir, mnt, _ := remoteShareAs(t, MountOptions{}, &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{gid}})
+	hostOwned := func(p string) {
+		t.Helper()
+		st := hostStat(t, p)
+		if st.Uid != uid || st.Gid != gid || st.Mode&0o7000 != 0 {
+			t.Errorf("host %s: %d:%d mode %o", p, st.Uid, st.Gid, st.Mode)
+		}
+	}
+	p := filepath.Join(mnt, "tool")
+	check(t, os.WriteFile(p, []byte("x"), 0o644))
+	st := hostStat(t, p)
+	if st.Uid != 0 || st.Gid != 0 || st.Mode != unix.S_IFREG|0o644 {
+		t.Errorf("guest sees %d:%d %o for guest root's file", st.Uid, st.Gid, st.Mode)
+	}
+	check(t, unix.Chmod(p, 0o444))
+	check(t, unix.Chmod(p, 0o4755))
+	check(t, os.Chown(p, 0, 0))
+	check(t, unix.Chmod(p, 0o4755))
+	if st := hostStat(t, p); st.Mode != unix.S_IFREG|0o4755 || st.Uid != 0 {
+		t.Errorf("guest sees %o uid %d", st.Mode, st.Uid)
+	}
+	hostOwned(filepath.Join(dir, "tool"))
+	if got := hostOverride(t, filepath.Join(dir, "tool")); got != "0:0:04755:file" {
+		t.Errorf("override %q", got)
+	}
+	// Made on the host, read-only: the guest sees the host's owner and
+	// may still take it over.
+	hp := filepath.Join(dir, "fromhost")
+	check(t, os.WriteFile(hp, []byte("h"), 0o444))
+	check(t, os.Chown(hp, uid, gid))
+	st = hostStat(t, filepath.Join(mnt, "fromhost"))
+	if st.Uid != uid || st.Mode != unix.S_IFREG|0o444 {
+		t.Errorf("guest sees the host file as %d %o", st.Uid, st.Mode)
+	}
+	check(t, os.Chown(filepath.Join(mnt, "fromhost"), 0, 0))
+	check(t, os.Mkdir(filepath.Join(mnt, "d"), 0o555))
+	check(t, os.Chown(filepath.Join(mnt, "d"), 1234, 1234))
+	hostOwned(hp)
+	hostOwned(filepath.Join(dir, "d"))
+	noHostPrivilegeAs(t, dir, uid, gid)
 }
