@@ -60,7 +60,8 @@
 //     one, and the host's own stat otherwise (files made on the host).
 //     An override is written only where the host stat would say
 //     something else: a root guest on a server running as root leaves
-//     none.
+//     none. The server rereads one only when the file's ctime moves, so
+//     an override changed on the host shows up like any attribute.
 //   - FIFOs and sockets are empty regular files on the host whose
 //     override gives their type; the guest kernel runs them. An override
 //     naming a device type is ignored.

@@ -16,12 +16,6 @@ import (
 // asked for (see hostPerm).
 const overrideXattr = "user.containers.override_stat"
 
-// view is what the guest sees of a node's ownership: owner, group and
-// mode including the S_IFMT type bits.
-type view struct {
-	uid, gid, mode uint32
-}
-
 // hostView is the view of a host file that carries no override.
 func hostView(st *unix.Stat_t) view {
 	return view{uid: st.Uid, gid: st.Gid, mode: st.Mode & (unix.S_IFMT | 0o7777)}
@@ -109,6 +103,30 @@ func readView(fd int, st *unix.Stat_t) (view, bool) {
 		}
 	}
 	return hostView(st), false
+}
+
+// view returns the guest's view of n, whose host stat is st, and whether
+// it came from an override. Reading the override costs a path walk
+// through /proc (no xattr call takes an O_PATH descriptor), so the last
+// one read is trusted while the inode's ctime has not moved: chmod, chown
+// and xattr changes all move it. This server's own changes drop it
+// (dropView), as ctime may not move within one clock tick.
+func (n *node) view(st *unix.Stat_t) (view, bool) {
+	ctime := Timespec{st.Ctim.Sec, uint32(st.Ctim.Nsec)}
+	n.viewMu.Lock()
+	defer n.viewMu.Unlock()
+	if n.viewOK && n.viewCtime == ctime {
+		return n.cached, n.cachedHad
+	}
+	v, had := readView(n.ref.fd, st)
+	n.viewOK, n.viewCtime, n.cached, n.cachedHad = true, ctime, v, had
+	return v, had
+}
+
+func (n *node) dropView() {
+	n.viewMu.Lock()
+	n.viewOK = false
+	n.viewMu.Unlock()
 }
 
 // writeView records v for the host file fd (whose stat is st) and gives

@@ -1,11 +1,13 @@
 package fusepipe
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
@@ -246,4 +248,38 @@ func TestRootlessServer(t *testing.T) {
 	hostOwned(hp)
 	hostOwned(filepath.Join(dir, "d"))
 	noHostPrivilegeAs(t, dir, uid, gid)
+}
+
+// The server trusts an override it read until the inode's ctime moves;
+// one written by someone else (the host, another VM's server, podman)
+// shows up at the next GETATTR.
+func TestOverrideChangedOnHost(t *testing.T) {
+	h := newHostile(t, false)
+	p := filepath.Join(h.share, "f")
+	check(t, os.WriteFile(p, []byte("x"), 0o644))
+	node, _ := h.lookup("f")
+	for _, want := range []string{"42:43:0600:file", "7:8:02755:file", ""} {
+		if _, e := h.do(&Request{Op: OpGetattr, Node: node}); e != 0 {
+			t.Fatal(e)
+		}
+		// A clock tick apart: ctime moves by ticks on kernels without
+		// fine-grained timestamps.
+		time.Sleep(10 * time.Millisecond)
+		if want == "" {
+			check(t, unix.Removexattr(p, overrideXattr))
+		} else {
+			check(t, unix.Setxattr(p, overrideXattr, []byte(want), 0))
+		}
+		rp, e := h.do(&Request{Op: OpGetattr, Node: node})
+		if e != 0 {
+			t.Fatal(e)
+		}
+		got := string(formatOverride(view{rp.Attr.UID, rp.Attr.GID, rp.Attr.Mode}))
+		if want == "" {
+			want = fmt.Sprintf("%d:%d:0644:file", os.Getuid(), os.Getgid())
+		}
+		if got != want {
+			t.Errorf("after the host wrote %q the guest sees %q", want, got)
+		}
+	}
 }

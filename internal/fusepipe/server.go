@@ -256,6 +256,12 @@ func (l *linkOwners) set(k fileKey, o Owner) {
 	}
 }
 
+// view is what the guest sees of a node's ownership: owner, group and
+// mode including the S_IFMT type bits.
+type view struct {
+	uid, gid, mode uint32
+}
+
 // node is an inode the guest has looked up: an O_PATH descriptor on it.
 type node struct {
 	id      uint64
@@ -269,6 +275,14 @@ type node struct {
 	// conflict with everyone else's.
 	locksMu sync.Mutex
 	locks   map[uint64]int
+
+	// viewMu guards the fields below, the guest's view as last read
+	// (see node.view).
+	viewMu    sync.Mutex
+	viewOK    bool
+	viewCtime Timespec
+	cached    view
+	cachedHad bool
 }
 
 func (ss *session) serve() error {
@@ -447,24 +461,27 @@ func (ss *session) releaseFile(fh uint64) {
 }
 
 // addNode records one lookup of the inode fd refers to, taking ownership
-// of fd, and returns its node ID. Past MaxNodes a new inode fails.
-func (ss *session) addNode(fd int, key fileKey, mode uint32) (uint64, error) {
+// of fd, and returns its node, acquired: the caller releases n.ref. Past
+// MaxNodes a new inode fails.
+func (ss *session) addNode(fd int, key fileKey, mode uint32) (*node, error) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if n, ok := ss.byKey[key]; ok {
 		n.nlookup++
 		syscall.Close(fd)
-		return n.id, nil
+		n.ref.acquire()
+		return n, nil
 	}
 	if len(ss.nodes) >= ss.srv.opts.MaxNodes {
 		syscall.Close(fd)
-		return 0, syscall.ENFILE
+		return nil, syscall.ENFILE
 	}
 	n := &node{id: ss.nextNode, ref: newFdRef(fd), key: key, mode: mode & syscall.S_IFMT, nlookup: 1}
 	ss.nextNode++
 	ss.nodes[n.id] = n
 	ss.byKey[key] = n
-	return n.id, nil
+	n.ref.acquire()
+	return n, nil
 }
 
 func (ss *session) forget(fs []Forget) {

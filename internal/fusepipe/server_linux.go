@@ -181,20 +181,20 @@ func fillAttr(a *Attr, st *unix.Stat_t) {
 	}
 }
 
-// statAttr fills a with what the guest sees of the host file fd: its
-// stat, with owner, group and mode from the override if it has one.
-func (ss *session) statAttr(fd int, a *Attr) error {
+// statAttr fills a with what the guest sees of n: its host stat, with
+// owner, group and mode from the override if it has one.
+func (ss *session) statAttr(n *node, a *Attr) error {
 	var st unix.Stat_t
-	if err := fstat(fd, &st); err != nil {
+	if err := fstat(n.ref.fd, &st); err != nil {
 		return err
 	}
-	ss.fillGuestAttr(a, fd, &st)
+	ss.fillGuestAttr(a, n, &st)
 	return nil
 }
 
-func (ss *session) fillGuestAttr(a *Attr, fd int, st *unix.Stat_t) {
+func (ss *session) fillGuestAttr(a *Attr, n *node, st *unix.Stat_t) {
 	fillAttr(a, st)
-	v, _ := readView(fd, st)
+	v, _ := n.view(st)
 	if v.mode&unix.S_IFMT == unix.S_IFLNK {
 		if o, ok := ss.srv.links.get(fileKey{st.Dev, st.Ino}); ok {
 			v.uid, v.gid = o.UID, o.GID
@@ -231,12 +231,13 @@ func (ss *session) adopt(fd int, e *Entry) error {
 		unix.Close(fd)
 		return err
 	}
-	ss.fillGuestAttr(&e.Attr, fd, &st)
-	id, err := ss.addNode(fd, fileKey{st.Dev, st.Ino}, st.Mode)
+	n, err := ss.addNode(fd, fileKey{st.Dev, st.Ino}, st.Mode)
 	if err != nil {
 		return err
 	}
-	e.Node = id
+	defer n.ref.release()
+	ss.fillGuestAttr(&e.Attr, n, &st)
+	e.Node = n.id
 	return nil
 }
 
@@ -257,7 +258,7 @@ func (ss *session) getattr(rq *Request, rp *Reply) error {
 		return err
 	}
 	defer n.ref.release()
-	return ss.statAttr(n.ref.fd, &rp.Attr)
+	return ss.statAttr(n, &rp.Attr)
 }
 
 // reopen opens the inode behind an O_PATH descriptor for real I/O.
@@ -428,7 +429,7 @@ func newView(dir *node, caller Owner, mode uint32) (view, error) {
 	if err := fstat(dir.ref.fd, &st); err != nil {
 		return view{}, err
 	}
-	dv, _ := readView(dir.ref.fd, &st)
+	dv, _ := dir.view(&st)
 	v := view{uid: caller.UID, gid: caller.GID, mode: mode}
 	if dv.mode&syscall.S_ISGID != 0 {
 		v.gid = dv.gid
@@ -551,7 +552,7 @@ func (ss *session) setattr(rq *Request, rp *Reply) error {
 			return err
 		}
 	}
-	return ss.statAttr(fd, &rp.Attr)
+	return ss.statAttr(n, &rp.Attr)
 }
 
 // setView serves chmod, chown and the kill-suid bit: they change the
@@ -571,7 +572,7 @@ func (ss *session) setView(n *node, rq *Request) error {
 			return syscall.EOPNOTSUPP
 		}
 		var a Attr
-		ss.fillGuestAttr(&a, n.ref.fd, &st)
+		ss.fillGuestAttr(&a, n, &st)
 		o := Owner{UID: a.UID, GID: a.GID}
 		if rq.Valid&SetUID != 0 {
 			o.UID = rq.UID
@@ -582,7 +583,8 @@ func (ss *session) setView(n *node, rq *Request) error {
 		ss.srv.links.set(n.key, o)
 		return nil
 	}
-	v, had := readView(n.ref.fd, &st)
+	v, had := n.view(&st)
+	defer n.dropView()
 	if rq.Valid&SetMode != 0 {
 		v.mode = v.mode&syscall.S_IFMT | rq.Mode&0o7777
 	}
