@@ -42,7 +42,7 @@ func main() {
 
 type sample map[string]time.Duration
 
-var phaseOrder = []string{"checks", "image", "disks", "network", "vmm spawn", "host total", "guest boot to agent", "container started", "container exited", "total"}
+var phaseOrder = []string{"checks", "image", "record", "disks", "network", "vmm spawn", "host total", "guest boot to agent", "container started", "container exited", "total"}
 
 func run(n, clones, memMiB int, image, netMode string) error {
 	dirs, err := datadir.Default()
@@ -153,7 +153,7 @@ func cloneBench(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o supe
 
 	tag := fmt.Sprintf("bench-%d", time.Now().UnixNano())
 	ts := time.Now()
-	if _, err := supervisor.CreateSnapshot(ctx, log, dirs, orig.Record.ID, tag); err != nil {
+	if _, err := orig.Snapshot(ctx, tag); err != nil {
 		return err
 	}
 	snapTime := time.Since(ts)

@@ -174,12 +174,8 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	proc := &execProc{cmd: cmd, marker: marker, done: make(chan struct{})}
 
-	var wmu sync.Mutex // serialises frames to conn
-	send := func(t channel.FrameType, p []byte) error {
-		wmu.Lock()
-		defer wmu.Unlock()
-		return channel.WriteFrame(conn, t, p)
-	}
+	out := channel.NewStream(conn)
+	send := out.Send
 	var stdin io.WriteCloser
 	var tty *os.File
 	var copies sync.WaitGroup

@@ -2,19 +2,14 @@ package cli
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"os"
 	"os/signal"
-	"sync"
 	"syscall"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/fcvm/fcvm/internal/channel"
-	"github.com/fcvm/fcvm/internal/state"
-	"github.com/fcvm/fcvm/internal/supervisor"
 )
 
 type execOptions struct {
@@ -47,17 +42,7 @@ func newExecCmd(env *Env) *cobra.Command {
 }
 
 func runExec(ctx context.Context, env *Env, o *execOptions) error {
-	store, err := state.Open(env.Dirs.VMs())
-	if err != nil {
-		return err
-	}
-	rec, err := store.Get(o.name)
-	if err != nil {
-		return err
-	}
-	if rec.Effective() != state.StatusRunning {
-		return fmt.Errorf("VM %s is not running (%s): start a new one with fcvm run", o.name, rec.Effective())
-	}
+	var err error
 	if o.Env, err = parseEnv(o.Env, nil); err != nil {
 		return err
 	}
@@ -68,39 +53,20 @@ func runExec(ctx context.Context, env *Env, o *execOptions) error {
 	// only this side's raw mode and resizing need a real one.
 	rawTTY := o.TTY && stdinFile != nil && term.IsTerminal(int(stdinFile.Fd()))
 	if rawTTY {
-		if w, h, err := term.GetSize(int(stdinFile.Fd())); err == nil {
-			o.Rows, o.Cols = uint16(h), uint16(w)
-		}
+		o.Rows, o.Cols, _ = terminalSize(stdinFile)
 	}
-	conn, _, err := supervisor.Dial(ctx, rec.RuntimeDir, channel.Request{Kind: channel.KindExec, Exec: &o.ExecRequest})
+	x, err := env.engine().Exec(ctx, o.name, o.ExecRequest)
 	if err != nil {
-		return fmt.Errorf("exec in %s: %w", o.name, err)
+		return err
 	}
-	defer conn.Close()
-	var wmu sync.Mutex
-	send := func(t channel.FrameType, p []byte) error {
-		wmu.Lock()
-		defer wmu.Unlock()
-		return channel.WriteFrame(conn, t, p)
-	}
+	defer x.Close()
 	if rawTTY {
-		if old, err := term.MakeRaw(int(stdinFile.Fd())); err == nil {
-			defer term.Restore(int(stdinFile.Fd()), old)
-		}
+		defer rawTerminal(stdinFile)()
 		// Ctrl-C is a byte to the remote terminal now; SIGTERM or
 		// SIGHUP (the terminal went away) end the session.
-		stop := context.AfterFunc(ctx, func() { conn.Close() })
+		stop := context.AfterFunc(ctx, func() { x.Close() })
 		defer stop()
-		winch := make(chan os.Signal, 1)
-		signal.Notify(winch, syscall.SIGWINCH)
-		defer signal.Stop(winch)
-		go func() {
-			for range winch {
-				if w, h, err := term.GetSize(int(stdinFile.Fd())); err == nil {
-					send(channel.FrameResize, channel.Resize(uint16(h), uint16(w)))
-				}
-			}
-		}()
+		defer followSize(stdinFile, func(rows, cols uint16) { x.Resize(rows, cols) })()
 	} else {
 		// Forward Ctrl-C and friends to the command, as podman does.
 		sigs := make(chan os.Signal, 1)
@@ -108,54 +74,19 @@ func runExec(ctx context.Context, env *Env, o *execOptions) error {
 		defer signal.Stop(sigs)
 		go func() {
 			for sig := range sigs {
-				send(channel.FrameSignal, channel.Uint32(uint32(sig.(syscall.Signal))))
+				x.Signal(sig.(syscall.Signal))
 			}
 		}()
 	}
 	if o.Stdin {
-		go func() {
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := env.Stdin.Read(buf)
-				if n > 0 && send(channel.FrameStdin, buf[:n]) != nil {
-					return
-				}
-				if err != nil {
-					send(channel.FrameStdinEOF, nil)
-					return
-				}
-			}
-		}()
+		x.Stdin(env.Stdin)
 	}
-	code, err := copyExecOutput(conn, env.Stdout, env.Stderr)
+	code, err := x.Wait(env.Stdout, env.Stderr)
 	if err != nil {
-		return fmt.Errorf("exec in %s: %w", o.name, err)
+		return err
 	}
 	if code != 0 {
 		return &ExitError{Code: code}
 	}
 	return nil
-}
-
-// copyExecOutput writes an exec stream's output frames until its exit
-// frame. A stream that ends without one (guest died, channel reset) is an
-// error, never a hang: the supervisor closes it.
-func copyExecOutput(r io.Reader, stdout, stderr io.Writer) (int, error) {
-	for {
-		f, err := channel.ReadFrame(r)
-		if err != nil {
-			return 0, fmt.Errorf("connection to the VM lost before the command exited (see fcvm ls and fcvm logs): %w", err)
-		}
-		switch f.Type {
-		case channel.FrameStdout:
-			stdout.Write(f.Payload)
-		case channel.FrameStderr:
-			stderr.Write(f.Payload)
-		case channel.FrameExit:
-			code, err := channel.ParseUint32(f.Payload)
-			return int(int32(code)), err
-		case channel.FrameError:
-			return 0, &channel.GuestError{Msg: string(f.Payload)}
-		}
-	}
 }

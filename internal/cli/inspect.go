@@ -53,10 +53,7 @@ type inspectJSON struct {
 }
 
 func runInspect(_ context.Context, env *Env, o inspectOptions) error {
-	st, err := state.Open(env.Dirs.VMs())
-	if err != nil {
-		return err
-	}
+	e := env.engine()
 	if o.format != "" {
 		// Fail on a bad template before printing anything.
 		if _, err := template.New("format").Parse(o.format); err != nil {
@@ -67,7 +64,7 @@ func runInspect(_ context.Context, env *Env, o inspectOptions) error {
 	out := []inspectJSON{}
 	var errs []error
 	for _, name := range o.names {
-		r, err := st.Get(name)
+		r, err := e.Inspect(name)
 		if err != nil {
 			errs = append(errs, err)
 			continue

@@ -4,13 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/fcvm/fcvm/internal/containerlog"
-	"github.com/fcvm/fcvm/internal/state"
+	"github.com/fcvm/fcvm/internal/engine"
 )
 
 type logsOptions struct {
@@ -60,53 +59,13 @@ func runLogs(ctx context.Context, env *Env, o *logsOptions) error {
 	if err != nil {
 		return err
 	}
-	store, err := state.Open(env.Dirs.VMs())
-	if err != nil {
-		return err
-	}
-	rec, err := store.Get(o.name)
-	if err != nil {
-		return err
-	}
-	path := filepath.Join(rec.Dir, "container.log")
-	recs, err := containerlog.ReadAll(path)
-	if err != nil {
-		return err
-	}
-	write := func(r containerlog.Record) error {
-		if r.Time.Before(since) {
-			return nil
-		}
+	return env.engine().Logs(ctx, o.name, engine.LogsOptions{Since: since, Tail: o.tail, Follow: o.follow}, func(r containerlog.Record) error {
 		w := env.Stdout
 		if r.Stream == containerlog.Stderr {
 			w = env.Stderr
 		}
 		return writeLogRecord(w, r, o.timestamps)
-	}
-	for _, r := range tailLines(recs, o.tail) {
-		if err := write(r); err != nil {
-			return err
-		}
-	}
-	if !o.follow || !rec.Effective().Live() {
-		return nil
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-			r, err := store.Get(rec.ID)
-			if err != nil || !r.Effective().Live() {
-				return
-			}
-		}
-	}()
-	return containerlog.Follow(path, len(recs), done, write)
+	})
 }
 
 func writeLogRecord(w io.Writer, r containerlog.Record, timestamps bool) error {
@@ -140,28 +99,4 @@ func indexByte(b []byte, c byte) int {
 		}
 	}
 	return -1
-}
-
-// tailLines keeps the records holding the last n lines (n < 0: all),
-// splitting the first kept record at a line boundary.
-func tailLines(recs []containerlog.Record, n int) []containerlog.Record {
-	if n < 0 {
-		return recs
-	}
-	lines := 0
-	for i := len(recs) - 1; i >= 0; i-- {
-		d := recs[i].Data
-		for j := len(d) - 1; j >= 0; j-- {
-			if d[j] == '\n' {
-				lines++
-				if lines > n {
-					cut := recs[i]
-					cut.Data = d[j+1:]
-					out := append([]containerlog.Record{cut}, recs[i+1:]...)
-					return out
-				}
-			}
-		}
-	}
-	return recs
 }

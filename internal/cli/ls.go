@@ -72,11 +72,7 @@ func runLs(_ context.Context, env *Env, o lsOptions) error {
 	if err != nil {
 		return err
 	}
-	st, err := state.Open(env.Dirs.VMs())
-	if err != nil {
-		return err
-	}
-	recs, err := st.List()
+	recs, err := env.engine().List()
 	if err != nil {
 		var re *state.RecordError
 		if !errors.As(err, &re) {

@@ -6,12 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -150,54 +146,11 @@ func runRun(ctx context.Context, env *Env, o *runOptions) error {
 		fmt.Fprintln(env.Stderr, "fcvm: the input device is not a TTY; the --tty and --interactive flags might not work properly")
 	}
 	if rawTTY {
-		if w, h, err := term.GetSize(int(stdinFile.Fd())); err == nil {
-			o.Rows, o.Cols = uint16(h), uint16(w)
-		}
+		o.Rows, o.Cols, _ = terminalSize(stdinFile)
 	}
-	if o.Detach && os.Getenv(superviseEnv) == "" {
-		return startDetached(ctx, env)
-	}
-	var ready func()
+	launch := func() (*supervisor.VM, error) { return env.engine().Launch(ctx, o.Options) }
 	if o.Detach {
-		// This process is the detached supervisor: report to the parent
-		// through fd 3 and keep nothing of its terminal.
-		report := os.NewFile(3, "ready")
-		defer report.Close()
-		var once sync.Once
-		fail := func(err error) error {
-			once.Do(func() { fmt.Fprintf(report, "err %s\n", err) })
-			return err
-		}
-		vm, err := supervisor.Launch(ctx, env.Log, env.Dirs, o.Options)
-		if err != nil {
-			return fail(err)
-		}
-		// From here on the supervisor's log goes to the VM's dir.
-		if f, err := os.OpenFile(filepath.Join(vm.Record.Dir, "supervisor.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640); err == nil {
-			unix.Dup2(int(f.Fd()), 2)
-			f.Close()
-		}
-		ready = func() { once.Do(func() { fmt.Fprintf(report, "ok %s\n", vm.Record.ID); report.Close() }) }
-		if o.waitHealthy {
-			// Report once the health check decides; Run must not wait.
-			ok := ready
-			ready = func() {
-				go func() {
-					if err := vm.WaitHealthy(ctx); err != nil {
-						fail(err)
-						return
-					}
-					ok()
-				}()
-			}
-		}
-		code, runErr := vm.Run(ctx, supervisor.Stdio{}, ready)
-		if runErr != nil {
-			fail(runErr)
-		} else if o.waitHealthy {
-			fail(fmt.Errorf("the container exited with code %d before it was healthy: see fcvm logs %s", code, vm.Record.Name))
-		}
-		return finishRun(env, vm, o, code, runErr)
+		return runDetached(ctx, env, launch, o.waitHealthy, o.rm)
 	}
 	// Launch under a context that Ctrl-C cancels, so a pull or a boot can
 	// be interrupted and cleaned up.
@@ -213,36 +166,26 @@ func runRun(ctx context.Context, env *Env, o *runOptions) error {
 		stdio.Stdin = env.Stdin
 	}
 	if rawTTY {
-		old, err := term.MakeRaw(int(stdinFile.Fd()))
-		if err == nil {
-			defer term.Restore(int(stdinFile.Fd()), old)
-		}
+		defer rawTerminal(stdinFile)()
 		resize := make(chan [2]uint16, 1)
-		winch := make(chan os.Signal, 1)
-		signal.Notify(winch, syscall.SIGWINCH)
-		defer signal.Stop(winch)
-		go func() {
-			for range winch {
-				if w, h, err := term.GetSize(int(stdinFile.Fd())); err == nil {
-					select {
-					case resize <- [2]uint16{uint16(h), uint16(w)}:
-					default:
-					}
-				}
+		defer followSize(stdinFile, func(rows, cols uint16) {
+			select {
+			case resize <- [2]uint16{rows, cols}:
+			default:
 			}
-		}()
+		})()
 		stdio.Resize = resize
 	}
 	code, runErr := vm.Run(ctx, stdio, nil)
-	return finishRun(env, vm, o, code, runErr)
+	return finishRun(env, vm, o.rm, code, runErr)
 }
 
 // finishRun records how the container ended, powers the VM off and cleans
 // up, and turns the exit code into fcvm's.
-func finishRun(env *Env, vm *supervisor.VM, o *runOptions, code int, runErr error) error {
+func finishRun(env *Env, vm *supervisor.VM, rm bool, code int, runErr error) error {
 	vm.Finish(code, runErr)
 	vm.PowerOff(5 * time.Second)
-	if err := vm.Teardown(o.rm); err != nil {
+	if err := vm.Teardown(rm); err != nil {
 		env.Log.Warn("teardown", "err", err)
 	}
 	if runErr != nil {
@@ -257,52 +200,30 @@ func finishRun(env *Env, vm *supervisor.VM, o *runOptions, code int, runErr erro
 	return nil
 }
 
-// superviseEnv marks the re-executed process of `fcvm run -d` that stays
-// behind as the VM's supervisor.
-const superviseEnv = "FCVM_SUPERVISOR"
-
-// startDetached re-executes this command as a background supervisor and
-// waits until it reports the container started (printing the VM's ID) or
-// failed.
-func startDetached(ctx context.Context, env *Env) error {
-	exe, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("find fcvm executable: %w", err)
-	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
-	if err != nil {
-		w.Close()
-		return err
-	}
-	defer devnull.Close()
-	cmd := exec.Command(exe, os.Args[1:]...)
-	cmd.Env = append(os.Environ(), superviseEnv+"=1")
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, devnull
-	cmd.ExtraFiles = []*os.File{w}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	err = cmd.Start()
-	w.Close()
-	if err != nil {
-		return fmt.Errorf("start supervisor: %w", err)
-	}
-	// The supervisor outlives us: do not wait for it beyond its report.
-	go cmd.Wait()
-	line, err := bufio.NewReader(r).ReadString('\n')
-	line = strings.TrimSpace(line)
-	switch {
-	case strings.HasPrefix(line, "ok "):
-		fmt.Fprintln(env.Stdout, strings.TrimPrefix(line, "ok "))
+// runDetached starts the detached supervisor of `run -d` or `snapshot run
+// -d` and prints the VM's ID, or, in that supervisor, runs the VM.
+func runDetached(ctx context.Context, env *Env, launch func() (*supervisor.VM, error), waitHealthy, rm bool) error {
+	if !supervisor.IsDetachedSupervisor() {
+		id, err := supervisor.StartDetached(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(env.Stdout, id)
 		return nil
-	case strings.HasPrefix(line, "err "):
-		return errors.New(strings.TrimPrefix(line, "err "))
-	default:
-		return fmt.Errorf("supervisor exited before the container started (%v); see fcvm logs", err)
 	}
+	moveLog := func(dir string) error {
+		f, err := os.OpenFile(filepath.Join(dir, "supervisor.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return unix.Dup2(int(f.Fd()), 2)
+	}
+	vm, code, runErr := supervisor.RunDetached(ctx, launch, moveLog, waitHealthy)
+	if vm == nil {
+		return runErr
+	}
+	return finishRun(env, vm, rm, code, runErr)
 }
 
 // addHealthFlags adds podman's --health-* flags and --wait-healthy.

@@ -6,9 +6,6 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
-
-	"github.com/fcvm/fcvm/internal/state"
-	"github.com/fcvm/fcvm/internal/supervisor"
 )
 
 type snapshotCreateOptions struct {
@@ -42,12 +39,9 @@ func runSnapshotCreate(ctx context.Context, env *Env, o *snapshotCreateOptions) 
 	if (o.name == "") == (o.pid == 0) {
 		return errors.New("give either a VM NAME or --pid PID")
 	}
+	e := env.engine()
 	if o.pid != 0 {
-		store, err := state.Open(env.Dirs.VMs())
-		if err != nil {
-			return err
-		}
-		recs, err := store.List()
+		recs, err := e.List()
 		if err != nil && len(recs) == 0 {
 			return err
 		}
@@ -60,7 +54,7 @@ func runSnapshotCreate(ctx context.Context, env *Env, o *snapshotCreateOptions) 
 			return fmt.Errorf("no running VM has supervisor PID %d (see fcvm ls)", o.pid)
 		}
 	}
-	m, err := supervisor.CreateSnapshot(ctx, env.Log, env.Dirs, o.name, o.tag)
+	m, err := e.Snapshot(ctx, o.name, o.tag)
 	if err != nil {
 		return err
 	}

@@ -8,9 +8,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-
-	"github.com/fcvm/fcvm/internal/snapshot"
-	"github.com/fcvm/fcvm/internal/supervisor"
 )
 
 func newSnapshotLsCmd(env *Env) *cobra.Command {
@@ -41,15 +38,13 @@ type snapshotJSON struct {
 }
 
 func runSnapshotLs(_ context.Context, env *Env, asJSON bool) error {
-	snaps := &snapshot.Store{Dir: env.Dirs.Snapshots()}
-	ms, err := snaps.List()
+	snaps, err := env.engine().Snapshots()
 	if err != nil {
 		return err
 	}
-	out := make([]snapshotJSON, 0, len(ms))
-	for _, m := range ms {
-		users, _ := supervisor.SnapshotUsers(env.Dirs, m.Tag)
-		out = append(out, snapshotJSON{m.Tag, m.Created, m.Driver, m.Image, m.SourceVM, m.MemoryMiB, len(users)})
+	out := make([]snapshotJSON, 0, len(snaps))
+	for _, m := range snaps {
+		out = append(out, snapshotJSON{m.Tag, m.Created, m.Driver, m.Image, m.SourceVM, m.MemoryMiB, m.Clones})
 	}
 	if asJSON {
 		enc := json.NewEncoder(env.Stdout)

@@ -3,12 +3,8 @@ package cli
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/spf13/cobra"
-
-	"github.com/fcvm/fcvm/internal/snapshot"
-	"github.com/fcvm/fcvm/internal/supervisor"
 )
 
 func newSnapshotRmCmd(env *Env) *cobra.Command {
@@ -26,21 +22,9 @@ func newSnapshotRmCmd(env *Env) *cobra.Command {
 }
 
 func runSnapshotRm(_ context.Context, env *Env, tags []string, force bool) error {
-	snaps := &snapshot.Store{Dir: env.Dirs.Snapshots()}
+	e := env.engine()
 	for _, tag := range tags {
-		users, err := supervisor.SnapshotUsers(env.Dirs, tag)
-		if err != nil {
-			return err
-		}
-		if len(users) > 0 {
-			if !force {
-				return fmt.Errorf("snapshot %s is in use by %d running clone(s) (%s...): stop them first or use -f", tag, len(users), users[0].Name)
-			}
-			for _, u := range users {
-				supervisor.Kill(u, 10*time.Second)
-			}
-		}
-		if err := snaps.Remove(tag); err != nil {
+		if err := e.RemoveSnapshot(tag, force); err != nil {
 			return err
 		}
 		fmt.Fprintln(env.Stdout, tag)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -57,27 +56,17 @@ func runSnapshotRun(ctx context.Context, env *Env, o *snapshotRunOptions) error 
 	if o.Tag == "" {
 		return errors.New("give a snapshot TAG (see fcvm snapshot ls)")
 	}
-	if o.Detach && os.Getenv(superviseEnv) == "" {
-		return startDetached(ctx, env)
+	launch := func() (*supervisor.VM, error) { return env.engine().LaunchClone(ctx, o.CloneOptions) }
+	if o.Detach {
+		return runDetached(ctx, env, launch, false, o.Remove)
 	}
-	vm, err := supervisor.LaunchClone(ctx, env.Log, env.Dirs, o.CloneOptions)
+	vm, err := launch()
 	if err != nil {
-		if o.Detach {
-			report := os.NewFile(3, "ready")
-			fmt.Fprintf(report, "err %s\n", err)
-			report.Close()
-		}
 		return err
 	}
 	for _, p := range vm.Phases {
 		env.Log.Debug("clone phase", "phase", p.Name, "took", p.Dur)
 	}
-	var ready func()
-	if o.Detach {
-		report := os.NewFile(3, "ready")
-		defer report.Close()
-		ready = func() { fmt.Fprintf(report, "ok %s\n", vm.Record.ID); report.Close() }
-	}
-	code, runErr := vm.Run(ctx, supervisor.Stdio{Stdout: env.Stdout, Stderr: env.Stderr}, ready)
-	return finishRun(env, vm, &runOptions{rm: o.Remove}, code, runErr)
+	code, runErr := vm.Run(ctx, supervisor.Stdio{Stdout: env.Stdout, Stderr: env.Stderr}, nil)
+	return finishRun(env, vm, o.Remove, code, runErr)
 }

@@ -7,10 +7,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-
-	"github.com/fcvm/fcvm/internal/channel"
-	"github.com/fcvm/fcvm/internal/state"
-	"github.com/fcvm/fcvm/internal/supervisor"
 )
 
 type stopOptions struct {
@@ -34,48 +30,14 @@ func newStopCmd(env *Env) *cobra.Command {
 }
 
 func runStop(ctx context.Context, env *Env, o *stopOptions) error {
-	store, err := state.Open(env.Dirs.VMs())
-	if err != nil {
-		return err
-	}
+	e := env.engine()
 	var errs []error
 	for _, name := range o.names {
-		if err := stopVM(ctx, store, name, o.timeout); err != nil {
+		if err := e.Stop(ctx, name, time.Duration(o.timeout)*time.Second); err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		fmt.Fprintln(env.Stdout, name)
 	}
 	return errors.Join(errs...)
-}
-
-func stopVM(ctx context.Context, store *state.Store, name string, timeout int) error {
-	rec, err := store.Get(name)
-	if err != nil {
-		return err
-	}
-	switch rec.Effective() {
-	case state.StatusExited, state.StatusCreated:
-		return nil // as podman: stopping a stopped VM succeeds
-	case state.StatusDead:
-		return supervisor.Reclaim(rec)
-	}
-	conn, _, err := supervisor.Dial(ctx, rec.RuntimeDir, channel.Request{Kind: supervisor.KindStop, Signal: timeout})
-	if err != nil {
-		// The supervisor cannot be reached: end it the hard way.
-		return supervisor.Kill(rec, time.Duration(timeout)*time.Second)
-	}
-	conn.Close()
-	// Return once the supervisor has cleaned up.
-	deadline := time.Now().Add(time.Duration(timeout)*time.Second + 30*time.Second)
-	for {
-		r, err := store.Get(rec.ID)
-		if err != nil || !r.Effective().Live() {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return supervisor.Kill(r, 5*time.Second)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

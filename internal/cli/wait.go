@@ -3,11 +3,8 @@ package cli
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/spf13/cobra"
-
-	"github.com/fcvm/fcvm/internal/state"
 )
 
 func newWaitCmd(env *Env) *cobra.Command {
@@ -22,28 +19,11 @@ func newWaitCmd(env *Env) *cobra.Command {
 }
 
 func runWait(ctx context.Context, env *Env, names []string) error {
-	store, err := state.Open(env.Dirs.VMs())
-	if err != nil {
-		return err
-	}
+	e := env.engine()
 	for _, name := range names {
-		rec, err := store.Get(name)
+		code, err := e.Wait(ctx, name)
 		if err != nil {
 			return err
-		}
-		for rec.Effective().Live() {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(100 * time.Millisecond):
-			}
-			if rec, err = store.Get(rec.ID); err != nil {
-				return err
-			}
-		}
-		code := -1
-		if rec.ExitCode != nil {
-			code = *rec.ExitCode
 		}
 		fmt.Fprintln(env.Stdout, code)
 	}

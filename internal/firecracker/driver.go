@@ -113,7 +113,11 @@ func (d *Driver) Name() string { return "firecracker" }
 // Start boots a VM. The config and options are checked before the process
 // starts, so a bad value leaves nothing behind.
 func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error) {
-	return d.StartMachine(ctx, cfg)
+	m, err := d.StartMachine(ctx, cfg)
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return m, nil
 }
 
 // StartMachine is Start returning the concrete type.
@@ -152,7 +156,11 @@ func (d *Driver) StartMachine(ctx context.Context, cfg vmm.Config) (*Machine, er
 // at ro.UffdSocket when set (the Uffd backend), else from the snapshot's
 // memory file mapped privately (the File backend).
 func (d *Driver) Restore(ctx context.Context, cfg vmm.Config, ro vmm.RestoreOptions) (vmm.Machine, error) {
-	return d.RestoreMachine(ctx, cfg, RestoreOptions{Dir: ro.Dir, MemFile: ro.MemFile, UffdSocket: ro.UffdSocket, TrackDirtyPages: d.opts.TrackDirtyPages})
+	m, err := d.RestoreMachine(ctx, cfg, RestoreOptions{Dir: ro.Dir, MemFile: ro.MemFile, UffdSocket: ro.UffdSocket, TrackDirtyPages: d.opts.TrackDirtyPages})
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return m, nil
 }
 
 // MinRestoreVersion is the oldest Firecracker that can restore a clone:

@@ -85,7 +85,11 @@ func hostTSCKHz() int {
 // dir, which is what makes the VM snapshottable without copying its
 // memory through the migration stream.
 func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Machine, error) {
-	return d.start(ctx, cfg, filepath.Join(cfg.RuntimeDir, memFile), "")
+	m, err := d.start(ctx, cfg, filepath.Join(cfg.RuntimeDir, memFile), "")
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return m, nil
 }
 
 // start runs QEMU with guest RAM in the file mem: shared for a cold boot,

@@ -155,6 +155,18 @@ func (vm *VM) stop(ctx context.Context, grace time.Duration) {
 	vm.Machine.Stop(context.Background(), 0)
 }
 
+// RequestStop asks the supervisor of the VM whose runtime dir is runtimeDir
+// to stop it: SIGTERM to the container, then after grace (whole seconds)
+// the VM is powered off. It returns once the request is delivered.
+func RequestStop(ctx context.Context, runtimeDir string, grace time.Duration) error {
+	secs := int((grace + time.Second - 1) / time.Second)
+	conn, _, err := dialControl(ctx, runtimeDir, controlRequest{Request: channel.Request{Kind: KindStop, Signal: secs}})
+	if err != nil {
+		return err
+	}
+	return conn.Close()
+}
+
 // Dial connects to the control socket of the VM whose runtime dir is dir
 // and sends req, returning the stream after the supervisor's reply.
 func Dial(ctx context.Context, runtimeDir string, req channel.Request) (net.Conn, []byte, error) {

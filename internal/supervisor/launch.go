@@ -54,6 +54,9 @@ type Options struct {
 	Progress io.Writer
 	// Health is the optional health check (health.go).
 	Health HealthOptions
+	// Driver, when set, starts the VM instead of the one VMM names (tests,
+	// tuned drivers).
+	Driver vmm.Driver
 }
 
 // Limits on the resources a VM may ask for.
@@ -154,9 +157,98 @@ type VM struct {
 	driver vmm.Driver
 }
 
+// phaseTimer times the steps of a launch.
+type phaseTimer struct {
+	phases []Phase
+	mark   time.Time
+}
+
+func newPhaseTimer() *phaseTimer { return &phaseTimer{mark: time.Now()} }
+
+// phase ends the step called name.
+func (t *phaseTimer) phase(name string) {
+	now := time.Now()
+	t.phases = append(t.phases, Phase{name, now.Sub(t.mark)})
+	t.mark = now
+}
+
+// bootSpec is what a cold boot and a clone know before anything is made on
+// the host; prepare turns it into a VM whose machine only has to start.
+type bootSpec struct {
+	// rec is the new record; prepare creates it, filling ID and Dir.
+	rec    *state.Record
+	driver vmm.Driver
+	// boot is how the guest boots; prepare fills its Plan and records it
+	// in the VM's dir (launchFile), where a snapshot of the VM reads it.
+	boot launchInfo
+	plan *channel.Plan
+	// upper makes the VM's writable disk at path.
+	upper func(ctx context.Context, path string) error
+	// cmdline is appended to the kernel command line (cold boots).
+	cmdline string
+	ports   []network.Port
+	// started is set for clones, whose container already runs.
+	started bool
+}
+
+// prepare does what a cold boot and a clone share: the record, the VM
+// value, its runtime dir and upper disk, the network, and the vmm.Config
+// of all of them. Only how the machine starts (Start or Restore) differs.
+// On error the VM it returns, if any, must be torn down by the caller.
+func prepare(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, store *state.Store, spec bootSpec, t *phaseTimer) (*VM, vmm.Config, error) {
+	rec := spec.rec
+	if err := store.Create(rec); err != nil {
+		return nil, vmm.Config{}, err
+	}
+	vm := &VM{Record: rec, Plan: spec.plan, log: log, store: store, dirs: dirs, driver: spec.driver,
+		Generation: spec.boot.Generation, started: spec.started, exited: make(chan struct{})}
+	if spec.plan.Hostname == "" {
+		// A cold boot's container is named for its VM; a clone keeps the
+		// snapshot's.
+		spec.plan.Hostname = rec.ShortID()
+	}
+	t.phase("record")
+	rec.RuntimeDir = dirs.VMRuntime(rec.ID[:12])
+	if err := os.MkdirAll(rec.RuntimeDir, 0o700); err != nil {
+		return vm, vmm.Config{}, fmt.Errorf("make runtime dir: %w", err)
+	}
+	upper := filepath.Join(rec.Dir, "upper.ext4")
+	if err := spec.upper(ctx, upper); err != nil {
+		return vm, vmm.Config{}, err
+	}
+	t.phase("disks")
+	cfg := vmm.Config{
+		Name:       rec.Name,
+		RuntimeDir: rec.RuntimeDir,
+		Kernel:     spec.boot.Kernel,
+		Initrd:     spec.boot.Initrd,
+		Cmdline:    spec.cmdline,
+		VCPUs:      rec.CPUs,
+		MemoryMiB:  rec.MemoryMiB,
+		Disks: []vmm.Disk{
+			{ID: "base", Path: spec.boot.Rootfs, ReadOnly: true},
+			{ID: "upper", Path: upper},
+			{ID: "image", Path: spec.boot.ImageDisk, ReadOnly: true},
+		},
+		ConsoleLog: filepath.Join(rec.Dir, "console.log"),
+	}
+	// A clone keeps the guest's network identity (the same inside every
+	// VM's namespace); only the host side and the published ports are its
+	// own.
+	if err := vm.setupNetwork(ctx, dirs, rec.Network.Mode, spec.ports, &cfg); err != nil {
+		return vm, cfg, err
+	}
+	li := spec.boot
+	li.Plan, li.Cmdline = spec.plan, cfg.Cmdline
+	if err := writeLaunchInfo(rec.Dir, li); err != nil {
+		return vm, cfg, err
+	}
+	return vm, cfg, nil
+}
+
 // Launch does the host-side work and boots the VM. On error nothing it made
 // is left behind.
-func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options) (vm *VM, err error) {
+func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options) (*VM, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
@@ -164,21 +256,16 @@ func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options)
 	if err != nil {
 		return nil, err
 	}
-	var phases []Phase
-	mark := time.Now()
-	phase := func(name string) {
-		now := time.Now()
-		phases = append(phases, Phase{name, now.Sub(mark)})
-		mark = now
-	}
-
+	t := newPhaseTimer()
 	set, err := artifacts.Load(dirs.Data)
 	if err != nil {
 		return nil, err
 	}
-	driver, err := Driver(o.VMM, dirs, log)
-	if err != nil {
-		return nil, err
+	driver := o.Driver
+	if driver == nil {
+		if driver, err = Driver(o.VMM, dirs, log); err != nil {
+			return nil, err
+		}
 	}
 	store, err := state.Open(dirs.VMs())
 	if err != nil {
@@ -189,7 +276,7 @@ func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options)
 			return nil, fmt.Errorf("name %q is already in use: choose another --name or remove it with fcvm rm %s", o.Name, o.Name)
 		}
 	}
-	phase("checks")
+	t.phase("checks")
 
 	images, err := image.Open(dirs.Images(), log)
 	if err != nil {
@@ -199,89 +286,76 @@ func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options)
 	if err != nil {
 		return nil, err
 	}
-	phase("image")
+	t.phase("image")
 	plan, err := buildPlan(o, img)
 	if err != nil {
 		return nil, err
 	}
-
-	rec := &state.Record{
-		Name:       o.Name,
-		Image:      o.Image,
-		ImageID:    img.ID,
-		Cmd:        append(append([]string(nil), plan.Entrypoint...), plan.Cmd...),
-		Driver:     driver.Name(),
-		CPUs:       o.CPUs,
-		MemoryMiB:  o.MemoryMiB,
-		Created:    time.Now(),
-		Status:     state.StatusStarting,
-		Supervisor: state.Self(),
-		Detached:   o.Detach,
-		AutoRemove: o.Remove,
-		Network:    state.Network{Mode: o.Network},
-		Labels:     o.Labels,
-		Volumes:    o.Volumes,
-	}
-	if err := store.Create(rec); err != nil {
+	volumes, err := openVolumes(o.Volumes, log) // volumes.go
+	if err != nil {
 		return nil, err
 	}
-	vm = &VM{Record: rec, Plan: plan, log: log, store: store, dirs: dirs, driver: driver, exited: make(chan struct{})}
-	defer func() {
-		if err != nil {
-			vm.Teardown(true)
-			vm = nil
-		}
-	}()
-	if vm.volumes, err = openVolumes(o.Volumes, log); err != nil { // volumes.go
-		return vm, err
-	}
-	plan.Hostname = rec.ShortID()
-	rec.RuntimeDir = dirs.VMRuntime(rec.ID[:12])
-	if err := os.MkdirAll(rec.RuntimeDir, 0o700); err != nil {
-		return vm, fmt.Errorf("make runtime dir: %w", err)
-	}
-	upper := filepath.Join(rec.Dir, "upper.ext4")
 	disks := &storage.Store{Dir: filepath.Join(dirs.Data, "templates")}
-	if err := disks.UpperDisk(ctx, upper, o.DiskMiB); err != nil {
-		return vm, err
-	}
-	phase("disks")
-
-	cfg := vmm.Config{
-		Name:       rec.Name,
-		RuntimeDir: rec.RuntimeDir,
-		Kernel:     set.Kernel,
-		Initrd:     set.Initrd,
-		Cmdline:    strings.TrimSpace(os.Getenv("FCVM_KERNEL_ARGS")),
-		VCPUs:      o.CPUs,
-		MemoryMiB:  o.MemoryMiB,
-		Disks: []vmm.Disk{
-			{ID: "base", Path: set.Rootfs, ReadOnly: true},
-			{ID: "upper", Path: upper},
-			{ID: "image", Path: img.Disk, ReadOnly: true},
+	vm, cfg, err := prepare(ctx, log, dirs, store, bootSpec{
+		rec: &state.Record{
+			Name:       o.Name,
+			Image:      o.Image,
+			ImageID:    img.ID,
+			Cmd:        append(append([]string(nil), plan.Entrypoint...), plan.Cmd...),
+			Driver:     driver.Name(),
+			CPUs:       o.CPUs,
+			MemoryMiB:  o.MemoryMiB,
+			Created:    time.Now(),
+			Status:     state.StatusStarting,
+			Supervisor: state.Self(),
+			Detached:   o.Detach,
+			AutoRemove: o.Remove,
+			Network:    state.Network{Mode: o.Network},
+			Labels:     o.Labels,
+			Volumes:    o.Volumes,
 		},
-		ConsoleLog: filepath.Join(rec.Dir, "console.log"),
+		driver:  driver,
+		boot:    launchInfo{Kernel: set.Kernel, Initrd: set.Initrd, Rootfs: set.Rootfs, ImageDisk: img.Disk, Generation: 1},
+		plan:    plan,
+		upper:   func(ctx context.Context, path string) error { return disks.UpperDisk(ctx, path, o.DiskMiB) },
+		cmdline: strings.TrimSpace(os.Getenv("FCVM_KERNEL_ARGS")),
+		ports:   ports,
+	}, t)
+	if vm == nil {
+		volumes.Close()
+	} else {
+		vm.volumes = volumes // closed by Teardown
 	}
-	if err := vm.setupNetwork(ctx, dirs, o.Network, ports, &cfg); err != nil {
-		return vm, err
+	return start(vm, t, err, func() (vmm.Machine, error) {
+		if err := vm.prepareHealth(o.Health); err != nil { // health.go
+			return nil, err
+		}
+		t.phase("network")
+		m, err := driver.Start(ctx, cfg)
+		if err == nil {
+			t.phase("vmm spawn")
+		}
+		return m, err
+	})
+}
+
+// start finishes a launch that prepare began: it starts the machine with
+// run, records it running, and tears everything down on any error.
+func start(vm *VM, t *phaseTimer, err error, run func() (vmm.Machine, error)) (*VM, error) {
+	if err == nil {
+		var m vmm.Machine
+		if m, err = run(); err == nil {
+			vm.Machine = m
+			err = vm.markRunning()
+		}
 	}
-	if err := vm.prepareHealth(o.Health); err != nil { // health.go
-		return vm, err
-	}
-	phase("network")
-	if err := writeLaunchInfo(rec.Dir, launchInfo{Plan: plan, Kernel: set.Kernel, Initrd: set.Initrd, Rootfs: set.Rootfs, ImageDisk: img.Disk, Cmdline: cfg.Cmdline, Generation: 1}); err != nil {
-		return vm, err
-	}
-	m, err := driver.Start(ctx, cfg)
 	if err != nil {
-		return vm, err
+		if vm != nil {
+			vm.Teardown(true)
+		}
+		return nil, err
 	}
-	vm.Machine = m
-	phase("vmm spawn")
-	if err := vm.markRunning(); err != nil {
-		return vm, err
-	}
-	vm.Phases = phases
+	vm.Phases = t.phases
 	return vm, nil
 }
 

@@ -280,27 +280,13 @@ func (vm *VM) attach(ctx context.Context, c *channel.Client, lastSeq *uint64, lo
 	stop := context.AfterFunc(ctx, func() { s.Close() })
 	defer stop()
 
-	var wmu sync.Mutex
-	send := func(t channel.FrameType, p []byte) error {
-		wmu.Lock()
-		defer wmu.Unlock()
-		return channel.WriteFrame(s, t, p)
-	}
+	out := channel.NewStream(s)
 	done := make(chan struct{})
 	defer close(done)
 	if stdio.Stdin != nil && !stdinDone.Load() {
 		go func() {
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := stdio.Stdin.Read(buf)
-				if n > 0 && send(channel.FrameStdin, buf[:n]) != nil {
-					return
-				}
-				if err != nil {
-					stdinDone.Store(true)
-					send(channel.FrameStdinEOF, nil)
-					return
-				}
+			if out.PumpStdin(stdio.Stdin) {
+				stdinDone.Store(true)
 			}
 		}()
 	}
@@ -309,7 +295,7 @@ func (vm *VM) attach(ctx context.Context, c *channel.Client, lastSeq *uint64, lo
 			for {
 				select {
 				case sz := <-stdio.Resize:
-					send(channel.FrameResize, channel.Resize(sz[0], sz[1]))
+					out.Send(channel.FrameResize, channel.Resize(sz[0], sz[1]))
 				case <-done:
 					return
 				}
@@ -347,7 +333,7 @@ func (vm *VM) attach(ctx context.Context, c *channel.Client, lastSeq *uint64, lo
 			// 256 KiB; a trickle still gets each write acked.
 			unacked += len(o.Data)
 			if unacked >= 256<<10 || time.Since(lastAck) > 50*time.Millisecond {
-				send(channel.FrameAck, channel.Uint64(o.Seq))
+				out.Send(channel.FrameAck, channel.Uint64(o.Seq))
 				unacked, lastAck = 0, time.Now()
 			}
 		case channel.FrameExit:

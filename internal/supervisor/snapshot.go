@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/fcvm/fcvm/internal/atomicfile"
 	"github.com/fcvm/fcvm/internal/channel"
 	"github.com/fcvm/fcvm/internal/datadir"
 	"github.com/fcvm/fcvm/internal/snapshot"
@@ -39,7 +40,7 @@ func writeLaunchInfo(dir string, li launchInfo) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, launchFile), b, 0o644)
+	return atomicfile.WriteFile(filepath.Join(dir, launchFile), b, 0o644)
 }
 
 // KindSnapshot asks the supervisor to snapshot its VM as controlRequest.Tag;
@@ -262,14 +263,8 @@ func restoresFrom(r vmm.Restorer, backend string, m *snapshot.Manifest) error {
 // LaunchClone starts a clone of a snapshot: its own record, CoW disk and
 // sockets, the snapshot's memory mapped privately, the guest resumed where
 // the snapshot left it.
-func LaunchClone(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o CloneOptions) (vm *VM, err error) {
-	var phases []Phase
-	mark := time.Now()
-	phase := func(name string) {
-		now := time.Now()
-		phases = append(phases, Phase{name, now.Sub(mark)})
-		mark = now
-	}
+func LaunchClone(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o CloneOptions) (*VM, error) {
+	t := newPhaseTimer()
 	ports, err := ParsePublish(o.Publish)
 	if err != nil {
 		return nil, err
@@ -308,88 +303,53 @@ func LaunchClone(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Clo
 	if err != nil {
 		return nil, err
 	}
-	phase("checks")
-	rec := &state.Record{
-		Name:       o.Name,
-		Image:      m.Image,
-		ImageID:    m.ImageID,
-		Cmd:        append(append([]string(nil), m.Plan.Entrypoint...), m.Plan.Cmd...),
-		Driver:     m.Driver,
-		CPUs:       m.CPUs,
-		MemoryMiB:  m.MemoryMiB,
-		Created:    time.Now(),
-		Status:     state.StatusStarting,
-		Supervisor: state.Self(),
-		Detached:   o.Detach,
-		AutoRemove: o.Remove,
-		Network:    state.Network{Mode: m.Network.Mode, GuestIP: m.Network.GuestIP},
-		Volumes:    m.Volumes,
-		Snapshot:   o.Tag,
-		ServePID:   o.ServePID,
-	}
-	if err := store.Create(rec); err != nil {
-		return nil, err
-	}
-	vm = &VM{Record: rec, Plan: m.Plan, log: log, store: store, dirs: dirs, driver: driver,
-		exited: make(chan struct{}), started: true,
-		// A generation no earlier guest has seen tells the agent it was
-		// restored.
-		Generation: m.Generation + uint64(time.Now().UnixNano()&0xffffffff) + 1,
-	}
-	defer func() {
-		if err != nil {
-			vm.Teardown(true)
-			vm = nil
-		}
-	}()
-	phase("record")
-	rec.RuntimeDir = dirs.VMRuntime(rec.ID[:12])
-	if err := os.MkdirAll(rec.RuntimeDir, 0o700); err != nil {
-		return vm, fmt.Errorf("make runtime dir: %w", err)
-	}
-	upper := filepath.Join(rec.Dir, "upper.ext4")
-	if err := storage.Clone(filepath.Join(snaps.Path(o.Tag), snapshot.DiskFile), upper); err != nil {
-		return vm, fmt.Errorf("copy snapshot disk: %w", err)
-	}
-	phase("disks")
-	cfg := vmm.Config{
-		Name:       rec.Name,
-		RuntimeDir: rec.RuntimeDir,
-		Kernel:     m.Kernel,
-		Initrd:     m.Initrd,
-		VCPUs:      m.CPUs,
-		MemoryMiB:  m.MemoryMiB,
-		Disks: []vmm.Disk{
-			{ID: "base", Path: m.Rootfs, ReadOnly: true},
-			{ID: "upper", Path: upper},
-			{ID: "image", Path: m.ImageDisk, ReadOnly: true},
+	t.phase("checks")
+	snapDir := snaps.Path(o.Tag)
+	vm, cfg, err := prepare(ctx, log, dirs, store, bootSpec{
+		rec: &state.Record{
+			Name:       o.Name,
+			Image:      m.Image,
+			ImageID:    m.ImageID,
+			Cmd:        append(append([]string(nil), m.Plan.Entrypoint...), m.Plan.Cmd...),
+			Driver:     m.Driver,
+			CPUs:       m.CPUs,
+			MemoryMiB:  m.MemoryMiB,
+			Created:    time.Now(),
+			Status:     state.StatusStarting,
+			Supervisor: state.Self(),
+			Detached:   o.Detach,
+			AutoRemove: o.Remove,
+			Network:    state.Network{Mode: m.Network.Mode, GuestIP: m.Network.GuestIP},
+			Volumes:    m.Volumes,
+			Snapshot:   o.Tag,
+			ServePID:   o.ServePID,
 		},
-		ConsoleLog: filepath.Join(rec.Dir, "console.log"),
-	}
-	// The clone keeps the guest's network identity (the same inside every
-	// VM's namespace); only the host side and the published ports are its
-	// own.
-	if err := vm.setupNetwork(ctx, dirs, m.Network.Mode, ports, &cfg); err != nil {
-		return vm, err
-	}
-	phase("network")
-	mach, err := restorer.Restore(ctx, cfg, vmm.RestoreOptions{Dir: snaps.Path(o.Tag), MemFile: m.Memory(), UffdSocket: uffdSocket})
-	if errors.Is(err, vmm.ErrNoMemoryServer) {
-		return vm, fmt.Errorf("--memory-backend %s: snapshot %s was taken under %s, whose clones map its memory file privately (drop --memory-backend and --serve): %w", backend, o.Tag, m.Driver, err)
-	}
-	if err != nil {
-		return vm, err
-	}
-	vm.Machine = mach
-	phase("restore")
-	if err := writeLaunchInfo(rec.Dir, launchInfo{Plan: m.Plan, Kernel: m.Kernel, Initrd: m.Initrd, Rootfs: m.Rootfs, ImageDisk: m.ImageDisk, Generation: vm.Generation}); err != nil {
-		return vm, err
-	}
-	if err := vm.markRunning(); err != nil {
-		return vm, err
-	}
-	vm.Phases = phases
-	return vm, nil
+		driver: driver,
+		boot: launchInfo{Kernel: m.Kernel, Initrd: m.Initrd, Rootfs: m.Rootfs, ImageDisk: m.ImageDisk,
+			// A generation no earlier guest has seen tells the agent it
+			// was restored.
+			Generation: m.Generation + uint64(time.Now().UnixNano()&0xffffffff) + 1},
+		plan: m.Plan,
+		upper: func(_ context.Context, path string) error {
+			if err := storage.Clone(filepath.Join(snapDir, snapshot.DiskFile), path); err != nil {
+				return fmt.Errorf("copy snapshot disk: %w", err)
+			}
+			return nil
+		},
+		ports:   ports,
+		started: true,
+	}, t)
+	return start(vm, t, err, func() (vmm.Machine, error) {
+		t.phase("network")
+		mach, err := restorer.Restore(ctx, cfg, vmm.RestoreOptions{Dir: snapDir, MemFile: m.Memory(), UffdSocket: uffdSocket})
+		if errors.Is(err, vmm.ErrNoMemoryServer) {
+			return nil, fmt.Errorf("--memory-backend %s: snapshot %s was taken under %s, whose clones map its memory file privately (drop --memory-backend and --serve): %w", backend, o.Tag, m.Driver, err)
+		}
+		if err == nil {
+			t.phase("restore")
+		}
+		return mach, err
+	})
 }
 
 // SnapshotUsers lists live VMs cloned from tag.

@@ -193,6 +193,11 @@ func TestSnapshotClones(t *testing.T) {
 	if r := fcvm(t, "exec", orig, "cat", "/who"); r.code == 0 {
 		t.Errorf("a clone's disk write reached the original: %s", r)
 	}
+	// A detached clone's supervisor logs to its VM's dir, as a detached
+	// cold boot's does.
+	if _, err := os.Stat(filepath.Join(dataDir, "vms", clones[0], "supervisor.log")); err != nil {
+		t.Errorf("detached clone has no supervisor.log: %v", err)
+	}
 	// Logs of a clone are its own.
 	if r := fcvm(t, "logs", clones[0]); r.code != 0 {
 		t.Errorf("logs of a clone: %s", r)
