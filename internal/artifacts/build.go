@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/fcvm/fcvm/internal/atomicfile"
 )
 
 // BuildOptions says what to build. The zero value builds Debian bookworm's
@@ -275,13 +276,13 @@ func (b *builder) install(work, final string) error {
 			return fmt.Errorf("replace %s: %w", final, err)
 		}
 	}
-	if err := syncDir(work); err != nil {
+	if err := atomicfile.SyncDir(work); err != nil {
 		return err
 	}
 	if err := os.Rename(work, final); err != nil {
 		return fmt.Errorf("install %s: %w", final, err)
 	}
-	return syncDir(b.dir)
+	return atomicfile.SyncDir(b.dir)
 }
 
 // removeStaleTemp removes temp dirs that a crashed or killed build left.
@@ -337,50 +338,14 @@ func exists(path string) bool {
 	return err == nil
 }
 
-// writeJSONAtomic writes v to path through a synced temp file and a
-// rename, so readers see the old or the new file, never a torn one.
+// writeJSONAtomic writes v to path so that readers see the old or the new
+// file, never a torn one.
 func writeJSONAtomic(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(f.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil && !errors.Is(err, os.ErrInvalid) {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
+	return atomicfile.WriteFile(path, append(b, '\n'), 0o644)
 }
 
 func humanSize(n int64) string {

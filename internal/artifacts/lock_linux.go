@@ -9,40 +9,21 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/fcvm/fcvm/internal/flock"
 )
 
-// lockDir takes an exclusive flock on dir/.lock, calling waiting once if
+// lockDir takes an exclusive lock on dir/.lock, calling waiting once if
 // another process holds it, until ctx ends. The lock dies with the
 // process, so a crashed setup never blocks the next.
 func lockDir(ctx context.Context, dir string, waiting func()) (unlock func(), err error) {
-	path := filepath.Join(dir, ".lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	l, err := flock.Acquire(ctx, filepath.Join(dir, ".lock"), waiting)
 	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", path, err)
+		return nil, err
 	}
-	for told := false; ; {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
-		}
-		if !told {
-			waiting()
-			told = true
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, ctx.Err())
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	return l.Unlock, nil
 }
 
 // unmountUnder detaches every mount at or below dir, deepest first.

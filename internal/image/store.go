@@ -19,6 +19,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+
+	"github.com/fcvm/fcvm/internal/atomicfile"
 )
 
 // Image is one cached image.
@@ -303,7 +305,7 @@ func (s *Store) build(ctx context.Context, f *fetched, id string, cfg *v1.Config
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(tmp, recordFile), b); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(tmp, recordFile), b, 0o644); err != nil {
 		return err
 	}
 	// The temp dir becomes the image: its lock file goes with it.
@@ -312,7 +314,7 @@ func (s *Store) build(ctx context.Context, f *fetched, id string, cfg *v1.Config
 		return fmt.Errorf("build image %s: %w", shortID(id), err)
 	}
 	s.log.Debug("image disk built", "id", id, "extract", t1.Sub(t0), "mkfs", t2.Sub(t1), "files", x.entries, "bytes", x.bytes, "disk", size)
-	return syncDir(s.dir)
+	return atomicfile.SyncDir(s.dir)
 }
 
 func syncFile(p string) error {

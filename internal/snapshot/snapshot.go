@@ -43,6 +43,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/fcvm/fcvm/internal/atomicfile"
 	"github.com/fcvm/fcvm/internal/channel"
 	"github.com/fcvm/fcvm/internal/state"
 )
@@ -298,7 +299,7 @@ func (s *Store) Commit(staging string, m *Manifest) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(staging, ManifestFile), b, 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(staging, ManifestFile), b, 0o644); err != nil {
 		return err
 	}
 	if err := os.Rename(staging, s.Path(m.Tag)); err != nil {
@@ -307,7 +308,7 @@ func (s *Store) Commit(staging string, m *Manifest) error {
 		}
 		return fmt.Errorf("commit snapshot %s: %w", m.Tag, err)
 	}
-	return nil
+	return atomicfile.SyncDir(s.Dir)
 }
 
 // Remove deletes tag.

@@ -3,29 +3,13 @@
 package state
 
 import (
-	"fmt"
-	"os"
+	"context"
 
-	"golang.org/x/sys/unix"
+	"github.com/fcvm/fcvm/internal/flock"
 )
 
-// lockDir opens dir and takes an exclusive flock on it, waiting for any
-// holder. Closing the returned file releases the lock; so does the death of
-// the process.
-func lockDir(dir string) (*os.File, error) {
-	f, err := os.Open(dir)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", dir, err)
-	}
-	return f, nil
+// lockDir takes an exclusive lock on dir, waiting for any holder. It is
+// released by Unlock, or by the death of the process.
+func lockDir(dir string) (*flock.Lock, error) {
+	return flock.AcquireDir(context.Background(), dir)
 }

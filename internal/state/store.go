@@ -17,6 +17,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/fcvm/fcvm/internal/atomicfile"
 )
 
 // recordFile is the name of the record in each VM's directory.
@@ -110,7 +112,7 @@ func (s *Store) Create(r *Record) error {
 	if err != nil {
 		return fmt.Errorf("create VM: %w", err)
 	}
-	defer unlock.Close()
+	defer unlock.Unlock()
 
 	// Under the store lock nobody else can add a name, so this check
 	// holds until the rename below. Unreadable records cannot be
@@ -157,7 +159,7 @@ func (s *Store) Create(r *Record) error {
 		os.RemoveAll(staging)
 		return fmt.Errorf("create VM %s: %w", r.Name, err)
 	}
-	if err := syncDir(s.dir); err != nil {
+	if err := atomicfile.SyncDir(s.dir); err != nil {
 		return fmt.Errorf("create VM %s: %w", r.Name, err)
 	}
 	return nil
@@ -223,7 +225,7 @@ func (s *Store) Update(id string, fn func(*Record) error) (*Record, error) {
 	if err != nil {
 		return nil, fmt.Errorf("update VM %s: %w", id, err)
 	}
-	defer unlock.Close()
+	defer unlock.Unlock()
 	// The directory may have been removed while we waited for its lock;
 	// then this read fails and nothing is written.
 	r, err := s.read(id)
@@ -313,19 +315,19 @@ func (s *Store) Remove(id string) error {
 		err = fmt.Errorf("%w: %s: unmount them first (stop the VM, or fcvm gc)", ErrMounted, strings.Join(mps, ", "))
 	}
 	if err != nil {
-		unlock.Close()
+		unlock.Unlock()
 		return fmt.Errorf("remove VM %s: %w", id, err)
 	}
 	trash := filepath.Join(s.dir, trashPrefix+id+"-"+strconv.FormatInt(time.Now().UnixNano(), 36))
 	err = os.Rename(s.VMDir(id), trash)
-	unlock.Close()
+	unlock.Unlock()
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("remove VM %s: %w", id, err)
 	}
-	if err := syncDir(s.dir); err != nil {
+	if err := atomicfile.SyncDir(s.dir); err != nil {
 		return fmt.Errorf("remove VM %s: %w", id, err)
 	}
 	if err := os.RemoveAll(trash); err != nil {
@@ -345,7 +347,7 @@ func (s *Store) Sweep() error {
 	if err != nil {
 		return fmt.Errorf("sweep VM store: %w", err)
 	}
-	defer unlock.Close()
+	defer unlock.Unlock()
 	ents, err := os.ReadDir(s.dir)
 	if err != nil {
 		return fmt.Errorf("sweep VM store: %w", err)
@@ -383,7 +385,7 @@ func (s *Store) sweepVM(id string) error {
 	if err != nil {
 		return err
 	}
-	defer unlock.Close()
+	defer unlock.Unlock()
 	tmps, _ := filepath.Glob(filepath.Join(dir, "."+recordFile+".tmp-*"))
 	var errs []error
 	for _, t := range tmps {
@@ -430,7 +432,7 @@ func writeRecord(dir string, r *Record) error {
 	if err != nil {
 		return fmt.Errorf("encode record: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(dir, recordFile), append(b, '\n'), 0o600)
+	return atomicfile.WriteFile(filepath.Join(dir, recordFile), append(b, '\n'), 0o600)
 }
 
 // newID returns a random ID like podman's: 32 random bytes in hex. Like

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/fcvm/fcvm/internal/atomicfile"
 	"github.com/fcvm/fcvm/internal/channel"
 	"github.com/fcvm/fcvm/internal/datadir"
 	"github.com/fcvm/fcvm/internal/network"
@@ -76,7 +77,7 @@ func (vm *VM) setupNetwork(ctx context.Context, dirs datadir.Dirs, mode string, 
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(vm.Record.Dir, networkFile), b, 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(vm.Record.Dir, networkFile), b, 0o644); err != nil {
 		return fmt.Errorf("save network state: %w", err)
 	}
 	vm.Plan.Network = &channel.NetPlan{

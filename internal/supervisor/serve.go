@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/fcvm/fcvm/internal/atomicfile"
 	"github.com/fcvm/fcvm/internal/datadir"
 	"github.com/fcvm/fcvm/internal/snapshot"
 	"github.com/fcvm/fcvm/internal/state"
@@ -60,11 +61,10 @@ func (r *ServeRecord) Register() error {
 	if err != nil {
 		return err
 	}
-	tmp := r.path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+	if err := atomicfile.WriteFile(r.path, b, 0o644); err != nil {
 		return fmt.Errorf("register memory server: %w", err)
 	}
-	return os.Rename(tmp, r.path)
+	return nil
 }
 
 // Unregister removes the record.
