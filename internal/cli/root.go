@@ -24,6 +24,9 @@ type Env struct {
 	Stderr io.Writer
 	Log    *slog.Logger
 	Dirs   datadir.Dirs
+
+	// logOut is where Log writes (supervisor_log.go).
+	logOut *logOutput
 }
 
 // ExitError carries an exit code other than 1 (a container's exit status)
@@ -35,7 +38,7 @@ func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code
 // Run parses args and runs the command they name. It returns the process
 // exit code.
 func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	env := &Env{Stdin: stdin, Stdout: stdout, Stderr: stderr}
+	env := &Env{Stdin: stdin, Stdout: stdout, Stderr: stderr, logOut: &logOutput{w: stderr}}
 	var logLevel string
 	root := &cobra.Command{
 		Use:           "fcvm",
@@ -47,7 +50,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
 				return fmt.Errorf("parse --log-level %q: %w", logLevel, err)
 			}
-			env.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+			env.Log = slog.New(slog.NewTextHandler(env.logOut, &slog.HandlerOptions{Level: lvl}))
 			dirs, err := datadir.Default()
 			if err != nil {
 				return err

@@ -6,13 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
 	"github.com/fcvm/fcvm/internal/health"
@@ -211,14 +209,7 @@ func runDetached(ctx context.Context, env *Env, launch func() (*supervisor.VM, e
 		fmt.Fprintln(env.Stdout, id)
 		return nil
 	}
-	moveLog := func(dir string) error {
-		f, err := os.OpenFile(filepath.Join(dir, "supervisor.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		return unix.Dup2(int(f.Fd()), 2)
-	}
+	moveLog := func(dir string) error { return env.logToDir(dir, 2) }
 	vm, code, runErr := supervisor.RunDetached(ctx, launch, moveLog, waitHealthy)
 	if vm == nil {
 		return runErr
