@@ -21,6 +21,9 @@
 // which the guest compares with the last one it saw to learn that it was
 // restored from a snapshot.
 //
+// A guest may also break every session on purpose: Backoff paces the
+// host's redialling so that this costs the host a few dials a second.
+//
 // Nothing a user started is tied to a session: the guest keeps the
 // container's output with sequence numbers and the host re-attaches from
 // the last one it stored, so a reconnect neither loses nor repeats output.

@@ -31,4 +31,15 @@
 // output. When the session breaks while the VMM lives (a snapshot, a slow
 // guest) it dials again and resumes from the last output chunk stored, so
 // output is neither lost nor repeated.
+//
+// # A hostile guest
+//
+// What the guest sends costs the host a bounded amount. Sessions that keep
+// breaking are redialled with a growing pause (channel.Backoff: at once,
+// then 10 ms doubling to 2 s), so a guest that closes each one costs a
+// handful of dials a second. The serial console is kept by the VMM driver
+// in console.log, rotated to console.log.1 at 8 MiB, and a boot error
+// shows its last lines read from the last 16 KiB only, with what a
+// terminal would act on escaped (package termsafe); a detached
+// supervisor's own log, supervisor.log, rotates the same way.
 package supervisor
