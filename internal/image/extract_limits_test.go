@@ -150,6 +150,21 @@ func TestExtractRefusesHugeHeader(t *testing.T) {
 	}
 }
 
+// TestExtractIgnoresSizeOfHeaderOnlyEntries gives a hardlink and a
+// directory a huge Size: archive/tar reads no content for them and
+// nothing is written, so they are not refused.
+func TestExtractIgnoresSizeOfHeaderOnlyEntries(t *testing.T) {
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	tw.WriteHeader(&tar.Header{Name: "f", Typeflag: tar.TypeReg, Mode: 0o644})
+	tw.WriteHeader(&tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o755, Size: 1 << 40})
+	tw.WriteHeader(&tar.Header{Name: "l", Typeflag: tar.TypeLink, Linkname: "f", Size: 1 << 40})
+	tw.Close()
+	if _, err := extractWith(t, b.Bytes(), Limits{MaxBytes: 1 << 20}); err != nil {
+		t.Fatalf("extract: %v", err)
+	}
+}
+
 // TestExtractRefusesManyEntries feeds more empty entries than allowed,
 // and then one entry whose deep name would make thousands of parents.
 func TestExtractRefusesManyEntries(t *testing.T) {

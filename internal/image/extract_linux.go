@@ -81,7 +81,10 @@ func (x *extractor) claim(hdr *tar.Header) error {
 	// Each term is at most MaxBytes or a few MiB (archive/tar bounds
 	// names and extended headers), so the sums cannot overflow.
 	size := hdr.Size
-	if size < 0 || size > x.limits.MaxBytes {
+	switch {
+	case headerOnly(hdr.Typeflag):
+		size = 0 // archive/tar reads no content for these, whatever Size says
+	case size < 0 || size > x.limits.MaxBytes:
 		size = x.limits.MaxBytes + 1
 	}
 	x.claimed += size + metaSize(hdr)
@@ -89,6 +92,15 @@ func (x *extractor) claim(hdr *tar.Header) error {
 		return newError(ErrTooLarge, "", nil, "image layers expand past %s (entry %q claims %s, holes included): refusing the image", limitSize(x.limits.MaxBytes), clean(hdr.Name), humanSize(hdr.Size))
 	}
 	return nil
+}
+
+// headerOnly reports whether entries of type t carry no content.
+func headerOnly(t byte) bool {
+	switch t {
+	case tar.TypeLink, tar.TypeSymlink, tar.TypeChar, tar.TypeBlock, tar.TypeDir, tar.TypeFifo:
+		return true
+	}
+	return false
 }
 
 // hold counts hdr's metadata as kept until the end of the stream.
