@@ -150,6 +150,17 @@ root chown $/tmp/s -1 2000 = ok
 alice chmod $/tmp/s 02755 = ok
 alice stat $/tmp/s = 1000:2000:100755
 
+# device nodes (on the mount: plain files on the host)
+root mknod-c $/tmp/null 0666 1 3 = ok
+root stat $/tmp/null = 0:0:20644
+alice mknod-c $/tmp/null2 0666 1 3 = EPERM
+alice chmod $/tmp/null 0600 = EPERM
+root chown $/tmp/null 1000 1000 = ok
+alice chmod $/tmp/null 0600 = ok
+alice stat $/tmp/null = 1000:1000:20600
+bob unlink $/tmp/null = EPERM
+alice unlink $/tmp/null = ok
+
 # hard links to other users' files (fs.protected_hardlinks)
 bob link $/tmp/a $/tmp/bl = EPERM
 alice link $/tmp/a $/tmp/al = ok
@@ -262,6 +273,8 @@ func runDo(args []string) string {
 		err = unix.Mkdir(p, uint32(num(2)))
 	case "mkfifo":
 		err = unix.Mkfifo(p, uint32(num(2)))
+	case "mknod-c":
+		err = unix.Mknod(p, unix.S_IFCHR|uint32(num(2)), int(unix.Mkdev(uint32(num(3)), uint32(num(4)))))
 	case "rename":
 		err = unix.Rename(p, args[2])
 	case "link":

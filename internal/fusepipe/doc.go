@@ -33,9 +33,9 @@
 // every operation is relative to such descriptors. Symlinks are stored
 // and read back but never followed on the host: the guest kernel resolves
 // them inside the guest. Hard links and renames take both ends from the
-// node table, so neither can name anything outside. Device nodes cannot
-// be created, and FIFOs, sockets and devices are never opened on the
-// host, by OPEN or by a CREATE that finds the name taken. The server's
+// node table, so neither can name anything outside. No device node,
+// FIFO or socket is ever made on the host, and those found there are
+// never opened, by OPEN or by a CREATE that finds the name taken. The server's
 // ReadOnly is enforced on the host whatever the guest mounts: no host
 // file is opened for writing and no lock is taken on one.
 //
@@ -62,9 +62,11 @@
 //     something else: a root guest on a server running as root leaves
 //     none. The server rereads one only when the file's ctime moves, so
 //     an override changed on the host shows up like any attribute.
-//   - FIFOs and sockets are empty regular files on the host whose
-//     override gives their type; the guest kernel runs them. An override
-//     naming a device type is ignored.
+//   - FIFOs, sockets and device nodes the guest makes are empty regular
+//     files on the host whose override gives their type (and device
+//     number: "char-1-3"); the guest kernel runs FIFOs and sockets, and
+//     Mount mounts nodev, so a device node on a volume opens nothing in
+//     any guest, including another VM sharing the directory.
 //   - The guest may set and remove user.* xattrs only (and remove
 //     security.capability, which its kernel does on a write); the
 //     override itself is hidden from GETXATTR and LISTXATTR. So no file

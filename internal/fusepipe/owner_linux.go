@@ -18,31 +18,63 @@ const overrideXattr = "user.containers.override_stat"
 
 // hostView is the view of a host file that carries no override.
 func hostView(st *unix.Stat_t) view {
-	return view{uid: st.Uid, gid: st.Gid, mode: st.Mode & (unix.S_IFMT | 0o7777)}
+	return view{uid: st.Uid, gid: st.Gid, mode: st.Mode & (unix.S_IFMT | 0o7777), rdev: uint32(st.Rdev)}
 }
 
 // overrideTypes maps the override's type field to S_IFMT bits and the
-// host type that may carry it. FIFOs and sockets the guest makes are
-// regular files on the host: the guest kernel runs them, and a regular
-// file is the only other kind that carries user xattrs. Device types are
-// not honoured: a host file never becomes a device in the guest.
+// host type that may carry it. FIFOs, sockets and device nodes the guest
+// makes are empty regular files on the host: a regular file is the only
+// other kind that carries user xattrs, the guest kernel runs FIFOs and
+// sockets itself, and Mount's mount is nodev, so a device node there
+// opens nothing in any guest (not even one that shares the directory
+// with the guest that made it).
 var overrideTypes = map[string]struct{ guest, host uint32 }{
 	"file":   {unix.S_IFREG, unix.S_IFREG},
 	"dir":    {unix.S_IFDIR, unix.S_IFDIR},
 	"pipe":   {unix.S_IFIFO, unix.S_IFREG},
 	"socket": {unix.S_IFSOCK, unix.S_IFREG},
+	"char":   {unix.S_IFCHR, unix.S_IFREG}, // "char-MAJOR-MINOR"
+	"block":  {unix.S_IFBLK, unix.S_IFREG}, // "block-MAJOR-MINOR"
 }
 
-func typeName(mode uint32) string {
-	switch mode & unix.S_IFMT {
+func typeName(v view) string {
+	switch v.mode & unix.S_IFMT {
 	case unix.S_IFDIR:
 		return "dir"
 	case unix.S_IFIFO:
 		return "pipe"
 	case unix.S_IFSOCK:
 		return "socket"
+	case unix.S_IFCHR:
+		return "char-" + devString(v.rdev)
+	case unix.S_IFBLK:
+		return "block-" + devString(v.rdev)
 	}
 	return "file"
+}
+
+// FUSE carries device numbers in the kernel's 32-bit encoding
+// (new_encode_dev): 12 bits of major, 20 of minor.
+func devMajor(d uint32) uint32             { return d & 0xfff00 >> 8 }
+func devMinor(d uint32) uint32             { return d&0xff | d>>12&0xfff00 }
+func encodeDev(major, minor uint32) uint32 { return minor&0xff | major<<8 | (minor&^0xff)<<12 }
+
+func devString(d uint32) string {
+	return strconv.FormatUint(uint64(devMajor(d)), 10) + "-" + strconv.FormatUint(uint64(devMinor(d)), 10)
+}
+
+// parseDevType reads "char-M-m" or "block-M-m".
+func parseDevType(s string) (typ string, rdev uint32, ok bool) {
+	f := strings.Split(s, "-")
+	if len(f) != 3 || (f[0] != "char" && f[0] != "block") {
+		return s, 0, len(f) == 1
+	}
+	major, err1 := strconv.ParseUint(f[1], 10, 12)
+	minor, err2 := strconv.ParseUint(f[2], 10, 20)
+	if err1 != nil || err2 != nil {
+		return "", 0, false
+	}
+	return f[0], encodeDev(uint32(major), uint32(minor)), true
 }
 
 // formatOverride writes v as "UID:GID:0MODE:TYPE".
@@ -53,7 +85,7 @@ func formatOverride(v view) []byte {
 	b = append(b, ':', '0')
 	b = strconv.AppendUint(b, uint64(v.mode&0o7777), 8)
 	b = append(b, ':')
-	return append(b, typeName(v.mode)...)
+	return append(b, typeName(v)...)
 }
 
 // parseOverride reads "UID:GID:MODE[:TYPE]" for a host file of type
@@ -70,15 +102,16 @@ func parseOverride(b []byte, hostType uint32) (view, bool) {
 	if err1 != nil || err2 != nil || err3 != nil {
 		return view{}, false
 	}
-	typ := hostType
+	typ, rdev := hostType, uint32(0)
 	if len(f) == 4 {
-		t, ok := overrideTypes[f[3]]
-		if !ok || t.host != hostType {
+		name, dev, ok := parseDevType(f[3])
+		t, known := overrideTypes[name]
+		if !ok || !known || t.host != hostType {
 			return view{}, false
 		}
-		typ = t.guest
+		typ, rdev = t.guest, dev
 	}
-	return view{uid: uint32(uid), gid: uint32(gid), mode: typ | uint32(mode)&0o7777}, true
+	return view{uid: uint32(uid), gid: uint32(gid), mode: typ | uint32(mode)&0o7777, rdev: rdev}, true
 }
 
 // carriesOverride reports whether host files of this type can hold the
@@ -147,7 +180,7 @@ func writeView(fd int, st *unix.Stat_t, v view, had bool) error {
 		}
 	}
 	switch {
-	case v != view{uid: st.Uid, gid: st.Gid, mode: hostType | perm}:
+	case v != view{uid: st.Uid, gid: st.Gid, mode: hostType | perm, rdev: uint32(st.Rdev)}:
 		return unix.Setxattr(procPath(fd), overrideXattr, formatOverride(v), 0)
 	case had:
 		if err := unix.Removexattr(procPath(fd), overrideXattr); err != nil && err != unix.ENODATA {

@@ -20,18 +20,22 @@ func TestOverrideFormat(t *testing.T) {
 		want     view
 		ok       bool
 	}{
-		{"1000:1011:0644:file", unix.S_IFREG, view{1000, 1011, unix.S_IFREG | 0o644}, true},
-		{"0:0:04755:file", unix.S_IFREG, view{0, 0, unix.S_IFREG | 0o4755}, true},
-		{"1001:1012:0755:dir", unix.S_IFDIR, view{1001, 1012, unix.S_IFDIR | 0o755}, true},
-		{"5:6:0600:pipe", unix.S_IFREG, view{5, 6, unix.S_IFIFO | 0o600}, true},
-		{"5:6:0600:socket", unix.S_IFREG, view{5, 6, unix.S_IFSOCK | 0o600}, true},
+		{"1000:1011:0644:file", unix.S_IFREG, view{1000, 1011, unix.S_IFREG | 0o644, 0}, true},
+		{"0:0:04755:file", unix.S_IFREG, view{0, 0, unix.S_IFREG | 0o4755, 0}, true},
+		{"1001:1012:0755:dir", unix.S_IFDIR, view{1001, 1012, unix.S_IFDIR | 0o755, 0}, true},
+		{"5:6:0600:pipe", unix.S_IFREG, view{5, 6, unix.S_IFIFO | 0o600, 0}, true},
+		{"5:6:0600:socket", unix.S_IFREG, view{5, 6, unix.S_IFSOCK | 0o600, 0}, true},
 		// fuse-overlayfs' older form has no type.
-		{"7:8:0700", unix.S_IFDIR, view{7, 8, unix.S_IFDIR | 0o700}, true},
-		{"7:8:0700\x00", unix.S_IFREG, view{7, 8, unix.S_IFREG | 0o700}, true},
-		// A host file never becomes a device, and a type must fit the
-		// host file.
-		{"0:0:0666:char-1-3", unix.S_IFREG, view{}, false},
-		{"0:0:0666:block-8-0", unix.S_IFREG, view{}, false},
+		{"7:8:0700", unix.S_IFDIR, view{7, 8, unix.S_IFDIR | 0o700, 0}, true},
+		{"7:8:0700\x00", unix.S_IFREG, view{7, 8, unix.S_IFREG | 0o700, 0}, true},
+		// Device nodes are regular files on the host.
+		{"0:0:0666:char-1-3", unix.S_IFREG, view{0, 0, unix.S_IFCHR | 0o666, encodeDev(1, 3)}, true},
+		{"6:0:0660:block-259-1048575", unix.S_IFREG, view{6, 0, unix.S_IFBLK | 0o660, encodeDev(259, 1<<20-1)}, true},
+		{"0:0:0666:char-4096-0", unix.S_IFREG, view{}, false},
+		{"0:0:0666:char-1", unix.S_IFREG, view{}, false},
+		{"0:0:0666:tty-1-1", unix.S_IFREG, view{}, false},
+		{"0:0:0666:char-1-3", unix.S_IFCHR, view{}, false},
+		// A type must fit the host file.
 		{"0:0:0755:dir", unix.S_IFREG, view{}, false},
 		{"0:0:0644:file", unix.S_IFDIR, view{}, false},
 		{"x:0:0644", unix.S_IFREG, view{}, false},
@@ -274,7 +278,7 @@ func TestOverrideChangedOnHost(t *testing.T) {
 		if e != 0 {
 			t.Fatal(e)
 		}
-		got := string(formatOverride(view{rp.Attr.UID, rp.Attr.GID, rp.Attr.Mode}))
+		got := string(formatOverride(view{rp.Attr.UID, rp.Attr.GID, rp.Attr.Mode, 0}))
 		if want == "" {
 			want = fmt.Sprintf("%d:%d:0644:file", os.Getuid(), os.Getgid())
 		}

@@ -260,6 +260,7 @@ func (l *linkOwners) set(k fileKey, o Owner) {
 // mode including the S_IFMT type bits.
 type view struct {
 	uid, gid, mode uint32
+	rdev           uint32 // device number of a device node, as FUSE encodes it
 }
 
 // node is an inode the guest has looked up: an O_PATH descriptor on it.

@@ -200,7 +200,7 @@ func (ss *session) fillGuestAttr(a *Attr, n *node, st *unix.Stat_t) {
 			v.uid, v.gid = o.UID, o.GID
 		}
 	}
-	a.UID, a.GID, a.Mode = v.uid, v.gid, v.mode
+	a.UID, a.GID, a.Mode, a.Rdev = v.uid, v.gid, v.mode, v.rdev
 }
 
 func fstat(fd int, st *unix.Stat_t) error {
@@ -629,9 +629,9 @@ func (ss *session) truncate(n *node, fh uint64, size int64) error {
 
 // makeNode serves Mkdir (Node, Name, Mode), Mknod (Node, Name, Mode,
 // Rdev) and Symlink (Node, Name, Name2 = target), each with Caller →
-// Entry. FIFOs and sockets are empty regular files on the host whose
-// override gives their type: the guest kernel runs them, the server never
-// opens them, and nothing on the host can be made to block on one.
+// Entry. FIFOs, sockets and device nodes are empty regular files on the
+// host whose override gives their type (see overrideTypes): nothing on
+// the host can be made to block on one or reach a device through it.
 func (ss *session) makeNode(rq *Request, rp *Reply) error {
 	if err := checkName(rq.Name); err != nil {
 		return err
@@ -658,13 +658,15 @@ func (ss *session) makeNode(rq *Request, rp *Reply) error {
 		switch typ {
 		case 0:
 			typ = syscall.S_IFREG
-		case syscall.S_IFIFO, syscall.S_IFREG, syscall.S_IFSOCK:
+		case syscall.S_IFIFO, syscall.S_IFREG, syscall.S_IFSOCK, syscall.S_IFCHR, syscall.S_IFBLK:
 		default:
-			// Device nodes would hand the guest the host's devices.
-			return syscall.EPERM
+			return syscall.EINVAL
 		}
 		if v, err = newView(dir, rq.Caller, typ|rq.Mode&0o7777); err != nil {
 			return err
+		}
+		if typ == syscall.S_IFCHR || typ == syscall.S_IFBLK {
+			v.rdev = encodeDev(devMajor(rq.Rdev)&0xfff, devMinor(rq.Rdev))
 		}
 		fd, err := unix.Openat2(dir.ref.fd, rq.Name, &unix.OpenHow{
 			Flags: unix.O_WRONLY | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC,
