@@ -22,7 +22,9 @@ import (
 	"time"
 
 	"github.com/fcvm/fcvm/bench/busybox"
+	"github.com/fcvm/fcvm/internal/channel"
 	"github.com/fcvm/fcvm/internal/datadir"
+	"github.com/fcvm/fcvm/internal/engine"
 	"github.com/fcvm/fcvm/internal/state"
 	"github.com/fcvm/fcvm/internal/supervisor"
 )
@@ -33,6 +35,7 @@ func main() {
 	memory := flag.Int("memory", 512, "guest memory in MiB")
 	image := flag.String("image", "", "image reference (default: a busybox OCI archive built here)")
 	netMode := flag.String("network", "none", "network mode of the VMs: none, rootless or bridged")
+	flag.IntVar(&execRuns, "execs", 50, "exec round trips per kind (0: skip)")
 	flag.Parse()
 	if err := run(*n, *clones, *memory, *image, *netMode); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -150,6 +153,9 @@ func cloneBench(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o supe
 	<-ready
 	time.Sleep(3 * time.Second)
 	origPSS := pss(orig.Record.VMM)
+	if err := execBench(ctx, engine.New(dirs, log), orig.Record.ID); err != nil {
+		return err
+	}
 
 	tag := fmt.Sprintf("bench-%d", time.Now().UnixNano())
 	ts := time.Now()
@@ -220,6 +226,52 @@ func pss(p state.Process) uint64 {
 		return 0
 	}
 	return m.PSSKiB
+}
+
+// execRuns is how many exec round trips execBench times per kind.
+var execRuns int
+
+// execBench times `true` through the engine's exec (what `fcvm exec`
+// does, without the process start of the fcvm binary), in the container
+// and in the VM outside it, and prints p50 and p99 of each.
+func execBench(ctx context.Context, e *engine.Engine, vm string) error {
+	if execRuns == 0 {
+		return nil
+	}
+	kinds := []struct {
+		name string
+		req  channel.ExecRequest
+	}{
+		{"exec in the container", channel.ExecRequest{Cmd: []string{"true"}}},
+		{"exec --vm", channel.ExecRequest{Cmd: []string{"true"}, InVM: true}},
+	}
+	fmt.Printf("\nExec round trip of `true` (%d runs each, through the control socket and the channel)\n\n", execRuns)
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "kind\tp50\tp99\t")
+	var p50s []time.Duration
+	for _, k := range kinds {
+		var v []time.Duration
+		for range execRuns {
+			t0 := time.Now()
+			x, err := e.Exec(ctx, vm, k.req)
+			if err != nil {
+				return err
+			}
+			code, err := x.Wait(io.Discard, io.Discard)
+			x.Close()
+			if err != nil || code != 0 {
+				return fmt.Errorf("%s: exit %d, %v", k.name, code, err)
+			}
+			v = append(v, time.Since(t0))
+		}
+		slices.Sort(v)
+		p50 := v[len(v)/2]
+		p50s = append(p50s, p50)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", k.name, fmtDur(p50), fmtDur(v[len(v)*99/100]))
+	}
+	tw.Flush()
+	fmt.Printf("\ncontainer exec / --vm exec (p50): %.2fx\n", float64(p50s[0])/float64(p50s[1]))
+	return nil
 }
 
 func median(samples []sample, key string) time.Duration {

@@ -165,6 +165,15 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 		marker = hex.EncodeToString(b)
 	}
 	argv := execArgs(req, marker)
+	// errTail, set on the fast path, keeps the end of stderr, where the
+	// runtime reports a command it could not start.
+	var errTail *tailWriter
+	if fastExecOK(req) {
+		if fast, spec, ok := runtimeExecArgs(req, marker); ok {
+			argv, errTail = fast, &tailWriter{}
+			defer os.Remove(spec)
+		}
+	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "TERM=xterm"}
 	if req.InVM {
@@ -226,6 +235,9 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 		}
 		copies.Add(2)
 		go copyOut(channel.FrameStdout, stdout)
+		if errTail != nil {
+			stderr = io.NopCloser(io.TeeReader(stderr, errTail))
+		}
 		go copyOut(channel.FrameStderr, stderr)
 	}
 	if err := send(channel.FrameOK, nil); err != nil {
@@ -254,6 +266,11 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 		code = ee.ExitCode()
 		if code < 0 {
 			code = 128 + int(ee.Sys().(syscall.WaitStatus).Signal())
+		}
+		if errTail != nil {
+			if c, ok := runtimeFailure(code, errTail.tail()); ok {
+				code = c
+			}
 		}
 	}
 	return send(channel.FrameExit, channel.Uint32(uint32(code)))

@@ -1,0 +1,105 @@
+package agent
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/fcvm/fcvm/internal/channel"
+)
+
+// TestExecProcess: the fast path runs the container's own process spec
+// with the request's command, environment and working directory, and
+// keeps every field it does not set (capabilities, rlimits, ...).
+func TestExecProcess(t *testing.T) {
+	config := `{"ociVersion":"1.0.2","process":{"terminal":true,"consoleSize":{"height":24,"width":80},
+		"user":{"uid":0,"gid":0,"additionalGids":[10]},"args":["sleep","1000"],
+		"env":["PATH=/usr/bin:/bin","HOSTNAME=abc","FOO=old"],"cwd":"/srv",
+		"capabilities":{"bounding":["CAP_CHOWN"],"effective":["CAP_CHOWN"]},
+		"rlimits":[{"type":"RLIMIT_NOFILE","hard":1024,"soft":1024}],"noNewPrivileges":true,"x-unknown":{"a":1}},
+		"root":{"path":"/x"}}`
+	path := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, err := execProcess(path, &channel.ExecRequest{Cmd: []string{"sh", "-c", "env"}, Env: []string{"FOO=new", "BAR=1"}, Workdir: "/tmp"}, "m1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p map[string]any
+	if err := json.Unmarshal(b, &p); err != nil {
+		t.Fatal(err)
+	}
+	strs := func(k string) []string {
+		var out []string
+		for _, v := range p[k].([]any) {
+			out = append(out, v.(string))
+		}
+		return out
+	}
+	if got := strs("args"); !slices.Equal(got, []string{"sh", "-c", "env"}) {
+		t.Errorf("args %q", got)
+	}
+	if got, want := strs("env"), []string{"PATH=/usr/bin:/bin", "HOSTNAME=abc", "FOO=new", "BAR=1", markerVar + "=m1"}; !slices.Equal(got, want) {
+		t.Errorf("env %q, want %q", got, want)
+	}
+	if p["cwd"] != "/tmp" || p["terminal"] != false || p["consoleSize"] != nil {
+		t.Errorf("cwd %v terminal %v consoleSize %v", p["cwd"], p["terminal"], p["consoleSize"])
+	}
+	for _, k := range []string{"user", "capabilities", "rlimits", "noNewPrivileges", "x-unknown"} {
+		if p[k] == nil {
+			t.Errorf("%s dropped from the container's process", k)
+		}
+	}
+	// Without a workdir the container's stays.
+	b, _ = execProcess(path, &channel.ExecRequest{Cmd: []string{"true"}}, "m2")
+	json.Unmarshal(b, &p)
+	if p["cwd"] != "/srv" {
+		t.Errorf("cwd %v, want the container's /srv", p["cwd"])
+	}
+	if _, err := execProcess(filepath.Join(t.TempDir(), "none.json"), &channel.ExecRequest{Cmd: []string{"true"}}, "m3"); err == nil {
+		t.Error("a missing config gave a process")
+	}
+}
+
+func TestRuntimeFailure(t *testing.T) {
+	for _, tc := range []struct {
+		code int
+		tail string
+		want int
+		ok   bool
+	}{
+		{255, "executable file `nosuch` not found in $PATH: No such file or directory", 127, true},
+		{255, "some output\nexecutable file `x y` not found in $PATH: No such file or directory\n", 127, true},
+		{255, "open executable: Permission denied", 126, true},
+		{255, "the command's own error", 0, false},
+		{1, "executable file `nosuch` not found in $PATH: No such file or directory", 0, false},
+		// The message must be the last thing on stderr.
+		{255, "executable file `x` not found in $PATH: No such file or directory\nthen the command went on", 0, false},
+	} {
+		got, ok := runtimeFailure(tc.code, []byte(tc.tail))
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("runtimeFailure(%d, %q) = %d, %v; want %d, %v", tc.code, tc.tail, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestFastExecOK(t *testing.T) {
+	for _, tc := range []struct {
+		req  channel.ExecRequest
+		want bool
+	}{
+		{channel.ExecRequest{Cmd: []string{"true"}}, true},
+		{channel.ExecRequest{Cmd: []string{"cat"}, Stdin: true, Env: []string{"A=1"}, Workdir: "/"}, true},
+		{channel.ExecRequest{Cmd: []string{"sh"}, TTY: true}, false},
+		{channel.ExecRequest{Cmd: []string{"id"}, User: "1000"}, false},
+		{channel.ExecRequest{Cmd: []string{"sleep"}, Detach: true}, false},
+		{channel.ExecRequest{Cmd: []string{"ls"}, InVM: true}, false},
+	} {
+		if got := fastExecOK(&tc.req); got != tc.want {
+			t.Errorf("fastExecOK(%+v) = %v", tc.req, got)
+		}
+	}
+}
