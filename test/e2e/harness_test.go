@@ -9,10 +9,8 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -68,6 +66,8 @@ func TestMain(m *testing.M) {
 type result struct {
 	stdout, stderr string
 	code           int
+	// runErr says the command could not be run at all.
+	runErr error
 }
 
 func (r result) String() string {
@@ -107,17 +107,9 @@ func fcvmIn(t *testing.T, data string, args ...string) result {
 // runCmd runs a prepared fcvm command to completion and logs its result.
 func runCmd(t *testing.T, cmd *exec.Cmd, args []string) result {
 	t.Helper()
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	r := result{stdout: stdout.String(), stderr: stderr.String()}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		r.code = ee.ExitCode()
-	default:
-		t.Fatalf("fcvm %v: %v", args, err)
+	r := runQuiet(cmd, nil)
+	if r.runErr != nil {
+		t.Fatalf("fcvm %v: %v", args, r.runErr)
 	}
 	if cmd.Dir != "" {
 		t.Logf("(in %s) fcvm %s → %s", cmd.Dir, strings.Join(args, " "), r)

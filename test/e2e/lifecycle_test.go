@@ -134,7 +134,7 @@ func runQuiet(cmd *exec.Cmd, stdin []byte) result {
 	case errors.As(err, &ee):
 		r.code = ee.ExitCode()
 	default:
-		r.code, r.stderr = -1, err.Error()
+		r.code, r.stderr, r.runErr = -1, err.Error(), err
 	}
 	return r
 }
