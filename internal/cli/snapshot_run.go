@@ -45,9 +45,6 @@ func runSnapshotRun(ctx context.Context, env *Env, o *snapshotRunOptions) error 
 		if err != nil {
 			return err
 		}
-		if srv.Driver != "firecracker" {
-			return fmt.Errorf("--serve %d: snapshot %s is a %s snapshot, whose clones map its memory file directly: clone it with `fcvm snapshot run %s`", o.servePID, srv.Tag, srv.Driver, srv.Tag)
-		}
 		if o.Tag != "" && o.Tag != srv.Tag {
 			return fmt.Errorf("--serve %d serves snapshot %s, not %s: give only --serve PID", o.servePID, srv.Tag, o.Tag)
 		}

@@ -255,7 +255,7 @@ func restoresFrom(r vmm.Restorer, backend string, m *snapshot.Manifest) error {
 		return nil
 	}
 	if ms, ok := r.(vmm.MemoryServerRestorer); !ok || !ms.RestoresFromMemoryServer() {
-		return fmt.Errorf("--memory-backend uffd: snapshot %s was taken under %s, whose clones map its memory file privately; the memory server is for firecracker snapshots (drop --memory-backend)", m.Tag, m.Driver)
+		return fmt.Errorf("--memory-backend uffd: snapshot %s was taken under %s, whose clones map its memory file privately; the memory server is for firecracker snapshots (clone it with `fcvm snapshot run %s`, without --serve or --memory-backend)", m.Tag, m.Driver, m.Tag)
 	}
 	return nil
 }

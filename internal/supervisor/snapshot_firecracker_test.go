@@ -315,3 +315,30 @@ func TestCloneMemoryBackendBadInput(t *testing.T) {
 		t.Errorf("%d VM records after a refused clone, want only the original", len(recs))
 	}
 }
+
+// TestCloneQemuSnapshotThroughServer: a memory server of a snapshot whose
+// driver cannot take one is refused before anything is made.
+func TestCloneQemuSnapshotThroughServer(t *testing.T) {
+	dirs := fcSnapshot(t)
+	path := filepath.Join(dirs.Snapshots(), "warm", snapshot.ManifestFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	json.Unmarshal(b, &m)
+	m["driver"] = "qemu"
+	b, _ = json.Marshal(m)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	registerServe(t, dirs, "warm")
+	_, err = LaunchClone(context.Background(), quietLog(), dirs, CloneOptions{Tag: "warm", ServePID: os.Getpid(), Driver: &qemu.Driver{}})
+	if err == nil || !strings.Contains(err.Error(), "the memory server is for firecracker snapshots") {
+		t.Fatalf("clone of a qemu snapshot through a memory server: %v", err)
+	}
+	store, _ := state.Open(dirs.VMs())
+	if recs, _ := store.List(); len(recs) != 1 {
+		t.Errorf("%d VM records after a refused clone, want only the original", len(recs))
+	}
+}
