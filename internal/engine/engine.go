@@ -46,6 +46,19 @@ func (e *Engine) Dirs() datadir.Dirs { return e.dirs }
 
 func (e *Engine) store() (*state.Store, error) { return state.Open(e.dirs.VMs()) }
 
+// record opens the store and reads nameOrID's record from it.
+func (e *Engine) record(nameOrID string) (*state.Store, *state.Record, error) {
+	store, err := e.store()
+	if err != nil {
+		return nil, nil, err
+	}
+	rec, err := store.Get(nameOrID)
+	if err != nil {
+		return nil, nil, err
+	}
+	return store, rec, nil
+}
+
 // Launch boots a new VM with this process as its supervisor; the caller
 // runs it (VM.Run) and finishes it (Finish, PowerOff, Teardown).
 func (e *Engine) Launch(ctx context.Context, o supervisor.Options) (*supervisor.VM, error) {
@@ -60,11 +73,8 @@ func (e *Engine) LaunchClone(ctx context.Context, o supervisor.CloneOptions) (*s
 
 // Inspect returns the record of the VM nameOrID.
 func (e *Engine) Inspect(nameOrID string) (*state.Record, error) {
-	store, err := e.store()
-	if err != nil {
-		return nil, err
-	}
-	return store.Get(nameOrID)
+	_, rec, err := e.record(nameOrID)
+	return rec, err
 }
 
 // List returns every VM's record. A record that cannot be read is left
@@ -95,11 +105,7 @@ func (e *Engine) Running(nameOrID string) (*state.Record, error) {
 // Stopping a VM that is not running succeeds, as podman's stop does; a
 // dead one (its supervisor gone) is reclaimed.
 func (e *Engine) Stop(ctx context.Context, nameOrID string, grace time.Duration) error {
-	store, err := e.store()
-	if err != nil {
-		return err
-	}
-	rec, err := store.Get(nameOrID)
+	store, rec, err := e.record(nameOrID)
 	if err != nil {
 		return err
 	}
@@ -134,11 +140,7 @@ func (e *Engine) Stop(ctx context.Context, nameOrID string, grace time.Duration)
 // left on the host. A running VM is refused unless force, which kills it
 // first.
 func (e *Engine) Remove(nameOrID string, force bool) error {
-	store, err := e.store()
-	if err != nil {
-		return err
-	}
-	r, err := store.Get(nameOrID)
+	store, r, err := e.record(nameOrID)
 	if err != nil {
 		return err
 	}
@@ -158,11 +160,7 @@ func (e *Engine) Remove(nameOrID string, force bool) error {
 // Wait blocks until the VM nameOrID has exited and returns its exit code
 // (-1 when it has none, as a VM that died with its supervisor).
 func (e *Engine) Wait(ctx context.Context, nameOrID string) (int, error) {
-	store, err := e.store()
-	if err != nil {
-		return 0, err
-	}
-	rec, err := store.Get(nameOrID)
+	store, rec, err := e.record(nameOrID)
 	if err != nil {
 		return 0, err
 	}

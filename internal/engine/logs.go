@@ -21,11 +21,7 @@ type LogsOptions struct {
 // Logs calls fn with each record of the container output of the VM
 // nameOrID, in order, as o says.
 func (e *Engine) Logs(ctx context.Context, nameOrID string, o LogsOptions, fn func(containerlog.Record) error) error {
-	store, err := e.store()
-	if err != nil {
-		return err
-	}
-	rec, err := store.Get(nameOrID)
+	store, rec, err := e.record(nameOrID)
 	if err != nil {
 		return err
 	}
