@@ -287,3 +287,45 @@ func TestOverrideChangedOnHost(t *testing.T) {
 		}
 	}
 }
+
+// chmod and chown move ctime as on a local disk, also where the change
+// lives only in the override or in memory (symlinks), and names longer
+// than NAME_MAX fail with ENAMETOOLONG.
+func TestChownTouchesCtime(t *testing.T) {
+	s := newShare(t, shareOpts{mount: MountOptions{AttrTimeout: -1}})
+	f, l := filepath.Join(s.mnt, "f"), filepath.Join(s.mnt, "l")
+	check(t, os.WriteFile(f, nil, 0o644))
+	check(t, os.Symlink("f", l))
+	ctime := func(p string) unix.Timespec {
+		t.Helper()
+		var st unix.Stat_t
+		check(t, unix.Lstat(p, &st))
+		return st.Ctim
+	}
+	for _, step := range []struct {
+		name string
+		path string
+		do   func() error
+	}{
+		{"lchown of a symlink", l, func() error { return unix.Lchown(l, 123, 456) }},
+		{"chown to the same owner", f, func() error { return unix.Chown(f, 0, 0) }},
+		{"chmod to the same mode", f, func() error { return unix.Chmod(f, 0o644) }},
+	} {
+		before := ctime(step.path)
+		time.Sleep(20 * time.Millisecond)
+		check(t, step.do())
+		if after := ctime(step.path); after == before {
+			t.Errorf("%s left ctime at %v", step.name, before)
+		}
+	}
+	var st unix.Stat_t
+	check(t, unix.Lstat(l, &st))
+	if st.Uid != 123 || st.Gid != 456 {
+		t.Errorf("symlink owner %d:%d after lchown", st.Uid, st.Gid)
+	}
+	long := filepath.Join(s.mnt, strings.Repeat("x", 256))
+	mustErrno(t, os.WriteFile(long, nil, 0o644), syscall.ENAMETOOLONG)
+	_, err := os.Stat(long)
+	mustErrno(t, err, syscall.ENAMETOOLONG)
+	check(t, os.WriteFile(filepath.Join(s.mnt, strings.Repeat("x", 255)), nil, 0o644))
+}

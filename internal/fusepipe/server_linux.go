@@ -84,8 +84,11 @@ const beneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE
 
 // checkName refuses anything but one plain path component.
 func checkName(name string) error {
-	if name == "" || name == "." || name == ".." || len(name) > 255 ||
-		strings.IndexByte(name, '/') >= 0 || strings.IndexByte(name, 0) >= 0 {
+	switch {
+	case len(name) > 255:
+		return syscall.ENAMETOOLONG
+	case name == "" || name == "." || name == ".." ||
+		strings.IndexByte(name, '/') >= 0 || strings.IndexByte(name, 0) >= 0:
 		return syscall.EINVAL
 	}
 	return nil
@@ -561,6 +564,16 @@ func (ss *session) setattr(rq *Request, rp *Reply) error {
 // that the caller may (default_permissions), and sends the clearing of
 // set-ID bits that a write or chown implies as a mode change.
 func (ss *session) setView(n *node, rq *Request) error {
+	if err := ss.changeView(n, rq); err != nil {
+		return err
+	}
+	// chmod and chown change ctime even when they change nothing else,
+	// or when (symlinks) the change lives in memory only. Changing the
+	// owner to -1:-1 does that and nothing more.
+	return unix.Fchownat(n.ref.fd, "", -1, -1, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW)
+}
+
+func (ss *session) changeView(n *node, rq *Request) error {
 	var st unix.Stat_t
 	if err := fstat(n.ref.fd, &st); err != nil {
 		return err
