@@ -10,3 +10,6 @@ apt-get install -y -q --no-install-recommends \
   passt slirp4netns nftables iproute2 \
   btrfs-progs xfsprogs fuse3 \
   gcc libc6-dev ca-certificates curl procps util-linux tmux xz-utils kmod hyperfine
+
+# The E2B SDK the sandbox API e2e test drives (npm part).
+bash "$(dirname "$0")/install-e2b.sh"

@@ -89,6 +89,7 @@ func commands(env *Env) []*cobra.Command {
 		newGCCmd(env),
 		newImageCmd(env),
 		newRunCmd(env),
+		newServeCmd(env),
 		newInspectCmd(env),
 		newLogsCmd(env),
 		newLsCmd(env),

@@ -1,0 +1,64 @@
+package sandboxapi
+
+import (
+	"crypto/subtle"
+	"fmt"
+	"net/http"
+	"strings"
+)
+
+// serveData is the data plane (envd) of sandbox id.
+func (s *Server) serveData(w http.ResponseWriter, r *http.Request, id string) {
+	sb := s.lookup(id)
+	if sb == nil {
+		// What E2B's proxy answers for a sandbox it does not know; the
+		// SDK's health check reads 502 as "not running".
+		writeError(w, http.StatusBadGateway, fmt.Sprintf("sandbox %q not found", id))
+		return
+	}
+	if port := r.Header.Get("E2b-Sandbox-Port"); port != "" && port != EnvdPort {
+		writeError(w, http.StatusBadGateway, fmt.Sprintf("sandbox %s: port %s is not served (only envd, %s)", id, port, EnvdPort))
+		return
+	}
+	tok := r.Header.Get("X-Access-Token")
+	if tok == "" || subtle.ConstantTimeCompare([]byte(tok), []byte(sb.Token)) != 1 {
+		writeError(w, http.StatusUnauthorized, "invalid or missing access token (X-Access-Token)")
+		return
+	}
+	if r.URL.Path == "/health" && r.Method == http.MethodGet {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	if r.URL.Path == "/files" {
+		switch r.Method {
+		case http.MethodGet:
+			s.readFile(w, r, sb)
+		case http.MethodPost:
+			s.writeFiles(w, r, sb)
+		default:
+			writeError(w, http.StatusMethodNotAllowed, r.Method+" /files: use GET or POST")
+		}
+		return
+	}
+	if r.Method != http.MethodPost {
+		writeUnaryError(w, cerr(codeNotFound, "%s %s: no such method", r.Method, r.URL.Path))
+		return
+	}
+	handler := map[string]func(http.ResponseWriter, *http.Request, *sandbox){
+		"/process.Process/Start":         s.processStart,
+		"/process.Process/SendSignal":    s.processSendSignal,
+		"/process.Process/SendInput":     s.processSendInput,
+		"/process.Process/CloseStdin":    s.processCloseStdin,
+		"/process.Process/List":          s.processList,
+		"/filesystem.Filesystem/Stat":    s.fsStat,
+		"/filesystem.Filesystem/ListDir": s.fsListDir,
+		"/filesystem.Filesystem/MakeDir": s.fsMakeDir,
+		"/filesystem.Filesystem/Remove":  s.fsRemove,
+		"/filesystem.Filesystem/Move":    s.fsMove,
+	}[r.URL.Path]
+	if handler == nil {
+		writeUnaryError(w, cerr(codeUnimplemented, "%s: not implemented by fcvm serve", strings.TrimPrefix(r.URL.Path, "/")))
+		return
+	}
+	handler(w, r, sb)
+}

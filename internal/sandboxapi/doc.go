@@ -1,0 +1,45 @@
+// Package sandboxapi is the HTTP server behind `fcvm serve`: a sandbox API
+// wire-compatible with E2B's, so that the official E2B SDKs drive fcvm VMs
+// unchanged.
+//
+// One listener carries two planes. The control plane (the SDK's
+// E2B_API_URL) creates, lists, inspects, times out and kills sandboxes; it
+// is authenticated by the server's API key in X-API-KEY. The data plane
+// (the SDK's E2B_SANDBOX_URL, E2B's "envd") runs commands and moves files
+// in one sandbox; a request belongs to it when it carries the
+// E2b-Sandbox-Id header or a Host of the form PORT-ID.DOMAIN, and it is
+// authenticated by the sandbox's own access token in X-Access-Token,
+// which the create response handed out.
+//
+// A sandbox is an ordinary fcvm VM, named after the sandbox ID and
+// labelled [Label], started as a detached supervisor by running the fcvm
+// binary (`run -d`, or `snapshot run -d` when the template names a
+// snapshot), so the server can restart without taking sandboxes down.
+// Everything else goes through package engine, the one path to a VM. What
+// only the API knows (timeout, metadata, env vars, access token) is kept
+// in one file per sandbox under the data directory, read back at start.
+//
+// # Protocols
+//
+// The control plane is JSON over HTTP; errors are {"code":N,"message":M}
+// with N the HTTP status, which the SDK reads. The data plane speaks the
+// Connect protocol with JSON (connect.go): unary calls as application/json,
+// server streams as application/connect+json envelopes
+// ([flags u8][length u32 BE][JSON]) closed by an end-stream envelope
+// (flag 0x02) that carries the error, if any. Files go over plain HTTP
+// (GET and POST /files).
+//
+// # Untrusted callers
+//
+// Every body is capped (MaxJSONBody for JSON and Connect messages,
+// Config.MaxUpload for files), a command lives no longer than its
+// Connect-Timeout-Ms, and file paths are checked and passed to the guest
+// as arguments, never as shell text. File operations run in the
+// sandbox's container through engine.Exec; nothing on the host is read or
+// written on a caller's behalf except the server's own records.
+//
+// # Concurrency
+//
+// Handlers run concurrently. Server.mu guards the sandbox table, the
+// timers and the process table; it is never held across a call to a VM.
+package sandboxapi

@@ -1,0 +1,477 @@
+package sandboxapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fcvm/fcvm/internal/atomicfile"
+	"github.com/fcvm/fcvm/internal/state"
+)
+
+var errEOF = io.EOF
+
+// sandbox is what the API knows of one sandbox beyond its VM's record.
+type sandbox struct {
+	ID         string            `json:"sandboxID"` // also the VM's name
+	VMID       string            `json:"vmID"`
+	TemplateID string            `json:"templateID"`
+	Ref        string            `json:"ref"`             // image reference or snapshot tag
+	Clone      bool              `json:"clone,omitempty"` // Ref is a snapshot tag
+	Metadata   map[string]string `json:"metadata,omitempty"`
+	EnvVars    map[string]string `json:"envVars,omitempty"`
+	StartedAt  time.Time         `json:"startedAt"`
+	EndAt      time.Time         `json:"endAt"`
+	// Token authenticates the data plane (X-Access-Token).
+	Token     string `json:"envdAccessToken"`
+	CPUs      int    `json:"cpuCount"`
+	MemoryMiB int    `json:"memoryMB"`
+}
+
+// createRequest is the part of E2B's NewSandbox that fcvm honours.
+type createRequest struct {
+	TemplateID string            `json:"templateID"`
+	Timeout    *int64            `json:"timeout"` // seconds
+	Metadata   map[string]string `json:"metadata"`
+	EnvVars    map[string]string `json:"envVars"`
+	// AllowInternetAccess false gives the sandbox no network.
+	AllowInternetAccess *bool `json:"allow_internet_access"`
+}
+
+// sandboxJSON is E2B's Sandbox, ListedSandbox and SandboxDetail in one.
+type sandboxJSON struct {
+	SandboxID       string            `json:"sandboxID"`
+	TemplateID      string            `json:"templateID"`
+	ClientID        string            `json:"clientID"`
+	EnvdVersion     string            `json:"envdVersion"`
+	EnvdAccessToken string            `json:"envdAccessToken,omitempty"`
+	Domain          *string           `json:"domain"`
+	Alias           string            `json:"alias,omitempty"`
+	StartedAt       *time.Time        `json:"startedAt,omitempty"`
+	EndAt           *time.Time        `json:"endAt,omitempty"`
+	State           string            `json:"state,omitempty"`
+	CPUCount        int               `json:"cpuCount,omitempty"`
+	MemoryMB        int               `json:"memoryMB,omitempty"`
+	DiskSizeMB      int               `json:"diskSizeMB,omitempty"`
+	Metadata        map[string]string `json:"metadata,omitempty"`
+}
+
+func (sb *sandbox) json(detail bool) sandboxJSON {
+	j := sandboxJSON{
+		SandboxID:   sb.ID,
+		TemplateID:  sb.TemplateID,
+		ClientID:    "fcvm",
+		EnvdVersion: envdVersion,
+	}
+	if detail {
+		started, end := sb.StartedAt, sb.EndAt
+		j.StartedAt, j.EndAt = &started, &end
+		j.State = "running"
+		j.CPUCount, j.MemoryMB = sb.CPUs, sb.MemoryMiB
+		j.Metadata = sb.Metadata
+	}
+	return j
+}
+
+// newID returns a sandbox ID: 20 characters of [a-z0-9], short enough
+// that PORT-ID stays a DNS label.
+func newID() string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, 20)
+	rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}
+
+func newToken() string {
+	b := make([]byte, 24)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// create is POST /v2/sandboxes.
+func (s *Server) create(w http.ResponseWriter, r *http.Request) {
+	var req createRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if req.TemplateID == "" {
+		writeError(w, http.StatusBadRequest, "templateID: required")
+		return
+	}
+	timeout := DefaultTimeout
+	if req.Timeout != nil {
+		if *req.Timeout <= 0 || time.Duration(*req.Timeout)*time.Second > MaxTimeout {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("timeout %d: must be between 1 and %d seconds", *req.Timeout, int(MaxTimeout/time.Second)))
+			return
+		}
+		timeout = time.Duration(*req.Timeout) * time.Second
+	}
+	for k := range req.EnvVars {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("envVars: bad name %q", k))
+			return
+		}
+	}
+	sb := &sandbox{
+		ID:         newID(),
+		TemplateID: req.TemplateID,
+		Metadata:   req.Metadata,
+		EnvVars:    req.EnvVars,
+		Token:      newToken(),
+		CPUs:       1,
+		MemoryMiB:  512,
+	}
+	sb.Ref, sb.Clone = s.resolveTemplate(req.TemplateID)
+	noNet := req.AllowInternetAccess != nil && !*req.AllowInternetAccess
+	// The VM outlives this request: a client that hangs up must not leave
+	// a half-started sandbox nobody knows about.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Minute)
+	defer cancel()
+	vmID, err := s.start(ctx, sb, noNet)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("create sandbox from %s: %v", req.TemplateID, err))
+		return
+	}
+	sb.VMID = vmID
+	sb.StartedAt = time.Now().UTC()
+	sb.EndAt = sb.StartedAt.Add(timeout)
+	if err := s.save(sb); err != nil {
+		s.cfg.Engine.Remove(vmID, true)
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	s.mu.Lock()
+	s.sandboxes[sb.ID] = sb
+	s.armLocked(sb)
+	s.mu.Unlock()
+	s.log.Info("sandbox created", "sandbox", sb.ID, "template", sb.TemplateID, "vm", vmID)
+	j := sb.json(false)
+	j.EnvdAccessToken = sb.Token
+	writeJSON(w, http.StatusCreated, j)
+}
+
+// resolveTemplate turns a template ID into what to start: an alias first,
+// then a snapshot tag (a clone, the fast path), else an image reference.
+func (s *Server) resolveTemplate(id string) (ref string, clone bool) {
+	ref = id
+	if alias, ok := s.cfg.Templates[id]; ok {
+		ref = alias
+	}
+	snaps, _ := s.cfg.Engine.Snapshots()
+	for _, m := range snaps {
+		if m.Tag == ref {
+			return ref, true
+		}
+	}
+	return ref, false
+}
+
+// keepAlive is the sandbox container's main process: E2B sandboxes live
+// until killed, and a VM lives as long as its container's main process.
+// It exits on SIGTERM so that a stop is quick.
+const keepAlive = "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"
+
+// start runs the fcvm binary to bring sb's VM up as a detached supervisor
+// and returns the VM's ID.
+func (s *Server) start(ctx context.Context, sb *sandbox, noNet bool) (string, error) {
+	var args []string
+	if sb.Clone {
+		args = []string{"snapshot", "run", "-d", "--name", sb.ID, sb.Ref}
+	} else {
+		args = []string{"run", "-d", "--name", sb.ID,
+			"--label", Label + "=" + sb.TemplateID,
+			"--cpus", strconv.Itoa(sb.CPUs), "--memory", strconv.Itoa(sb.MemoryMiB),
+			"--entrypoint", "/bin/sh"}
+		if noNet {
+			args = append(args, "--network", "none")
+		}
+		args = append(args, sb.Ref, "-c", keepAlive)
+	}
+	cmd := exec.CommandContext(ctx, s.cfg.Fcvm, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimPrefix(strings.TrimSpace(stderr.String()), "fcvm: ")
+		if msg == "" {
+			msg = err.Error()
+		}
+		return "", errors.New(msg)
+	}
+	id := strings.TrimSpace(stdout.String())
+	if id == "" {
+		return "", errors.New("fcvm printed no VM ID")
+	}
+	return id, nil
+}
+
+// save writes sb's record atomically; it holds a token, so only the
+// owner may read it.
+func (s *Server) save(sb *sandbox) error {
+	b, err := json.Marshal(sb)
+	if err != nil {
+		return fmt.Errorf("encode sandbox %s: %w", sb.ID, err)
+	}
+	return atomicfile.WriteFile(s.stateFile(sb.ID), b, 0o600)
+}
+
+// restore reads back the sandboxes of earlier runs.
+func (s *Server) restore() error {
+	ents, err := os.ReadDir(s.cfg.StateDir)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", s.cfg.StateDir, err)
+	}
+	for _, e := range ents {
+		id, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok {
+			continue
+		}
+		b, err := os.ReadFile(s.stateFile(id))
+		if err != nil {
+			return fmt.Errorf("read sandbox %s: %w", id, err)
+		}
+		sb := &sandbox{}
+		if err := json.Unmarshal(b, sb); err != nil || sb.ID != id {
+			s.log.Warn("unreadable sandbox record: dropped", "sandbox", id, "err", err)
+			os.Remove(s.stateFile(id))
+			continue
+		}
+		if !s.alive(sb) {
+			s.log.Info("sandbox's VM is gone: forgotten", "sandbox", id)
+			os.Remove(s.stateFile(id))
+			continue
+		}
+		s.mu.Lock()
+		s.sandboxes[id] = sb
+		s.armLocked(sb)
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// alive reports whether sb's VM is running.
+func (s *Server) alive(sb *sandbox) bool {
+	rec, err := s.cfg.Engine.Inspect(sb.VMID)
+	return err == nil && rec.Effective() == state.StatusRunning
+}
+
+// armLocked (re)sets the timer that kills sb at its end.
+func (s *Server) armLocked(sb *sandbox) {
+	if s.closed {
+		return
+	}
+	if t := s.timers[sb.ID]; t != nil {
+		t.Stop()
+	}
+	id := sb.ID
+	s.timers[id] = time.AfterFunc(time.Until(sb.EndAt), func() {
+		s.log.Info("sandbox timed out", "sandbox", id)
+		if err := s.destroy(id); err != nil {
+			s.log.Warn("kill timed-out sandbox", "sandbox", id, "err", err)
+		}
+	})
+}
+
+// lookup returns the sandbox id, or nil.
+func (s *Server) lookup(id string) *sandbox {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sandboxes[id]
+}
+
+// destroy kills sandbox id's VM and forgets it. An unknown id is
+// errNoSandbox.
+func (s *Server) destroy(id string) error {
+	s.mu.Lock()
+	sb := s.sandboxes[id]
+	if sb == nil {
+		s.mu.Unlock()
+		return errNoSandbox
+	}
+	delete(s.sandboxes, id)
+	if t := s.timers[id]; t != nil {
+		t.Stop()
+		delete(s.timers, id)
+	}
+	procs := s.procs[id]
+	delete(s.procs, id)
+	s.mu.Unlock()
+	for _, p := range procs {
+		p.x.Close()
+	}
+	err := s.cfg.Engine.Remove(sb.VMID, true)
+	if errors.Is(err, state.ErrNotFound) {
+		err = nil
+	}
+	if rmErr := os.Remove(s.stateFile(id)); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
+		err = errors.Join(err, rmErr)
+	}
+	if err != nil {
+		return fmt.Errorf("kill sandbox %s: %w", id, err)
+	}
+	return nil
+}
+
+var errNoSandbox = errors.New("sandboxapi: no such sandbox")
+
+func notFound(w http.ResponseWriter, id string) {
+	writeError(w, http.StatusNotFound, fmt.Sprintf("sandbox %q not found", id))
+}
+
+// get is GET /sandboxes/{id}.
+func (s *Server) get(w http.ResponseWriter, id string) {
+	sb := s.lookup(id)
+	if sb == nil {
+		notFound(w, id)
+		return
+	}
+	writeJSON(w, http.StatusOK, sb.json(true))
+}
+
+// kill is DELETE /sandboxes/{id}.
+func (s *Server) kill(w http.ResponseWriter, r *http.Request, id string) {
+	if err := s.destroy(id); err != nil {
+		if errors.Is(err, errNoSandbox) {
+			notFound(w, id)
+			return
+		}
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// setTimeout is POST /sandboxes/{id}/timeout: the sandbox now ends
+// timeout seconds from now, sooner or later than before.
+func (s *Server) setTimeout(w http.ResponseWriter, r *http.Request, id string) {
+	var req struct {
+		Timeout *int64 `json:"timeout"`
+	}
+	if err := decodeJSON(w, r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if req.Timeout == nil || *req.Timeout < 0 || time.Duration(*req.Timeout)*time.Second > MaxTimeout {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("timeout: required, between 0 and %d seconds", int(MaxTimeout/time.Second)))
+		return
+	}
+	s.mu.Lock()
+	sb := s.sandboxes[id]
+	if sb == nil {
+		s.mu.Unlock()
+		notFound(w, id)
+		return
+	}
+	sb.EndAt = time.Now().UTC().Add(time.Duration(*req.Timeout) * time.Second)
+	s.armLocked(sb)
+	err := s.save(sb)
+	s.mu.Unlock()
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// list is GET /v2/sandboxes: the running sandboxes, filtered by state and
+// metadata, oldest first, in pages of limit with x-next-token.
+func (s *Server) list(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit := 100
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit %q: must be between 1 and 1000", v))
+			return
+		}
+		limit = n
+	}
+	wantMeta, err := parseMetadataQuery(q.Get("metadata"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if st := q.Get("state"); st != "" && !slices.Contains(strings.Split(st, ","), "running") {
+		// Only running sandboxes exist until pause lands.
+		writeJSON(w, http.StatusOK, []sandboxJSON{})
+		return
+	}
+	s.mu.Lock()
+	all := make([]*sandbox, 0, len(s.sandboxes))
+	for _, sb := range s.sandboxes {
+		all = append(all, sb)
+	}
+	s.mu.Unlock()
+	slices.SortFunc(all, func(a, b *sandbox) int {
+		if c := a.StartedAt.Compare(b.StartedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	next := q.Get("nextToken")
+	out := []sandboxJSON{}
+	for _, sb := range all {
+		if next != "" {
+			if sb.ID == next {
+				next = ""
+			}
+			continue
+		}
+		if !matches(sb.Metadata, wantMeta) {
+			continue
+		}
+		if len(out) == limit {
+			w.Header().Set("x-next-token", out[len(out)-1].SandboxID)
+			break
+		}
+		out = append(out, sb.json(true))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// parseMetadataQuery reads the SDK's metadata filter: a query string of
+// its own (k=v&k2=v2) with keys and values escaped once more.
+func parseMetadataQuery(v string) (map[string]string, error) {
+	if v == "" {
+		return nil, nil
+	}
+	vals, err := url.ParseQuery(v)
+	if err != nil {
+		return nil, fmt.Errorf("metadata %q: %w", v, err)
+	}
+	m := map[string]string{}
+	for k, vs := range vals {
+		key, err1 := url.QueryUnescape(k)
+		val, err2 := url.QueryUnescape(vs[0])
+		if err := errors.Join(err1, err2); err != nil {
+			return nil, fmt.Errorf("metadata %q: %w", v, err)
+		}
+		m[key] = val
+	}
+	return m, nil
+}
+
+func matches(have, want map[string]string) bool {
+	for k, v := range want {
+		if hv, ok := have[k]; !ok || hv != v {
+			return false
+		}
+	}
+	return true
+}

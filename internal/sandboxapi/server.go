@@ -1,0 +1,233 @@
+package sandboxapi
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fcvm/fcvm/internal/engine"
+)
+
+// Label marks the VMs the API made; its value is the template ID asked for.
+const Label = "fcvm.sandbox"
+
+// EnvdPort is the port the SDK addresses the data plane by
+// (E2b-Sandbox-Port, and PORT-ID.DOMAIN hosts).
+const EnvdPort = "49983"
+
+// envdVersion is the envd version the server claims. The SDK gates
+// features on it: 0.5.7 and later take octet-stream uploads, from 0.4.0
+// on no default user is forced, from 0.3.0 stdin is optional.
+const envdVersion = "0.5.7"
+
+// Limits on what one caller may make the server hold.
+const (
+	// MaxJSONBody caps a control-plane JSON body and a Connect message.
+	MaxJSONBody = 1 << 20
+	// DefaultMaxUpload caps a file upload unless Config says otherwise.
+	DefaultMaxUpload = 1 << 30
+	// DefaultTimeout is a sandbox's life when create gives none (E2B's).
+	DefaultTimeout = 300 * time.Second
+	// MaxTimeout is the longest life a sandbox may be given.
+	MaxTimeout = 24 * time.Hour
+)
+
+// Config is what a Server needs.
+type Config struct {
+	// Engine reaches the VMs.
+	Engine *engine.Engine
+	// APIKey authenticates the control plane; it must not be empty.
+	APIKey string
+	// Templates maps template aliases to what they stand for: a snapshot
+	// tag or an image reference.
+	Templates map[string]string
+	// Fcvm is the fcvm binary that starts sandboxes as detached
+	// supervisors; its environment is this process's.
+	Fcvm string
+	// StateDir holds one record per sandbox.
+	StateDir string
+	// MaxUpload caps one file upload (0: DefaultMaxUpload).
+	MaxUpload int64
+	// Log receives what the server has to say.
+	Log *slog.Logger
+}
+
+// Server is the sandbox API. Its zero value is not usable: see New.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	// mu guards the fields below.
+	mu        sync.Mutex
+	sandboxes map[string]*sandbox
+	timers    map[string]*time.Timer
+	procs     map[string]map[uint32]*process // sandbox ID → PID → process
+	nextPID   uint32
+	closed    bool
+}
+
+// New returns a Server for cfg with the sandboxes of earlier runs read
+// back from cfg.StateDir: those whose VM is gone are forgotten, those
+// past their end are killed, the others get their timers again.
+func New(cfg Config) (*Server, error) {
+	if cfg.APIKey == "" {
+		return nil, errors.New("sandbox API: no API key")
+	}
+	if cfg.Engine == nil || cfg.StateDir == "" {
+		return nil, errors.New("sandbox API: no engine or state directory")
+	}
+	if cfg.MaxUpload <= 0 {
+		cfg.MaxUpload = DefaultMaxUpload
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create %s: %w", cfg.StateDir, err)
+	}
+	s := &Server{
+		cfg:       cfg,
+		log:       cfg.Log,
+		sandboxes: map[string]*sandbox{},
+		timers:    map[string]*time.Timer{},
+		procs:     map[string]map[uint32]*process{},
+		nextPID:   1000,
+	}
+	if err := s.restore(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close stops the timers. Sandboxes go on: they are VMs with their own
+// supervisors, and the next Server takes them back.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for id, t := range s.timers {
+		t.Stop()
+		delete(s.timers, id)
+	}
+	return nil
+}
+
+// ServeHTTP routes a request to the data plane when it names a sandbox,
+// else to the control plane.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if id, ok := dataPlaneSandbox(r); ok {
+		s.serveData(w, r, id)
+		return
+	}
+	s.serveControl(w, r)
+}
+
+// dataPlaneSandbox returns the sandbox a data-plane request is for: the
+// E2b-Sandbox-Id header (E2B_SANDBOX_URL mode) or a Host of the form
+// PORT-ID.DOMAIN (what the SDK builds without E2B_SANDBOX_URL).
+func dataPlaneSandbox(r *http.Request) (string, bool) {
+	if id := r.Header.Get("E2b-Sandbox-Id"); id != "" {
+		return id, true
+	}
+	host := r.Host
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[i:], "]") {
+		host = host[:i]
+	}
+	label, _, ok := strings.Cut(host, ".")
+	if !ok {
+		return "", false
+	}
+	port, id, ok := strings.Cut(label, "-")
+	if !ok || port != EnvdPort || id == "" {
+		return "", false
+	}
+	return id, true
+}
+
+// serveControl is the E2B control plane.
+func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet && r.URL.Path == "/health" {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		return
+	}
+	if !s.authorized(r) {
+		writeError(w, http.StatusUnauthorized, "invalid or missing API key (X-API-KEY)")
+		return
+	}
+	p := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+	switch {
+	case len(p) == 2 && p[0] == "v2" && p[1] == "sandboxes" && r.Method == http.MethodPost:
+		s.create(w, r)
+	case len(p) == 2 && p[0] == "v2" && p[1] == "sandboxes" && r.Method == http.MethodGet:
+		s.list(w, r)
+	case len(p) == 2 && p[0] == "sandboxes" && r.Method == http.MethodGet:
+		s.get(w, p[1])
+	case len(p) == 2 && p[0] == "sandboxes" && r.Method == http.MethodDelete:
+		s.kill(w, r, p[1])
+	case len(p) == 3 && p[0] == "sandboxes" && p[2] == "timeout" && r.Method == http.MethodPost:
+		s.setTimeout(w, r, p[1])
+	case len(p) == 3 && p[0] == "sandboxes" && (p[2] == "pause" || p[2] == "fork" || p[2] == "snapshots"),
+		len(p) == 4 && p[0] == "v2" && p[3] == "connect":
+		writeError(w, http.StatusNotImplemented, fmt.Sprintf("%s %s: not implemented by fcvm serve yet", r.Method, r.URL.Path))
+	default:
+		writeError(w, http.StatusNotFound, fmt.Sprintf("%s %s: no such endpoint", r.Method, r.URL.Path))
+	}
+}
+
+// authorized checks the control plane's API key in constant time.
+func (s *Server) authorized(r *http.Request) bool {
+	got := r.Header.Get("X-API-KEY")
+	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.APIKey)) == 1
+}
+
+// apiError is the E2B error body; code repeats the HTTP status.
+type apiError struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, apiError{Code: status, Message: oneLine(msg)})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"code":500,"message":"encode response"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+// decodeJSON reads one JSON value of at most MaxJSONBody bytes into v.
+// An empty body leaves v as it is.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxJSONBody))
+	if err := dec.Decode(v); err != nil && !errors.Is(err, errEOF) {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return fmt.Errorf("request body over %d bytes", MaxJSONBody)
+		}
+		return fmt.Errorf("decode request body: %w", err)
+	}
+	return nil
+}
+
+// oneLine keeps an error message to one line.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
+}
+
+// stateFile is where sandbox id's record lives.
+func (s *Server) stateFile(id string) string {
+	return filepath.Join(s.cfg.StateDir, id+".json")
+}

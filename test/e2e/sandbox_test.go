@@ -1,0 +1,156 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/fcvm/fcvm/internal/imagetest"
+)
+
+// sdkBash stands in for bash in the busybox test image: the E2B SDK runs
+// every command as /bin/bash -l -c CMD, and busybox has no bash.
+const sdkBash = `#!/bin/sh
+[ "$1" = -l ] && shift
+exec /bin/sh "$@"
+`
+
+// startServe starts `fcvm serve` on a free loopback port with key and the
+// template alias "bb" for a busybox image with bash, and returns its URL.
+// The server is stopped at the end of the test.
+func startServe(t *testing.T, key string) string {
+	t.Helper()
+	layer := imagetest.Layer(t, imagetest.Entry{Name: "bin/bash", Mode: 0o755, Body: sdkBash})
+	archive := filepath.Join(t.TempDir(), "sdk.tar")
+	imagetest.WriteOCIArchive(t, imagetest.Busybox(t, imagetest.Options{ExtraLayers: []v1.Layer{layer}}), archive)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := fcvmCmd(ctx, dataDir, "serve", "--listen", "127.0.0.1:0", "--template", "bb=oci-archive:"+archive)
+	cmd.Env = append(cmd.Env, "FCVM_API_KEY="+key, "FCVM_LOG_LEVEL=info")
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start fcvm serve: %v", err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		cmd.Wait()
+	})
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			t.Log("serve: " + line)
+			if a, ok := strings.CutPrefix(line, "fcvm serve: listening on "); ok {
+				addr <- a
+			}
+		}
+	}()
+	select {
+	case a := <-addr:
+		return "http://" + a
+	case <-time.After(30 * time.Second):
+		t.Fatal("fcvm serve did not say where it listens within 30s")
+		return ""
+	}
+}
+
+func TestServeRefusesToStartWithoutKey(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := fcvmCmd(ctx, t.TempDir(), "serve", "--listen", "127.0.0.1:0")
+	cmd.Env = append(cmd.Env, "FCVM_API_KEY=")
+	r := runQuiet(cmd, nil)
+	if r.code == 0 || !strings.Contains(r.stderr, "no API key") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+		t.Fatalf("serve without a key: want a one-line refusal, got %s", r)
+	}
+}
+
+// TestSandboxAPIWithE2BSDK drives fcvm serve with the official E2B SDK
+// (test/e2b, pinned by its package-lock.json): create, commands, files,
+// list, kill, setTimeout and expiry, a wrong key.
+func TestSandboxAPIWithE2BSDK(t *testing.T) {
+	needSetup(t)
+	_, here, _, _ := runtime.Caller(0)
+	sdkDir := filepath.Join(filepath.Dir(here), "..", "e2b")
+	if _, err := os.Stat(filepath.Join(sdkDir, "node_modules", "e2b", "package.json")); err != nil {
+		t.Fatalf("the E2B SDK is not installed in %s: run scripts/install-e2b.sh (scripts/install-deps.sh does): %v", sdkDir, err)
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatalf("node not found: run scripts/install-e2b.sh: %v", err)
+	}
+	const key = "e2b_fcvm_e2e_test_key"
+	url := startServe(t, key)
+
+	// The control plane without the key: 401 and a JSON body.
+	resp, err := http.Get(url + "/v2/sandboxes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var apiErr struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	}
+	if resp.StatusCode != 401 || json.Unmarshal(body, &apiErr) != nil || apiErr.Code != 401 || apiErr.Message == "" {
+		t.Errorf("no key: got %d %s, want 401 {code:401,message}", resp.StatusCode, body)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "sdk_test.mjs")
+	cmd.Dir = sdkDir
+	cmd.Env = append(os.Environ(),
+		"E2B_API_URL="+url,
+		"E2B_SANDBOX_URL="+url,
+		"E2B_API_KEY="+key,
+		"E2B_DOMAIN=fcvm.invalid",
+		"TEMPLATE=bb",
+	)
+	r := runQuiet(cmd, nil)
+	t.Logf("node sdk_test.mjs → exit %d\nstderr:\n%s", r.code, r.stderr)
+	if r.code != 0 {
+		t.Fatalf("the SDK script failed: %s", r)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	var sum struct {
+		SandboxID              string `json:"sandboxID"`
+		ExpiredID              string `json:"expiredID"`
+		CreateToFirstCommandMs int    `json:"createToFirstCommandMs"`
+		RunP50Ms               int    `json:"runP50Ms"`
+		RunMaxMs               int    `json:"runMaxMs"`
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &sum); err != nil || sum.SandboxID == "" || sum.ExpiredID == "" {
+		t.Fatalf("SDK summary %q: %v", lines[len(lines)-1], err)
+	}
+	t.Logf("create to first command %d ms; commands.run round trip p50 %d ms, max %d ms (10 runs)",
+		sum.CreateToFirstCommandMs, sum.RunP50Ms, sum.RunMaxMs)
+	// Killed and expired sandboxes leave no VM behind.
+	for _, id := range []string{sum.SandboxID, sum.ExpiredID} {
+		if vm := findVM(t, id); vm != nil {
+			t.Errorf("sandbox %s: its VM is still there: %+v", id, vm)
+		}
+		if _, err := os.Stat(filepath.Join(dataDir, "sandboxes", id+".json")); err == nil {
+			t.Errorf("sandbox %s: its record is still there", id)
+		}
+	}
+}
