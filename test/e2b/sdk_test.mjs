@@ -96,7 +96,7 @@ assert.equal(got.templateId, template);
 assert.equal(await sbx.isRunning(), true);
 
 // Kill.
-assert.equal(await sbx.kill(), undefined);
+assert.equal(await sbx.kill(), true);
 assert.equal(await Sandbox.kill(sbx.sandboxId), false);
 await assert.rejects(Sandbox.getInfo(sbx.sandboxId), NotFoundError);
 log("kill ok");
