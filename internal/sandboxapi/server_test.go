@@ -1,0 +1,474 @@
+package sandboxapi
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/fcvm/fcvm/internal/datadir"
+	"github.com/fcvm/fcvm/internal/engine"
+)
+
+const testKey = "test-key"
+
+// newTestServer is a Server over an empty data directory: the real
+// engine, with no VM in it. Fcvm is a binary that must never run: no
+// test here gets as far as starting a VM.
+func newTestServer(t *testing.T) *Server {
+	t.Helper()
+	dirs := datadir.Dirs{Data: t.TempDir(), Runtime: t.TempDir()}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	s, err := New(Config{
+		Engine:    engine.New(dirs, log),
+		APIKey:    testKey,
+		Fcvm:      "/nonexistent/fcvm",
+		StateDir:  filepath.Join(dirs.Data, "sandboxes"),
+		MaxUpload: 1024,
+		Log:       log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// addSandbox puts a sandbox whose VM does not exist in s's table and on
+// disk, as a create would have.
+func addSandbox(t *testing.T, s *Server, id string, started time.Time, meta map[string]string) *sandbox {
+	t.Helper()
+	sb := &sandbox{ID: id, VMID: "vm-" + id, TemplateID: "tpl", Token: "tok-" + id,
+		StartedAt: started, EndAt: started.Add(time.Hour), Metadata: meta}
+	if err := s.save(sb); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	s.sandboxes[id] = sb
+	s.armLocked(sb)
+	s.mu.Unlock()
+	return sb
+}
+
+type call struct {
+	method, path string
+	body         string
+	header       map[string]string
+}
+
+func do(t *testing.T, s *Server, c call) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest(c.method, c.path, strings.NewReader(c.body))
+	for k, v := range c.header {
+		req.Header.Set(k, v)
+	}
+	w := httptest.NewRecorder()
+	s.ServeHTTP(w, req)
+	return w
+}
+
+// wantAPIError checks an E2B error: the status, and a one-line JSON body
+// {"code":status,"message":...} containing msg.
+func wantAPIError(t *testing.T, w *httptest.ResponseRecorder, status int, msg string) {
+	t.Helper()
+	if w.Code != status {
+		t.Errorf("status %d, want %d (body %s)", w.Code, status, w.Body)
+	}
+	body := w.Body.String()
+	if strings.Count(strings.TrimSpace(body), "\n") != 0 {
+		t.Errorf("error body is not one line: %q", body)
+	}
+	var e apiError
+	if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil {
+		t.Fatalf("error body %q: %v", body, err)
+	}
+	if e.Code != status || !strings.Contains(e.Message, msg) {
+		t.Errorf("error %+v, want code %d and a message with %q", e, status, msg)
+	}
+}
+
+var key = map[string]string{"X-API-KEY": testKey}
+
+func TestControlPlaneNeedsTheKey(t *testing.T) {
+	s := newTestServer(t)
+	addSandbox(t, s, "sb1", time.Now(), nil)
+	for _, c := range []call{
+		{method: "POST", path: "/v2/sandboxes", body: `{"templateID":"x"}`},
+		{method: "GET", path: "/v2/sandboxes"},
+		{method: "GET", path: "/sandboxes/sb1"},
+		{method: "DELETE", path: "/sandboxes/sb1"},
+		{method: "POST", path: "/sandboxes/sb1/timeout", body: `{"timeout":1}`},
+	} {
+		for name, h := range map[string]map[string]string{
+			"missing": nil,
+			"wrong":   {"X-API-KEY": "not-" + testKey},
+			"prefix":  {"X-API-KEY": testKey[:4]},
+		} {
+			c.header = h
+			t.Run(c.method+c.path+"/"+name, func(t *testing.T) {
+				wantAPIError(t, do(t, s, c), http.StatusUnauthorized, "API key")
+			})
+		}
+	}
+	// Nothing happened: the sandbox is still there, its end unchanged.
+	if sb := s.lookup("sb1"); sb == nil || time.Until(sb.EndAt) < 59*time.Minute {
+		t.Errorf("a refused call changed the sandbox: %+v", sb)
+	}
+	if w := do(t, s, call{method: "GET", path: "/health"}); w.Code != http.StatusOK {
+		t.Errorf("GET /health without a key: %d, want 200", w.Code)
+	}
+}
+
+func TestCreateBadInput(t *testing.T) {
+	s := newTestServer(t)
+	for _, tc := range []struct {
+		name, body, msg string
+	}{
+		{"malformed", `{"templateID":`, "decode request body"},
+		{"not an object", `[1,2]`, "decode request body"},
+		{"wrong type", `{"templateID":7}`, "decode request body"},
+		{"no template", `{}`, "templateID: required"},
+		{"zero timeout", `{"templateID":"x","timeout":0}`, "timeout 0"},
+		{"huge timeout", `{"templateID":"x","timeout":100000000}`, "timeout 100000000"},
+		{"bad env", `{"templateID":"x","envVars":{"A=B":"c"}}`, "envVars"},
+		{"oversized", `{"templateID":"` + strings.Repeat("x", MaxJSONBody) + `"}`, "over 1048576 bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			wantAPIError(t, do(t, s, call{method: "POST", path: "/v2/sandboxes", body: tc.body, header: key}), http.StatusBadRequest, tc.msg)
+		})
+	}
+	// Nothing left behind.
+	ents, _ := os.ReadDir(s.cfg.StateDir)
+	if len(ents) != 0 || len(s.sandboxes) != 0 {
+		t.Errorf("bad creates left %d records and %d sandboxes", len(ents), len(s.sandboxes))
+	}
+}
+
+func TestUnknownSandbox(t *testing.T) {
+	s := newTestServer(t)
+	for _, c := range []call{
+		{method: "GET", path: "/sandboxes/nope"},
+		{method: "DELETE", path: "/sandboxes/nope"},
+		{method: "POST", path: "/sandboxes/nope/timeout", body: `{"timeout":5}`},
+	} {
+		c.header = key
+		t.Run(c.method, func(t *testing.T) { wantAPIError(t, do(t, s, c), http.StatusNotFound, `"nope" not found`) })
+	}
+	// The data plane answers for an unknown sandbox as E2B's proxy does.
+	w := do(t, s, call{method: "GET", path: "/health", header: map[string]string{"E2b-Sandbox-Id": "nope"}})
+	wantAPIError(t, w, http.StatusBadGateway, `"nope" not found`)
+	wantAPIError(t, do(t, s, call{method: "GET", path: "/nowhere", header: key}), http.StatusNotFound, "no such endpoint")
+	wantAPIError(t, do(t, s, call{method: "POST", path: "/sandboxes/x/pause", header: key}), http.StatusNotImplemented, "not implemented")
+}
+
+func TestTimeoutBadInputAndExpiry(t *testing.T) {
+	s := newTestServer(t)
+	addSandbox(t, s, "sb1", time.Now(), nil)
+	for body, msg := range map[string]string{
+		`{`:               "decode request body",
+		`{"timeout":"5"}`: "decode request body",
+		`{}`:              "timeout: required",
+		`{"timeout":-1}`:  "timeout: required",
+	} {
+		wantAPIError(t, do(t, s, call{method: "POST", path: "/sandboxes/sb1/timeout", body: body, header: key}), http.StatusBadRequest, msg)
+	}
+	// A timeout of 0 ends the sandbox now; its VM being gone already is
+	// no error, and its record goes.
+	if w := do(t, s, call{method: "POST", path: "/sandboxes/sb1/timeout", body: `{"timeout":0}`, header: key}); w.Code != http.StatusNoContent {
+		t.Fatalf("timeout 0: %d %s", w.Code, w.Body)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.lookup("sb1") != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("sandbox outlived its timeout")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := os.Stat(s.stateFile("sb1")); !os.IsNotExist(err) {
+		t.Errorf("record of the expired sandbox: %v, want gone", err)
+	}
+}
+
+func TestListPagesAndFilters(t *testing.T) {
+	s := newTestServer(t)
+	t0 := time.Now().UTC()
+	addSandbox(t, s, "a", t0, map[string]string{"team": "x y"})
+	addSandbox(t, s, "b", t0.Add(time.Second), map[string]string{"team": "z"})
+	addSandbox(t, s, "c", t0.Add(2*time.Second), map[string]string{"team": "x y"})
+	ids := func(w *httptest.ResponseRecorder) []string {
+		t.Helper()
+		var out []sandboxJSON
+		if err := json.Unmarshal(w.Body.Bytes(), &out); err != nil {
+			t.Fatalf("list: %v: %s", err, w.Body)
+		}
+		var ids []string
+		for _, sb := range out {
+			ids = append(ids, sb.SandboxID)
+		}
+		return ids
+	}
+	w := do(t, s, call{method: "GET", path: "/v2/sandboxes?limit=2", header: key})
+	if diff := cmp.Diff([]string{"a", "b"}, ids(w)); diff != "" || w.Header().Get("x-next-token") != "b" {
+		t.Errorf("page 1 (-want +got):\n%s next %q", diff, w.Header().Get("x-next-token"))
+	}
+	w = do(t, s, call{method: "GET", path: "/v2/sandboxes?limit=2&nextToken=b", header: key})
+	if diff := cmp.Diff([]string{"c"}, ids(w)); diff != "" || w.Header().Get("x-next-token") != "" {
+		t.Errorf("page 2 (-want +got):\n%s", diff)
+	}
+	// The SDK's metadata filter: team=x%20y, escaped once more.
+	w = do(t, s, call{method: "GET", path: "/v2/sandboxes?metadata=team%3Dx%2520y", header: key})
+	if diff := cmp.Diff([]string{"a", "c"}, ids(w)); diff != "" {
+		t.Errorf("metadata filter (-want +got):\n%s", diff)
+	}
+	w = do(t, s, call{method: "GET", path: "/v2/sandboxes?state=paused", header: key})
+	if got := ids(w); len(got) != 0 {
+		t.Errorf("state=paused: %v, want none", got)
+	}
+	wantAPIError(t, do(t, s, call{method: "GET", path: "/v2/sandboxes?limit=0", header: key}), http.StatusBadRequest, "limit")
+	wantAPIError(t, do(t, s, call{method: "GET", path: "/v2/sandboxes?metadata=%3B%25zz", header: key}), http.StatusBadRequest, "metadata")
+}
+
+func TestDataPlaneAuthAndRouting(t *testing.T) {
+	s := newTestServer(t)
+	sb := addSandbox(t, s, "sb1", time.Now(), nil)
+	hdr := func(tok string) map[string]string {
+		return map[string]string{"E2b-Sandbox-Id": "sb1", "E2b-Sandbox-Port": EnvdPort, "X-Access-Token": tok}
+	}
+	wantAPIError(t, do(t, s, call{method: "GET", path: "/health", header: hdr("")}), http.StatusUnauthorized, "access token")
+	wantAPIError(t, do(t, s, call{method: "GET", path: "/health", header: hdr("wrong")}), http.StatusUnauthorized, "access token")
+	// The control plane's key is not the sandbox's token.
+	wantAPIError(t, do(t, s, call{method: "GET", path: "/health", header: map[string]string{"E2b-Sandbox-Id": "sb1", "X-API-KEY": testKey}}), http.StatusUnauthorized, "access token")
+	if w := do(t, s, call{method: "GET", path: "/health", header: hdr(sb.Token)}); w.Code != http.StatusNoContent {
+		t.Errorf("GET /health: %d, want 204", w.Code)
+	}
+	h := hdr(sb.Token)
+	h["E2b-Sandbox-Port"] = "8080"
+	wantAPIError(t, do(t, s, call{method: "GET", path: "/health", header: h}), http.StatusBadGateway, "port 8080")
+
+	// Host-based routing, as the SDK addresses a sandbox without
+	// E2B_SANDBOX_URL.
+	req := httptest.NewRequest("GET", "/health", nil)
+	req.Host = "49983-sb1.fcvm.example:3999"
+	req.Header.Set("X-Access-Token", sb.Token)
+	w := httptest.NewRecorder()
+	s.ServeHTTP(w, req)
+	if w.Code != http.StatusNoContent {
+		t.Errorf("GET /health by Host: %d, want 204 (%s)", w.Code, w.Body)
+	}
+}
+
+func TestDataPlaneSandbox(t *testing.T) {
+	for host, want := range map[string]string{
+		"49983-abc.e2b.local:3999": "abc",
+		"49983-abc.e2b.local":      "abc",
+		"127.0.0.1:3999":           "",
+		"api.e2b.local":            "",
+		"3000-abc.e2b.local":       "",
+		"49983-.e2b.local":         "",
+		"[::1]:3999":               "",
+	} {
+		req := httptest.NewRequest("GET", "/", nil)
+		req.Host = host
+		got, _ := dataPlaneSandbox(req)
+		if got != want {
+			t.Errorf("host %q: sandbox %q, want %q", host, got, want)
+		}
+	}
+}
+
+// envelope frames msg as a Connect envelope.
+func envelope(flags byte, msg string) string {
+	return string(appendEnvelope(nil, flags, []byte(msg)))
+}
+
+func TestConnectBadInput(t *testing.T) {
+	s := newTestServer(t)
+	sb := addSandbox(t, s, "sb1", time.Now(), nil)
+	h := map[string]string{"E2b-Sandbox-Id": "sb1", "X-Access-Token": sb.Token, "Content-Type": "application/connect+json"}
+	var huge [5]byte
+	binary.BigEndian.PutUint32(huge[1:], MaxJSONBody+1)
+	for _, tc := range []struct {
+		name, body, code string
+		ct           string
+	}{
+		{"wrong content type", envelope(0, `{"process":{"cmd":"true"}}`), codeInvalidArgument, "application/json"},
+		{"truncated header", "\x00\x00", codeInvalidArgument, ""},
+		{"truncated message", envelope(0, `{"process":{"cmd":"true"}}`)[:10], codeInvalidArgument, ""},
+		{"oversized message", string(huge[:]), codeInvalidArgument, ""},
+		{"compressed", envelope(flagCompressed, `{}`), codeUnimplemented, ""},
+		{"malformed JSON", envelope(0, `{"process":`), codeInvalidArgument, ""},
+		{"no cmd", envelope(0, `{"process":{}}`), codeInvalidArgument, ""},
+		{"pty", envelope(0, `{"process":{"cmd":"sh"},"pty":{"size":{"cols":80,"rows":24}}}`), codeUnimplemented, ""},
+		{"bad deadline", envelope(0, `{"process":{"cmd":"true"}}`), codeInvalidArgument, "bad-deadline"},
+		// The VM of this sandbox does not exist: an error, not a hang.
+		{"VM gone", envelope(0, `{"process":{"cmd":"true"}}`), codeUnavailable, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hh := map[string]string{}
+			for k, v := range h {
+				hh[k] = v
+			}
+			switch tc.ct {
+			case "":
+			case "bad-deadline":
+				hh["Connect-Timeout-Ms"] = "soon"
+			default:
+				hh["Content-Type"] = tc.ct
+			}
+			w := do(t, s, call{method: "POST", path: "/process.Process/Start", body: tc.body, header: hh})
+			var e connectError
+			if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || e.Code != tc.code || w.Code != codeStatus[tc.code] {
+				t.Errorf("got %d %s, want %d and code %s", w.Code, w.Body, codeStatus[tc.code], tc.code)
+			}
+		})
+	}
+	// Unary calls.
+	h["Content-Type"] = "application/json"
+	for _, tc := range []struct{ path, body, code string }{
+		{"/process.Process/SendSignal", `{"process":{"pid":5},"signal":"SIGNAL_SIGKILL"}`, codeNotFound},
+		{"/process.Process/SendSignal", `{"process":{"pid":5},"signal":"SIGNAL_SIGHUP"}`, codeInvalidArgument},
+		{"/process.Process/SendSignal", `{"process":`, codeInvalidArgument},
+		{"/process.Process/SendInput", `{"process":{"pid":5},"input":{"stdin":"aGk="}}`, codeNotFound},
+		{"/filesystem.Filesystem/Stat", `{"path":"a\u0000b"}`, codeInvalidArgument},
+		{"/filesystem.Filesystem/Stat", `{"path":""}`, codeInvalidArgument},
+		{"/filesystem.Filesystem/Stat", `{"path":"/etc"}`, codeUnavailable},
+		{"/filesystem.Filesystem/WatchDir", `{}`, codeUnimplemented},
+	} {
+		w := do(t, s, call{method: "POST", path: tc.path, body: tc.body, header: h})
+		var e connectError
+		if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || e.Code != tc.code {
+			t.Errorf("%s %s: got %d %s, want code %s", tc.path, tc.body, w.Code, w.Body, tc.code)
+		}
+	}
+	if w := do(t, s, call{method: "POST", path: "/process.Process/List", body: `{}`, header: h}); w.Code != 200 || !strings.Contains(w.Body.String(), `"processes":[]`) {
+		t.Errorf("List: %d %s", w.Code, w.Body)
+	}
+}
+
+func TestFilesBadInput(t *testing.T) {
+	s := newTestServer(t)
+	sb := addSandbox(t, s, "sb1", time.Now(), nil)
+	h := map[string]string{"E2b-Sandbox-Id": "sb1", "X-Access-Token": sb.Token}
+	wantAPIError(t, do(t, s, call{method: "GET", path: "/files", header: h}), http.StatusBadRequest, "path: required")
+	wantAPIError(t, do(t, s, call{method: "GET", path: "/files?path=a%00b", header: h}), http.StatusBadRequest, "NUL")
+	wantAPIError(t, do(t, s, call{method: "GET", path: "/files?path=" + strings.Repeat("a", maxPath+1), header: h}), http.StatusBadRequest, "too long")
+	wantAPIError(t, do(t, s, call{method: "PUT", path: "/files?path=/a", header: h}), http.StatusMethodNotAllowed, "GET or POST")
+
+	h["Content-Type"] = "text/plain"
+	wantAPIError(t, do(t, s, call{method: "POST", path: "/files?path=/a", body: "x", header: h}), http.StatusUnsupportedMediaType, "Content-Type")
+	h["Content-Type"] = "application/octet-stream"
+	h["Content-Encoding"] = "gzip"
+	wantAPIError(t, do(t, s, call{method: "POST", path: "/files?path=/a", body: "x", header: h}), http.StatusUnsupportedMediaType, "Content-Encoding")
+	delete(h, "Content-Encoding")
+	wantAPIError(t, do(t, s, call{method: "POST", path: "/files", body: "x", header: h}), http.StatusBadRequest, "path: required")
+
+	// Multipart: a malformed body, and one with no file in it.
+	h["Content-Type"] = "multipart/form-data; boundary=XX"
+	wantAPIError(t, do(t, s, call{method: "POST", path: "/files", body: "garbage", header: h}), http.StatusBadRequest, "multipart")
+	wantAPIError(t, do(t, s, call{method: "POST", path: "/files", body: "--XX--\r\n", header: h}), http.StatusBadRequest, "no file")
+	var mp bytes.Buffer
+	mp.WriteString("--XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\x00b\"\r\n\r\nhi\r\n--XX--\r\n")
+	w := do(t, s, call{method: "POST", path: "/files", body: mp.String(), header: h})
+	if w.Code != http.StatusBadRequest {
+		t.Errorf("multipart file name with NUL: %d %s, want 400", w.Code, w.Body)
+	}
+}
+
+func TestGuestPath(t *testing.T) {
+	for _, tc := range []struct{ in, user, want string }{
+		{"/a/b", "", "/a/b"},
+		{"a/b", "", "/root/a/b"},
+		{"a", "user", "/home/user/a"},
+		{"/a/../../../etc/passwd", "", "/etc/passwd"},
+		{"../../../etc", "", "/etc"},
+		{"/a//b/./c/", "", "/a/b/c"},
+	} {
+		got, err := guestPath(tc.in, tc.user)
+		if err != nil || got != tc.want {
+			t.Errorf("guestPath(%q, %q) = %q, %v; want %q", tc.in, tc.user, got, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"", "a\x00b", "\xff", strings.Repeat("a", maxPath+1)} {
+		if got, err := guestPath(bad, ""); err == nil {
+			t.Errorf("guestPath(%q) = %q, want an error", bad, got)
+		}
+	}
+}
+
+func TestStreamFraming(t *testing.T) {
+	w := httptest.NewRecorder()
+	st := newStream(w)
+	if err := st.send(map[string]any{"event": processEvent{Start: &startEvent{PID: 7}}}); err != nil {
+		t.Fatal(err)
+	}
+	st.send(map[string]any{"event": processEvent{Data: &dataEvent{Stdout: []byte("hi\n")}}})
+	st.end(cerr(codeDeadlineExceeded, "too slow"))
+	if err := st.send(struct{}{}); err == nil {
+		t.Error("send after end: no error")
+	}
+	if ct := w.Header().Get("Content-Type"); ct != "application/connect+json" {
+		t.Errorf("content type %q", ct)
+	}
+	var got []string
+	r := bytes.NewReader(w.Body.Bytes())
+	for {
+		flags, msg, err := readEnvelope(r, MaxJSONBody)
+		if err == nil {
+			got = append(got, string(rune('0'+flags))+" "+string(msg))
+			continue
+		}
+		if !strings.Contains(err.Error(), io.EOF.Error()) {
+			t.Fatal(err)
+		}
+		break
+	}
+	want := []string{
+		`0 {"event":{"start":{"pid":7}}}`,
+		`0 {"event":{"data":{"stdout":"aGkK"}}}`,
+		`2 {"error":{"code":"deadline_exceeded","message":"too slow"}}`,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("stream (-want +got):\n%s", diff)
+	}
+}
+
+func TestRestoreForgetsGoneVMs(t *testing.T) {
+	s := newTestServer(t)
+	addSandbox(t, s, "gone", time.Now(), nil)
+	os.WriteFile(filepath.Join(s.cfg.StateDir, "junk.json"), []byte("{"), 0o600)
+	s.Close()
+	s2, err := New(s.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if len(s2.sandboxes) != 0 {
+		t.Errorf("restored %d sandboxes whose VMs do not exist", len(s2.sandboxes))
+	}
+	if ents, _ := os.ReadDir(s.cfg.StateDir); len(ents) != 0 {
+		t.Errorf("%d records left, want none", len(ents))
+	}
+}
+
+func TestNewRefusesNoKey(t *testing.T) {
+	if _, err := New(Config{StateDir: t.TempDir()}); err == nil || !strings.Contains(err.Error(), "no API key") {
+		t.Errorf("New without a key: %v", err)
+	}
+}
