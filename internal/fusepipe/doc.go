@@ -66,7 +66,9 @@
 //     files on the host whose override gives their type (and device
 //     number: "char-1-3"); the guest kernel runs FIFOs and sockets, and
 //     Mount mounts nodev, so a device node on a volume opens nothing in
-//     any guest, including another VM sharing the directory.
+//     any guest, including another VM sharing the directory. (The mount
+//     is also nosuid: set-ID bits show but grant nothing in the guest
+//     either.)
 //   - The guest may set and remove user.* xattrs only (and remove
 //     security.capability, which its kernel does on a write); the
 //     override itself is hidden from GETXATTR and LISTXATTR. So no file

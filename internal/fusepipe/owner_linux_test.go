@@ -129,6 +129,7 @@ func TestNoSetIDOnHost(t *testing.T) {
 			t.Errorf("%v %s: %v", rq.Op, rq.Name, e)
 		}
 	}
+	h.refuse("rename with a whiteout", &Request{Op: OpRename, Node: rootNode, Name: "plain", Node2: rootNode, Name2: "plain2", Flags: unix.RENAME_WHITEOUT}, syscall.EINVAL)
 	capv := []byte{0x01, 0x00, 0x00, 0x02, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 	for _, name := range []string{"security.capability", "trusted.overlay.opaque", "security.selinux", "security.ima", overrideXattr, "system.posix_acl_access"} {
 		h.refuse("setxattr "+name, &Request{Op: OpSetxattr, Node: file, Name: name, Data: capv}, syscall.EPERM)

@@ -785,8 +785,12 @@ func (ss *session) remove(rq *Request) error {
 }
 
 // Rename: Node, Name → Node2, Name2 with Flags (RENAME_NOREPLACE,
-// RENAME_EXCHANGE, RENAME_WHITEOUT).
+// RENAME_EXCHANGE). RENAME_WHITEOUT would leave a device node (0:0) on
+// the host.
 func (ss *session) rename(rq *Request) error {
+	if rq.Flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0 {
+		return syscall.EINVAL
+	}
 	if err := checkName(rq.Name); err != nil {
 		return err
 	}
