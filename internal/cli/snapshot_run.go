@@ -13,6 +13,7 @@ import (
 type snapshotRunOptions struct {
 	supervisor.CloneOptions
 	servePID int
+	labels   []string
 }
 
 func newSnapshotRunCmd(env *Env) *cobra.Command {
@@ -34,6 +35,7 @@ func newSnapshotRunCmd(env *Env) *cobra.Command {
 	f.BoolVar(&o.Remove, "rm", false, "remove the clone when it exits")
 	f.StringVar(&o.VMM, "vmm", "", "VMM (must be the snapshot's)")
 	f.StringArrayVarP(&o.Publish, "publish", "p", nil, "publish a guest port of the clone: [IP:]HOSTPORT:GUESTPORT[/tcp|/udp]")
+	f.StringArrayVarP(&o.labels, "label", "l", nil, "set a label on the clone's record (K=V)")
 	f.IntVar(&o.servePID, "serve", 0, "clone through the memory server with this PID (Firecracker)")
 	f.StringVar(&o.MemoryBackend, "memory-backend", "", "Firecracker clone memory: file (map the snapshot's memory file privately) or uffd (the --serve memory server); default uffd with --serve, else file")
 	return cmd
@@ -52,6 +54,10 @@ func runSnapshotRun(ctx context.Context, env *Env, o *snapshotRunOptions) error 
 	}
 	if o.Tag == "" {
 		return errors.New("give a snapshot TAG (see fcvm snapshot ls)")
+	}
+	var err error
+	if o.Labels, err = parseLabels(o.labels); err != nil {
+		return err
 	}
 	launch := func() (*supervisor.VM, error) { return env.engine().LaunchClone(ctx, o.CloneOptions) }
 	if o.Detach {

@@ -237,37 +237,55 @@ func (s *Server) findProcess(sandboxID string, sel processSelector) *process {
 	return nil
 }
 
-// signals maps envd's Signal enum, by name or number, to signals.
-var signals = map[string]syscall.Signal{
-	"SIGNAL_SIGTERM": syscall.SIGTERM, "15": syscall.SIGTERM,
-	"SIGNAL_SIGKILL": syscall.SIGKILL, "9": syscall.SIGKILL,
+// signal is envd's Signal enum, which protobuf JSON gives by name or
+// number.
+type signal syscall.Signal
+
+func (sig *signal) UnmarshalJSON(b []byte) error {
+	var name string
+	if err := json.Unmarshal(b, &name); err != nil {
+		name = string(b)
+	}
+	switch name {
+	case "SIGNAL_SIGTERM", "15":
+		*sig = signal(syscall.SIGTERM)
+	case "SIGNAL_SIGKILL", "9":
+		*sig = signal(syscall.SIGKILL)
+	default:
+		return fmt.Errorf("signal %s: want SIGNAL_SIGTERM or SIGNAL_SIGKILL", b)
+	}
+	return nil
+}
+
+// unaryProcess decodes a unary call into req and returns the process
+// *sel (a field of req) names, or answers with the error and returns nil.
+func (s *Server) unaryProcess(w http.ResponseWriter, r *http.Request, sb *sandbox, req any, sel *processSelector) *process {
+	if e := readUnaryRequest(w, r, req); e != nil {
+		writeUnaryError(w, e)
+		return nil
+	}
+	p := s.findProcess(sb.ID, *sel)
+	if p == nil {
+		writeUnaryError(w, cerr(codeNotFound, "process not found"))
+	}
+	return p
 }
 
 // processSendSignal is process.Process/SendSignal.
 func (s *Server) processSendSignal(w http.ResponseWriter, r *http.Request, sb *sandbox) {
 	var req struct {
 		Process processSelector `json:"process"`
-		Signal  json.RawMessage `json:"signal"`
+		Signal  signal          `json:"signal"`
 	}
-	if e := readUnaryRequest(w, r, &req); e != nil {
-		writeUnaryError(w, e)
-		return
-	}
-	var name string
-	if err := json.Unmarshal(req.Signal, &name); err != nil {
-		name = string(req.Signal)
-	}
-	sig, ok := signals[name]
-	if !ok {
-		writeUnaryError(w, cerr(codeInvalidArgument, "signal %s: want SIGNAL_SIGTERM or SIGNAL_SIGKILL", req.Signal))
-		return
-	}
-	p := s.findProcess(sb.ID, req.Process)
+	p := s.unaryProcess(w, r, sb, &req, &req.Process)
 	if p == nil {
-		writeUnaryError(w, cerr(codeNotFound, "process not found"))
 		return
 	}
-	if err := p.x.Signal(sig); err != nil {
+	if req.Signal == 0 {
+		writeUnaryError(w, cerr(codeInvalidArgument, "signal: required"))
+		return
+	}
+	if err := p.x.Signal(syscall.Signal(req.Signal)); err != nil {
 		writeUnaryError(w, cerr(codeInternal, "signal process %d: %v", p.pid, err))
 		return
 	}
@@ -283,13 +301,8 @@ func (s *Server) processSendInput(w http.ResponseWriter, r *http.Request, sb *sa
 			Stdin []byte `json:"stdin"`
 		} `json:"input"`
 	}
-	if e := readUnaryRequest(w, r, &req); e != nil {
-		writeUnaryError(w, e)
-		return
-	}
-	p := s.findProcess(sb.ID, req.Process)
+	p := s.unaryProcess(w, r, sb, &req, &req.Process)
 	if p == nil {
-		writeUnaryError(w, cerr(codeNotFound, "process not found"))
 		return
 	}
 	if p.stdin == nil {
@@ -308,13 +321,8 @@ func (s *Server) processCloseStdin(w http.ResponseWriter, r *http.Request, sb *s
 	var req struct {
 		Process processSelector `json:"process"`
 	}
-	if e := readUnaryRequest(w, r, &req); e != nil {
-		writeUnaryError(w, e)
-		return
-	}
-	p := s.findProcess(sb.ID, req.Process)
+	p := s.unaryProcess(w, r, sb, &req, &req.Process)
 	if p == nil {
-		writeUnaryError(w, cerr(codeNotFound, "process not found"))
 		return
 	}
 	if p.stdin != nil {

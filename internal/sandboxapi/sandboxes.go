@@ -193,7 +193,7 @@ const keepAlive = "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"
 func (s *Server) start(ctx context.Context, sb *sandbox, noNet bool) (string, error) {
 	var args []string
 	if sb.Clone {
-		args = []string{"snapshot", "run", "-d", "--name", sb.ID, sb.Ref}
+		args = []string{"snapshot", "run", "-d", "--name", sb.ID, "--label", Label + "=" + sb.TemplateID, sb.Ref}
 	} else {
 		args = []string{"run", "-d", "--name", sb.ID,
 			"--label", Label + "=" + sb.TemplateID,

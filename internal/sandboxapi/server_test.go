@@ -306,7 +306,7 @@ func TestConnectBadInput(t *testing.T) {
 	binary.BigEndian.PutUint32(huge[1:], MaxJSONBody+1)
 	for _, tc := range []struct {
 		name, body, code string
-		ct           string
+		ct               string
 	}{
 		{"wrong content type", envelope(0, `{"process":{"cmd":"true"}}`), codeInvalidArgument, "application/json"},
 		{"truncated header", "\x00\x00", codeInvalidArgument, ""},

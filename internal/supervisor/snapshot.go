@@ -204,6 +204,9 @@ type CloneOptions struct {
 	MemoryBackend string
 	// Publish are the clone's own -p specs.
 	Publish []string
+	// Labels are the clone's record's own labels (the container keeps
+	// the snapshot's).
+	Labels map[string]string
 	// Driver, when set, restores the clone instead of the one Driver
 	// returns for the snapshot's driver name (tests, tuned drivers); its
 	// Name must be the snapshot's driver.
@@ -323,6 +326,7 @@ func LaunchClone(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Clo
 			Volumes:    m.Volumes,
 			Snapshot:   o.Tag,
 			ServePID:   o.ServePID,
+			Labels:     o.Labels,
 		},
 		driver: driver,
 		boot: launchInfo{Kernel: m.Kernel, Initrd: m.Initrd, Rootfs: m.Rootfs, ImageDisk: m.ImageDisk,

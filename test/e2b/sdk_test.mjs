@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 import { Sandbox, CommandExitError, AuthenticationError, NotFoundError, FileNotFoundError } from "e2b";
 
 const template = process.env.TEMPLATE;
-assert.ok(template, "TEMPLATE must be set");
+const snapshotTemplate = process.env.SNAPSHOT_TEMPLATE;
+assert.ok(template && snapshotTemplate, "TEMPLATE and SNAPSHOT_TEMPLATE must be set");
 for (const v of ["E2B_API_URL", "E2B_SANDBOX_URL", "E2B_API_KEY"]) {
   assert.ok(process.env[v]?.startsWith("http://127.0.0.1:") || v === "E2B_API_KEY", `${v} must point at the local server`);
 }
@@ -100,6 +101,19 @@ assert.equal(await sbx.kill(), true);
 assert.equal(await Sandbox.kill(sbx.sandboxId), false);
 await assert.rejects(Sandbox.getInfo(sbx.sandboxId), NotFoundError);
 log("kill ok");
+
+// A snapshot template: the sandbox is a clone, with the snapshot's disk.
+t0 = performance.now();
+const clone = await Sandbox.create(snapshotTemplate, { ...slow, envs: { SANDBOX_VAR: "clone" } });
+summary.cloneID = clone.sandboxId;
+const marker = await clone.commands.run("cat /snapshot-marker; echo $SANDBOX_VAR");
+summary.cloneToFirstCommandMs = Math.round(performance.now() - t0);
+assert.equal(marker.stdout, "from-the-snapshot\nclone\n");
+await clone.files.write("/clone.txt", "clone file");
+assert.equal(await clone.files.read("/clone.txt"), "clone file");
+assert.equal((await clone.getInfo()).templateId, snapshotTemplate);
+await clone.kill();
+log("snapshot template ok in", summary.cloneToFirstCommandMs, "ms");
 
 // setTimeout and expiry: the server kills the sandbox at its end.
 const short = await Sandbox.create(template, { ...slow, timeoutMs: 600_000 });

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -27,18 +28,24 @@ const sdkBash = `#!/bin/sh
 exec /bin/sh "$@"
 `
 
-// startServe starts `fcvm serve` on a free loopback port with key and the
-// template alias "bb" for a busybox image with bash, and returns its URL.
-// The server is stopped at the end of the test.
-func startServe(t *testing.T, key string) string {
+// sdkImage writes a busybox image with bash (sdkBash) and returns its
+// reference.
+func sdkImage(t *testing.T) string {
 	t.Helper()
 	layer := imagetest.Layer(t, imagetest.Entry{Name: "bin/bash", Mode: 0o755, Body: sdkBash})
 	archive := filepath.Join(t.TempDir(), "sdk.tar")
 	imagetest.WriteOCIArchive(t, imagetest.Busybox(t, imagetest.Options{ExtraLayers: []v1.Layer{layer}}), archive)
+	return "oci-archive:" + archive
+}
 
+// startServe starts `fcvm serve` on a free loopback port with key and the
+// template alias "bb" for the image ref, and returns its URL. The server
+// is stopped at the end of the test.
+func startServe(t *testing.T, key, ref string) string {
+	t.Helper()
 	var addrURL string
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := fcvmCmd(ctx, dataDir, "serve", "--listen", "127.0.0.1:0", "--template", "bb=oci-archive:"+archive)
+	cmd := fcvmCmd(ctx, dataDir, "serve", "--listen", "127.0.0.1:0", "--template", "bb="+ref)
 	cmd.Env = append(cmd.Env, "FCVM_API_KEY="+key, "FCVM_LOG_LEVEL=info")
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second
@@ -129,7 +136,31 @@ func TestSandboxAPIWithE2BSDK(t *testing.T) {
 		t.Fatalf("node not found: run scripts/install-e2b.sh: %v", err)
 	}
 	const key = "e2b_fcvm_e2e_test_key"
-	url := startServe(t, key)
+	ref := sdkImage(t)
+	url := startServe(t, key, ref)
+
+	// A snapshot to clone sandboxes from (the fast path), and fcvm exec's
+	// round trip on its original to compare the SDK's with.
+	orig := startDetached(t, "run", "-d", "--name", uniqueName(t, "orig"), "--entrypoint", "/bin/sh", ref, "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done")
+	var execs []time.Duration
+	for range 10 {
+		t0 := time.Now()
+		if r := fcvm(t, "exec", orig, "true"); r.code != 0 {
+			t.Fatalf("fcvm exec: %s", r)
+		}
+		execs = append(execs, time.Since(t0))
+	}
+	slices.Sort(execs)
+	t.Logf("fcvm exec true: p50 %v, max %v (10 runs)", execs[len(execs)/2].Round(time.Millisecond), execs[len(execs)-1].Round(time.Millisecond))
+	execOut(t, orig, "sh", "-c", "echo from-the-snapshot > /snapshot-marker")
+	tag := uniqueName(t, "tpl")
+	if r := fcvm(t, "snapshot", "create", orig, "--tag", tag); r.code != 0 {
+		t.Fatalf("snapshot create: %s", r)
+	}
+	t.Cleanup(func() { fcvm(t, "snapshot", "rm", "-f", tag) })
+	if r := fcvm(t, "rm", "-f", orig); r.code != 0 {
+		t.Fatalf("rm the snapshot's original: %s", r)
+	}
 
 	// The control plane without the key: 401 and a JSON body.
 	resp, err := http.Get(url + "/v2/sandboxes")
@@ -156,6 +187,7 @@ func TestSandboxAPIWithE2BSDK(t *testing.T) {
 		"E2B_API_KEY="+key,
 		"E2B_DOMAIN=fcvm.invalid",
 		"TEMPLATE=bb",
+		"SNAPSHOT_TEMPLATE="+tag,
 	)
 	r := runQuiet(cmd, nil)
 	t.Logf("node sdk_test.mjs → exit %d\nstderr:\n%s", r.code, r.stderr)
@@ -166,18 +198,20 @@ func TestSandboxAPIWithE2BSDK(t *testing.T) {
 	var sum struct {
 		SandboxID              string `json:"sandboxID"`
 		ExpiredID              string `json:"expiredID"`
+		CloneID                string `json:"cloneID"`
 		CreateToFirstCommandMs int    `json:"createToFirstCommandMs"`
+		CloneToFirstCommandMs  int    `json:"cloneToFirstCommandMs"`
 		RunP50Ms               int    `json:"runP50Ms"`
 		RunMaxMs               int    `json:"runMaxMs"`
 	}
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &sum); err != nil || sum.SandboxID == "" || sum.ExpiredID == "" {
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &sum); err != nil || sum.SandboxID == "" || sum.ExpiredID == "" || sum.CloneID == "" {
 		t.Fatalf("SDK summary %q: %v", lines[len(lines)-1], err)
 	}
-	t.Logf("create to first command %d ms; commands.run round trip p50 %d ms, max %d ms (10 runs)",
-		sum.CreateToFirstCommandMs, sum.RunP50Ms, sum.RunMaxMs)
+	t.Logf("create to first command: image %d ms, snapshot %d ms; commands.run round trip p50 %d ms, max %d ms (10 runs)",
+		sum.CreateToFirstCommandMs, sum.CloneToFirstCommandMs, sum.RunP50Ms, sum.RunMaxMs)
 	// Killed and expired sandboxes leave no VM behind. An expired one is
 	// gone from the API at once and its VM is removed right after.
-	for _, id := range []string{sum.SandboxID, sum.ExpiredID} {
+	for _, id := range []string{sum.SandboxID, sum.ExpiredID, sum.CloneID} {
 		record := filepath.Join(dataDir, "sandboxes", id+".json")
 		deadline := time.Now().Add(30 * time.Second)
 		for {
