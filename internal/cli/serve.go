@@ -17,13 +17,14 @@ import (
 )
 
 type serveOptions struct {
-	listen    string
-	keyFile   string
-	templates []string
-	maxUpload int64
-	tlsCert   string
-	tlsKey    string
-	apiKeyEnv string
+	listen     string
+	keyFile    string
+	templates  []string
+	maxUpload  int64
+	maxSandbox int
+	tlsCert    string
+	tlsKey     string
+	apiKeyEnv  string
 }
 
 func newServeCmd(env *Env) *cobra.Command {
@@ -51,6 +52,7 @@ sandbox is a clone), then an image reference as fcvm run takes it.`,
 	f.StringVar(&o.keyFile, "api-key-file", "", "file holding the API key (else $FCVM_API_KEY)")
 	f.StringArrayVar(&o.templates, "template", nil, "template alias: NAME=REF, REF a snapshot tag or an image reference (repeatable)")
 	f.Int64Var(&o.maxUpload, "max-upload", sandboxapi.DefaultMaxUpload, "largest file upload in bytes")
+	f.IntVar(&o.maxSandbox, "max-sandboxes", sandboxapi.DefaultMaxSandboxes, "most sandboxes alive or starting at once (beyond it, create gets 429)")
 	f.StringVar(&o.tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM; needs --tls-key)")
 	f.StringVar(&o.tlsKey, "tls-key", "", "private key of --tls-cert (PEM)")
 	return cmd
@@ -103,13 +105,14 @@ func runServe(ctx context.Context, env *Env, o *serveOptions) error {
 		return fmt.Errorf("find fcvm executable: %w", err)
 	}
 	srv, err := sandboxapi.New(sandboxapi.Config{
-		Engine:    env.engine(),
-		APIKey:    key,
-		Templates: templates,
-		Fcvm:      exe,
-		StateDir:  filepath.Join(env.Dirs.Data, "sandboxes"),
-		MaxUpload: o.maxUpload,
-		Log:       env.Log,
+		Engine:       env.engine(),
+		APIKey:       key,
+		Templates:    templates,
+		Fcvm:         exe,
+		StateDir:     filepath.Join(env.Dirs.Data, "sandboxes"),
+		MaxUpload:    o.maxUpload,
+		MaxSandboxes: o.maxSandbox,
+		Log:          env.Log,
 	})
 	if err != nil {
 		return err

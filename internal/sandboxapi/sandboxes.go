@@ -138,6 +138,19 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 		CPUs:       1,
 		MemoryMiB:  512,
 	}
+	s.mu.Lock()
+	if len(s.sandboxes)+s.starting >= s.cfg.MaxSandboxes {
+		s.mu.Unlock()
+		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("%d sandboxes are running or starting, the most this server allows: kill one first", s.cfg.MaxSandboxes))
+		return
+	}
+	s.starting++
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.starting--
+		s.mu.Unlock()
+	}()
 	sb.Ref, sb.Clone = s.resolveTemplate(req.TemplateID)
 	noNet := req.AllowInternetAccess != nil && !*req.AllowInternetAccess
 	// The VM outlives this request: a client that hangs up must not leave
@@ -334,9 +347,23 @@ func notFound(w http.ResponseWriter, id string) {
 	writeError(w, http.StatusNotFound, fmt.Sprintf("sandbox %q not found", id))
 }
 
+// live returns sandbox id if its VM still runs. One whose VM ended on its
+// own (its container exited, someone ran fcvm rm) is destroyed and nil.
+func (s *Server) live(id string) *sandbox {
+	sb := s.lookup(id)
+	if sb == nil || s.alive(sb) {
+		return sb
+	}
+	s.log.Info("sandbox's VM ended: forgotten", "sandbox", id)
+	if err := s.destroy(id); err != nil && !errors.Is(err, errNoSandbox) {
+		s.log.Warn("clean up ended sandbox", "sandbox", id, "err", err)
+	}
+	return nil
+}
+
 // get is GET /sandboxes/{id}.
 func (s *Server) get(w http.ResponseWriter, id string) {
-	sb := s.lookup(id)
+	sb := s.live(id)
 	if sb == nil {
 		notFound(w, id)
 		return
@@ -413,11 +440,17 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	all := make([]*sandbox, 0, len(s.sandboxes))
-	for _, sb := range s.sandboxes {
-		all = append(all, sb)
+	ids := make([]string, 0, len(s.sandboxes))
+	for id := range s.sandboxes {
+		ids = append(ids, id)
 	}
 	s.mu.Unlock()
+	all := make([]*sandbox, 0, len(ids))
+	for _, id := range ids {
+		if sb := s.live(id); sb != nil {
+			all = append(all, sb)
+		}
+	}
 	slices.SortFunc(all, func(a, b *sandbox) int {
 		if c := a.StartedAt.Compare(b.StartedAt); c != 0 {
 			return c

@@ -34,6 +34,8 @@ const (
 	MaxJSONBody = 1 << 20
 	// DefaultMaxUpload caps a file upload unless Config says otherwise.
 	DefaultMaxUpload = 1 << 30
+	// DefaultMaxSandboxes caps the sandboxes unless Config says otherwise.
+	DefaultMaxSandboxes = 32
 	// DefaultTimeout is a sandbox's life when create gives none (E2B's).
 	DefaultTimeout = 300 * time.Second
 	// MaxTimeout is the longest life a sandbox may be given.
@@ -56,6 +58,9 @@ type Config struct {
 	StateDir string
 	// MaxUpload caps one file upload (0: DefaultMaxUpload).
 	MaxUpload int64
+	// MaxSandboxes caps the sandboxes alive or starting at once
+	// (0: DefaultMaxSandboxes); a create beyond it gets 429.
+	MaxSandboxes int
 	// Log receives what the server has to say.
 	Log *slog.Logger
 }
@@ -71,6 +76,7 @@ type Server struct {
 	timers    map[string]*time.Timer
 	procs     map[string]map[uint32]*process // sandbox ID → PID → process
 	nextPID   uint32
+	starting  int // creates under way, counted against MaxSandboxes
 	closed    bool
 }
 
@@ -86,6 +92,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxUpload <= 0 {
 		cfg.MaxUpload = DefaultMaxUpload
+	}
+	if cfg.MaxSandboxes <= 0 {
+		cfg.MaxSandboxes = DefaultMaxSandboxes
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)

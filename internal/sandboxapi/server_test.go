@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/fcvm/fcvm/internal/datadir"
 	"github.com/fcvm/fcvm/internal/engine"
+	"github.com/fcvm/fcvm/internal/state"
 )
 
 const testKey = "test-key"
@@ -55,7 +57,40 @@ func (w testWriter) Write(p []byte) (int, error) {
 // disk, as a create would have.
 func addSandbox(t *testing.T, s *Server, id string, started time.Time, meta map[string]string) *sandbox {
 	t.Helper()
-	sb := &sandbox{ID: id, VMID: "vm-" + id, TemplateID: "tpl", Token: "tok-" + id,
+	return addSandboxVM(t, s, id, "vm-"+id, started, meta)
+}
+
+// addRunningSandbox is addSandbox with a VM record in the engine's store
+// that says running, its "supervisor" a sleep this test started (what a
+// kill of the sandbox would end).
+func addRunningSandbox(t *testing.T, s *Server, id string, started time.Time, meta map[string]string) *sandbox {
+	t.Helper()
+	sleep := exec.Command("sleep", "3600")
+	if err := sleep.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		sleep.Process.Kill()
+		sleep.Wait()
+	})
+	proc, err := state.ProcessOf(sleep.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := state.Open(s.cfg.Engine.Dirs().VMs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &state.Record{Name: id, Status: state.StatusRunning, Supervisor: proc}
+	if err := store.Create(rec); err != nil {
+		t.Fatal(err)
+	}
+	return addSandboxVM(t, s, id, rec.ID, started, meta)
+}
+
+func addSandboxVM(t *testing.T, s *Server, id, vmID string, started time.Time, meta map[string]string) *sandbox {
+	t.Helper()
+	sb := &sandbox{ID: id, VMID: vmID, TemplateID: "tpl", Token: "tok-" + id,
 		StartedAt: started, EndAt: started.Add(time.Hour), Metadata: meta}
 	if err := s.save(sb); err != nil {
 		t.Fatal(err)
@@ -209,9 +244,11 @@ func TestTimeoutBadInputAndExpiry(t *testing.T) {
 func TestListPagesAndFilters(t *testing.T) {
 	s := newTestServer(t)
 	t0 := time.Now().UTC()
-	addSandbox(t, s, "a", t0, map[string]string{"team": "x y"})
-	addSandbox(t, s, "b", t0.Add(time.Second), map[string]string{"team": "z"})
-	addSandbox(t, s, "c", t0.Add(2*time.Second), map[string]string{"team": "x y"})
+	addRunningSandbox(t, s, "a", t0, map[string]string{"team": "x y"})
+	addRunningSandbox(t, s, "b", t0.Add(time.Second), map[string]string{"team": "z"})
+	addRunningSandbox(t, s, "c", t0.Add(2*time.Second), map[string]string{"team": "x y"})
+	// A sandbox whose VM ended on its own is not listed, and is forgotten.
+	addSandbox(t, s, "ended", t0, map[string]string{"team": "x y"})
 	ids := func(w *httptest.ResponseRecorder) []string {
 		t.Helper()
 		var out []sandboxJSON
@@ -240,6 +277,14 @@ func TestListPagesAndFilters(t *testing.T) {
 	w = do(t, s, call{method: "GET", path: "/v2/sandboxes?state=paused", header: key})
 	if got := ids(w); len(got) != 0 {
 		t.Errorf("state=paused: %v, want none", got)
+	}
+	if s.lookup("ended") != nil {
+		t.Error("the sandbox whose VM ended is still known")
+	}
+	w = do(t, s, call{method: "GET", path: "/sandboxes/a", header: key})
+	var got sandboxJSON
+	if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil || got.SandboxID != "a" || got.State != "running" || got.Metadata["team"] != "x y" || got.EnvdAccessToken != "" {
+		t.Errorf("GET /sandboxes/a: %d %s", w.Code, w.Body)
 	}
 	wantAPIError(t, do(t, s, call{method: "GET", path: "/v2/sandboxes?limit=0", header: key}), http.StatusBadRequest, "limit")
 	wantAPIError(t, do(t, s, call{method: "GET", path: "/v2/sandboxes?metadata=%3B%25zz", header: key}), http.StatusBadRequest, "metadata")
@@ -465,6 +510,13 @@ func TestRestoreForgetsGoneVMs(t *testing.T) {
 	if ents, _ := os.ReadDir(s.cfg.StateDir); len(ents) != 0 {
 		t.Errorf("%d records left, want none", len(ents))
 	}
+}
+
+func TestCreateLimit(t *testing.T) {
+	s := newTestServer(t)
+	s.cfg.MaxSandboxes = 1
+	addSandbox(t, s, "sb1", time.Now(), nil)
+	wantAPIError(t, do(t, s, call{method: "POST", path: "/v2/sandboxes", body: `{"templateID":"x"}`, header: key}), http.StatusTooManyRequests, "the most this server allows")
 }
 
 func TestNewRefusesNoKey(t *testing.T) {
