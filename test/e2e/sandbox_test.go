@@ -3,7 +3,10 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -12,10 +15,12 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/fcvm/fcvm/internal/imagetest"
@@ -39,11 +44,11 @@ func sdkImage(t *testing.T) string {
 }
 
 // startServe starts `fcvm serve` on a free loopback port with key and the
-// template alias "bb" for the image ref, and returns its URL. The server
-// is stopped at the end of the test.
-func startServe(t *testing.T, key, ref string) string {
+// template alias "bb" for the image ref, and returns its URL and a stop
+// that ends serve alone (its sandboxes go on). At the end of the test the
+// sandboxes serve still has are killed and serve is stopped.
+func startServe(t *testing.T, key, ref string) (string, func()) {
 	t.Helper()
-	var addrURL string
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := fcvmCmd(ctx, dataDir, "serve", "--listen", "127.0.0.1:0", "--template", "bb="+ref)
 	cmd.Env = append(cmd.Env, "FCVM_API_KEY="+key, "FCVM_LOG_LEVEL=info")
@@ -56,11 +61,21 @@ func startServe(t *testing.T, key, ref string) string {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start fcvm serve: %v", err)
 	}
-	t.Cleanup(func() {
-		killSandboxes(t, addrURL, key)
-		cancel()
-		cmd.Wait()
-	})
+	var once sync.Once
+	stopped := false
+	stop := func() {
+		once.Do(func() {
+			stopped = true
+			cancel()
+			// Wait reports the cancel itself; only an exit status of its
+			// own is serve's failure.
+			err := cmd.Wait()
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				t.Errorf("fcvm serve: %v", err)
+			}
+		})
+	}
 	addr := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
@@ -74,11 +89,18 @@ func startServe(t *testing.T, key, ref string) string {
 	}()
 	select {
 	case a := <-addr:
-		addrURL = "http://" + a
-		return addrURL
+		url := "http://" + a
+		t.Cleanup(func() {
+			if !stopped {
+				killSandboxes(t, url, key)
+			}
+			stop()
+		})
+		return url, stop
 	case <-time.After(30 * time.Second):
+		stop()
 		t.Fatal("fcvm serve did not say where it listens within 30s")
-		return ""
+		return "", nil
 	}
 }
 
@@ -137,7 +159,7 @@ func TestSandboxAPIWithE2BSDK(t *testing.T) {
 	}
 	const key = "e2b_fcvm_e2e_test_key"
 	ref := sdkImage(t)
-	url := startServe(t, key, ref)
+	url, _ := startServe(t, key, ref)
 
 	// A snapshot to clone sandboxes from (the fast path), and fcvm exec's
 	// round trip on its original to compare the SDK's with.
@@ -226,5 +248,104 @@ func TestSandboxAPIWithE2BSDK(t *testing.T) {
 			}
 			time.Sleep(time.Second)
 		}
+	}
+}
+
+// apiCall makes one plain HTTP call to serve, as curl would, and returns
+// the status and body.
+func apiCall(t *testing.T, method, url, body string, header map[string]string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// TestSandboxSurvivesServeRestart creates a sandbox with plain HTTP (the
+// README's curl example), restarts serve, and uses the sandbox through
+// the new serve: sandboxes are VMs with their own supervisors.
+func TestSandboxSurvivesServeRestart(t *testing.T) {
+	needSetup(t)
+	const key = "restart-test-key"
+	ref := sdkImage(t)
+	url, stop := startServe(t, key, ref)
+	ctl := map[string]string{"X-API-KEY": key, "Content-Type": "application/json"}
+	code, body := apiCall(t, "POST", url+"/v2/sandboxes", `{"templateID":"bb","timeout":300,"envVars":{"GREETING":"hi"}}`, ctl)
+	var created struct {
+		SandboxID       string `json:"sandboxID"`
+		EnvdAccessToken string `json:"envdAccessToken"`
+	}
+	if code != http.StatusCreated || json.Unmarshal(body, &created) != nil || created.SandboxID == "" || created.EnvdAccessToken == "" {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	id := created.SandboxID
+
+	stop()
+	if vm := findVM(t, id); vm == nil || vm.Status != "running" {
+		t.Fatalf("sandbox %s after serve stopped: %+v, want its VM running", id, vm)
+	}
+	url, _ = startServe(t, key, ref)
+	if code, body := apiCall(t, "GET", url+"/sandboxes/"+id, "", ctl); code != http.StatusOK || !strings.Contains(string(body), `"state":"running"`) {
+		t.Fatalf("GET /sandboxes/%s after restart: %d %s", id, code, body)
+	}
+
+	// A command through the new serve, in Connect's streaming framing.
+	data := map[string]string{"E2b-Sandbox-Id": id, "X-Access-Token": created.EnvdAccessToken}
+	req := `{"process":{"cmd":"/bin/sh","args":["-c","echo $GREETING $((6*7)); exit 5"]}}`
+	env := append([]byte{0, 0, 0, 0, byte(len(req))}, req...)
+	h := map[string]string{"Content-Type": "application/connect+json"}
+	for k, v := range data {
+		h[k] = v
+	}
+	code, body = apiCall(t, "POST", url+"/process.Process/Start", string(env), h)
+	if code != http.StatusOK {
+		t.Fatalf("process.Process/Start: %d %s", code, body)
+	}
+	var msgs []string
+	for len(body) >= 5 {
+		n := int(binary.BigEndian.Uint32(body[1:5]))
+		msgs = append(msgs, fmt.Sprintf("%d %s", body[0], body[5:5+n]))
+		body = body[5+n:]
+	}
+	want := []string{
+		`0 {"event":{"start":{"pid":1001}}}`,
+		`0 {"event":{"data":{"stdout":"aGkgNDIK"}}}`, // "hi 42\n"
+		`0 {"event":{"end":{"exitCode":5,"exited":true,"status":"exit status 5"}}}`,
+		`2 {}`,
+	}
+	if diff := cmp.Diff(want, msgs); diff != "" {
+		t.Errorf("process stream (-want +got):\n%s", diff)
+	}
+
+	// Files: octet-stream up, plain GET down.
+	h = map[string]string{"Content-Type": "application/octet-stream"}
+	for k, v := range data {
+		h[k] = v
+	}
+	if code, body := apiCall(t, "POST", url+"/files?path=/tmp/dir/f.txt", "file body", h); code != http.StatusOK {
+		t.Fatalf("POST /files: %d %s", code, body)
+	}
+	if code, body := apiCall(t, "GET", url+"/files?path=/tmp/dir/f.txt", "", data); code != http.StatusOK || string(body) != "file body" {
+		t.Errorf("GET /files: %d %q", code, body)
+	}
+	if code, body := apiCall(t, "GET", url+"/files?path=/tmp/nope", "", data); code != http.StatusNotFound {
+		t.Errorf("GET /files of a missing file: %d %s, want 404", code, body)
+	}
+
+	if code, body := apiCall(t, "DELETE", url+"/sandboxes/"+id, "", ctl); code != http.StatusNoContent {
+		t.Fatalf("DELETE: %d %s", code, body)
+	}
+	if vm := findVM(t, id); vm != nil {
+		t.Errorf("sandbox %s killed, but its VM is still listed: %+v", id, vm)
 	}
 }
