@@ -162,7 +162,7 @@ func TestTailReadsOnlyTheEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := f.Truncate(64 << 30); err != nil {
-		t.Skipf("no sparse files here: %v", err)
+		t.Fatalf("make a sparse file (the test needs a filesystem with holes): %v", err)
 	}
 	f.WriteAt([]byte("the end\n"), 64<<30)
 	f.Close()
