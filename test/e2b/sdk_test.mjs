@@ -4,7 +4,7 @@
 // image with /bin/sh and /bin/bash. Every check throws on failure; the last
 // line of stdout is a JSON summary the Go test checks again.
 import assert from "node:assert/strict";
-import { Sandbox, CommandExitError, AuthenticationError, NotFoundError, FileNotFoundError } from "e2b";
+import { Sandbox, CommandExitError, AuthenticationError, NotFoundError, FileNotFoundError, TimeoutError } from "e2b";
 
 const template = process.env.TEMPLATE;
 const snapshotTemplate = process.env.SNAPSHOT_TEMPLATE;
@@ -56,6 +56,19 @@ const bgErr = await bg.wait().catch((e) => e);
 assert.ok(bgErr instanceof CommandExitError, `killed command should end with an exit error, got ${bgErr}`);
 assert.equal(await sbx.commands.kill(999999), false);
 log("background + kill ok");
+
+// Stdin: a command reading its input, fed and closed through the API;
+// listed while it runs.
+const cat = await sbx.commands.run("cat", { background: true, stdin: true });
+await sbx.commands.sendStdin(cat.pid, "fed through stdin\n");
+assert.ok((await sbx.commands.list()).some((p) => p.pid === cat.pid), "commands.list shows the running command");
+await sbx.commands.closeStdin(cat.pid);
+assert.equal((await cat.wait()).stdout, "fed through stdin\n");
+// A command outliving its timeoutMs ends with a TimeoutError, promptly.
+t0 = performance.now();
+await assert.rejects(sbx.commands.run("sleep 600", { timeoutMs: 2_000 }), TimeoutError);
+assert.ok(performance.now() - t0 < 20_000, "timeoutMs was not honoured");
+log("stdin + timeoutMs ok");
 
 // Round trips.
 const rtts = [];
