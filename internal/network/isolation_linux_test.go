@@ -88,10 +88,10 @@ func TestBridgedIsolation(t *testing.T) {
 		})
 		t.Run("does-not-reach", func(t *testing.T) {
 			for what, addr := range map[string]string{
-				"B at its address":                 net.JoinHostPort(b.HostIP, "80"),
-				"B through its published port":     net.JoinHostPort(hostA.String(), strconv.Itoa(pubB)),
-				"the host's service on A's link":   net.JoinHostPort(hostA.String(), svcPort),
-				"the host's service on B's link":   net.JoinHostPort(hostB.String(), svcPort),
+				"B at its address":               net.JoinHostPort(b.HostIP, "80"),
+				"B through its published port":   net.JoinHostPort(hostA.String(), strconv.Itoa(pubB)),
+				"the host's service on A's link": net.JoinHostPort(hostA.String(), svcPort),
+				"the host's service on B's link": net.JoinHostPort(hostB.String(), svcPort),
 			} {
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 				c, err := ga.dial(ctx, "tcp4", addr)
