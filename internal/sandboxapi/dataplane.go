@@ -16,6 +16,10 @@ func (s *Server) serveData(w http.ResponseWriter, r *http.Request, id string) {
 		writeError(w, http.StatusBadGateway, fmt.Sprintf("sandbox %q not found", id))
 		return
 	}
+	if sb.Paused {
+		writeError(w, http.StatusBadGateway, fmt.Sprintf("sandbox %s is paused: resume it with connect", id))
+		return
+	}
 	if port := r.Header.Get("E2b-Sandbox-Port"); port != "" && port != EnvdPort {
 		writeError(w, http.StatusBadGateway, fmt.Sprintf("sandbox %s: port %s is not served (only envd, %s)", id, port, EnvdPort))
 		return

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fcvm/fcvm/internal/atomicfile"
@@ -39,6 +40,16 @@ type sandbox struct {
 	Token     string `json:"envdAccessToken"`
 	CPUs      int    `json:"cpuCount"`
 	MemoryMiB int    `json:"memoryMB"`
+	// Paused: the sandbox is the snapshot PauseTag and has no VM. A
+	// resumed sandbox is a clone of PauseTag, which stays until the next
+	// pause or the kill.
+	Paused   bool   `json:"paused,omitempty"`
+	PauseTag string `json:"pauseTag,omitempty"`
+	Pauses   int    `json:"pauses,omitempty"` // numbers the pause snapshots
+
+	// op serializes pause, resume and kill of this sandbox; it is held
+	// across the VM calls, s.mu never is.
+	op *sync.Mutex
 }
 
 // createRequest is the part of E2B's NewSandbox that fcvm honours.
@@ -80,6 +91,9 @@ func (sb *sandbox) json(detail bool) sandboxJSON {
 		started, end := sb.StartedAt, sb.EndAt
 		j.StartedAt, j.EndAt = &started, &end
 		j.State = "running"
+		if sb.Paused {
+			j.State = "paused"
+		}
 		j.CPUCount, j.MemoryMB = sb.CPUs, sb.MemoryMiB
 		j.Metadata = sb.Metadata
 	}
@@ -135,6 +149,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 		Metadata:   req.Metadata,
 		EnvVars:    req.EnvVars,
 		Token:      newToken(),
+		op:         &sync.Mutex{},
 		CPUs:       1,
 		MemoryMiB:  512,
 	}
@@ -205,8 +220,11 @@ const keepAlive = "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"
 // and returns the VM's ID.
 func (s *Server) start(ctx context.Context, sb *sandbox, noNet bool) (string, error) {
 	var args []string
-	if sb.Clone {
-		args = []string{"snapshot", "run", "-d", "--name", sb.ID, "--label", Label + "=" + sb.TemplateID, sb.Ref}
+	if tag := sb.PauseTag; tag != "" || sb.Clone {
+		if tag == "" {
+			tag = sb.Ref
+		}
+		args = []string{"snapshot", "run", "-d", "--name", sb.ID, "--label", Label + "=" + sb.TemplateID, tag}
 	} else {
 		args = []string{"run", "-d", "--name", sb.ID,
 			"--label", Label + "=" + sb.TemplateID,
@@ -259,13 +277,13 @@ func (s *Server) restore() error {
 		if err != nil {
 			return fmt.Errorf("read sandbox %s: %w", id, err)
 		}
-		sb := &sandbox{}
+		sb := &sandbox{op: &sync.Mutex{}}
 		if err := json.Unmarshal(b, sb); err != nil || sb.ID != id {
 			s.log.Warn("unreadable sandbox record: dropped", "sandbox", id, "err", err)
 			os.Remove(s.stateFile(id))
 			continue
 		}
-		if !s.alive(sb) {
+		if !sb.Paused && !s.alive(sb) {
 			s.log.Info("sandbox's VM is gone: forgotten", "sandbox", id)
 			os.Remove(s.stateFile(id))
 			continue
@@ -284,9 +302,10 @@ func (s *Server) alive(sb *sandbox) bool {
 	return err == nil && rec.Effective() == state.StatusRunning
 }
 
-// armLocked (re)sets the timer that kills sb at its end.
+// armLocked (re)sets the timer that kills sb at its end. A paused
+// sandbox has none: it waits for connect.
 func (s *Server) armLocked(sb *sandbox) {
-	if s.closed {
+	if s.closed || sb.Paused {
 		return
 	}
 	if t := s.timers[sb.ID]; t != nil {
@@ -301,11 +320,17 @@ func (s *Server) armLocked(sb *sandbox) {
 	})
 }
 
-// lookup returns the sandbox id, or nil.
+// lookup returns a copy of sandbox id, or nil: the table's own may
+// change under s.mu while the caller reads it.
 func (s *Server) lookup(id string) *sandbox {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.sandboxes[id]
+	sb := s.sandboxes[id]
+	if sb == nil {
+		return nil
+	}
+	c := *sb
+	return &c
 }
 
 // destroy kills sandbox id's VM and forgets it. An unknown id is
@@ -328,9 +353,21 @@ func (s *Server) destroy(id string) error {
 	for _, p := range procs {
 		p.x.Close()
 	}
-	err := s.cfg.Engine.Remove(sb.VMID, true)
-	if errors.Is(err, state.ErrNotFound) {
-		err = nil
+	// A pause or resume under way finishes first; sb is out of the table,
+	// so it changes nothing else, and what it made is removed here.
+	sb.op.Lock()
+	defer sb.op.Unlock()
+	var err error
+	if sb.VMID != "" {
+		err = s.cfg.Engine.Remove(sb.VMID, true)
+		if errors.Is(err, state.ErrNotFound) {
+			err = nil
+		}
+	}
+	if sb.PauseTag != "" {
+		if rmErr := s.cfg.Engine.RemoveSnapshot(sb.PauseTag, true); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
+			err = errors.Join(err, rmErr)
+		}
 	}
 	if rmErr := os.Remove(s.stateFile(id)); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
 		err = errors.Join(err, rmErr)
@@ -351,7 +388,7 @@ func notFound(w http.ResponseWriter, id string) {
 // own (its container exited, someone ran fcvm rm) is destroyed and nil.
 func (s *Server) live(id string) *sandbox {
 	sb := s.lookup(id)
-	if sb == nil || s.alive(sb) {
+	if sb == nil || sb.Paused || s.alive(sb) {
 		return sb
 	}
 	s.log.Info("sandbox's VM ended: forgotten", "sandbox", id)
@@ -434,10 +471,9 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if st := q.Get("state"); st != "" && !slices.Contains(strings.Split(st, ","), "running") {
-		// Only running sandboxes exist until pause lands.
-		writeJSON(w, http.StatusOK, []sandboxJSON{})
-		return
+	states := []string{"running", "paused"}
+	if st := q.Get("state"); st != "" {
+		states = strings.Split(st, ",")
 	}
 	s.mu.Lock()
 	ids := make([]string, 0, len(s.sandboxes))
@@ -466,7 +502,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 			}
 			continue
 		}
-		if !matches(sb.Metadata, wantMeta) {
+		if !matches(sb.Metadata, wantMeta) || !slices.Contains(states, sb.json(true).State) {
 			continue
 		}
 		if len(out) == limit {

@@ -183,8 +183,11 @@ func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
 		s.kill(w, r, p[1])
 	case len(p) == 3 && p[0] == "sandboxes" && p[2] == "timeout" && r.Method == http.MethodPost:
 		s.setTimeout(w, r, p[1])
-	case len(p) == 3 && p[0] == "sandboxes" && (p[2] == "pause" || p[2] == "fork" || p[2] == "snapshots"),
-		len(p) == 4 && p[0] == "v2" && p[3] == "connect":
+	case len(p) == 3 && p[0] == "sandboxes" && p[2] == "pause" && r.Method == http.MethodPost:
+		s.pause(w, r, p[1])
+	case len(p) == 4 && p[0] == "v2" && p[1] == "sandboxes" && p[3] == "connect" && r.Method == http.MethodPost:
+		s.connect(w, r, p[2])
+	case len(p) == 3 && p[0] == "sandboxes" && (p[2] == "fork" || p[2] == "snapshots"):
 		writeError(w, http.StatusNotImplemented, fmt.Sprintf("%s %s: not implemented by fcvm serve yet", r.Method, r.URL.Path))
 	default:
 		writeError(w, http.StatusNotFound, fmt.Sprintf("%s %s: no such endpoint", r.Method, r.URL.Path))

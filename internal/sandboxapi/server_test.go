@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -91,7 +92,7 @@ func addRunningSandbox(t *testing.T, s *Server, id string, started time.Time, me
 func addSandboxVM(t *testing.T, s *Server, id, vmID string, started time.Time, meta map[string]string) *sandbox {
 	t.Helper()
 	sb := &sandbox{ID: id, VMID: vmID, TemplateID: "tpl", Token: "tok-" + id,
-		StartedAt: started, EndAt: started.Add(time.Hour), Metadata: meta}
+		StartedAt: started, EndAt: started.Add(time.Hour), Metadata: meta, op: &sync.Mutex{}}
 	if err := s.save(sb); err != nil {
 		t.Fatal(err)
 	}
@@ -202,6 +203,8 @@ func TestUnknownSandbox(t *testing.T) {
 		{method: "GET", path: "/sandboxes/nope"},
 		{method: "DELETE", path: "/sandboxes/nope"},
 		{method: "POST", path: "/sandboxes/nope/timeout", body: `{"timeout":5}`},
+		{method: "POST", path: "/sandboxes/nope/pause"},
+		{method: "POST", path: "/v2/sandboxes/nope/connect", body: `{"timeout":5}`},
 	} {
 		c.header = key
 		t.Run(c.method, func(t *testing.T) { wantAPIError(t, do(t, s, c), http.StatusNotFound, `"nope" not found`) })
@@ -210,7 +213,7 @@ func TestUnknownSandbox(t *testing.T) {
 	w := do(t, s, call{method: "GET", path: "/health", header: map[string]string{"E2b-Sandbox-Id": "nope"}})
 	wantAPIError(t, w, http.StatusBadGateway, `"nope" not found`)
 	wantAPIError(t, do(t, s, call{method: "GET", path: "/nowhere", header: key}), http.StatusNotFound, "no such endpoint")
-	wantAPIError(t, do(t, s, call{method: "POST", path: "/sandboxes/x/pause", header: key}), http.StatusNotImplemented, "not implemented")
+	wantAPIError(t, do(t, s, call{method: "POST", path: "/sandboxes/x/fork", header: key}), http.StatusNotImplemented, "not implemented")
 }
 
 func TestTimeoutBadInputAndExpiry(t *testing.T) {
@@ -509,6 +512,43 @@ func TestRestoreForgetsGoneVMs(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(s.cfg.StateDir); len(ents) != 0 {
 		t.Errorf("%d records left, want none", len(ents))
+	}
+}
+
+func TestPauseAndConnectBadInput(t *testing.T) {
+	s := newTestServer(t)
+	addSandbox(t, s, "sb1", time.Now(), nil)
+	paused := addSandbox(t, s, "zz", time.Now(), map[string]string{"p": "1"})
+	s.mu.Lock()
+	s.sandboxes["zz"].Paused, s.sandboxes["zz"].VMID = true, ""
+	s.mu.Unlock()
+	for _, c := range []call{
+		{method: "POST", path: "/sandboxes/sb1/pause", body: `{"memory":`},
+		{method: "POST", path: "/v2/sandboxes/sb1/connect", body: `{"timeout":"x"}`},
+		{method: "POST", path: "/v2/sandboxes/sb1/connect", body: `{"timeout":-5}`},
+		{method: "POST", path: "/v2/sandboxes/sb1/connect", body: strings.Repeat(" ", MaxJSONBody+1) + "{}"},
+	} {
+		c.header = key
+		wantAPIError(t, do(t, s, c), http.StatusBadRequest, "")
+	}
+	wantAPIError(t, do(t, s, call{method: "POST", path: "/sandboxes/zz/pause", header: key}), http.StatusConflict, "paused already")
+	// A paused sandbox is listed as such, has no data plane, and keeps
+	// no timer.
+	w := do(t, s, call{method: "GET", path: "/v2/sandboxes?state=paused", header: key})
+	if !strings.Contains(w.Body.String(), `"sandboxID":"zz"`) || strings.Contains(w.Body.String(), `"sb1"`) || !strings.Contains(w.Body.String(), `"state":"paused"`) {
+		t.Errorf("state=paused: %s", w.Body)
+	}
+	wantAPIError(t, do(t, s, call{method: "GET", path: "/health", header: map[string]string{"E2b-Sandbox-Id": "zz", "X-Access-Token": paused.Token}}), http.StatusBadGateway, "paused")
+	// Restored across a restart without a VM.
+	s.save(s.sandboxes["zz"])
+	s.Close()
+	s2, err := New(s.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if sb := s2.lookup("zz"); sb == nil || !sb.Paused {
+		t.Errorf("paused sandbox after restart: %+v", sb)
 	}
 }
 
