@@ -22,19 +22,54 @@
 //   - bridged: a named netns /run/netns/fcvm-<id8>, a veth pair
 //     fcvm<id8> (host, 10.66.N.1/30) to veth0 (namespace, 10.66.N.2/30),
 //     one /30 per VM from [DefaultPool] 10.66.0.0/16 (16384 VMs). In the
-//     namespace, traffic from the host to 10.66.N.2 is NATed one to one to
-//     the guest ([Network.HostIP]: the host reaches every guest port there,
-//     as podman's container IP), and guest egress is masqueraded out of
-//     veth0. On the host, the nftables table "ip fcvm-<id8>" DNATs published
-//     ports (prerouting and output) to 10.66.N.2, masquerades the VM's /30
-//     and accepts its forwarded traffic; removing the table removes exactly
-//     that VM's rules.
+//     namespace, traffic from the host side 10.66.N.1 to 10.66.N.2 is NATed
+//     one to one to the guest ([Network.HostIP]: the host reaches every
+//     guest port there, as podman's container IP), published guest ports
+//     from any source too, and guest egress is masqueraded out of veth0. On
+//     the host, the nftables table "ip fcvm-<id8>" DNATs published ports
+//     (prerouting and output) to 10.66.N.2, masquerades the VM's /30 (and
+//     the guest's own published ports reached from the guest), and filters
+//     (see Isolation); removing the table removes exactly that VM's rules.
 //   - rootless: a user+net namespace held by a holder process (fcvm
 //     re-executed, see [MaybeRunHolder]); pasta (or slirp4netns) attaches
 //     an uplink uplink0 10.0.2.100/24 to it and binds the published host
-//     ports, which arrive in the namespace on ports 20000+i and are DNATed
-//     to the guest. The guest reaches the host's loopback at
-//     [HostLoopbackIP] 10.0.2.2.
+//     ports, which arrive in the namespace on ports 20000+i and are proxied
+//     to the guest by the holder. The holder passes the guest's DNS socket
+//     (made in the namespace) to the caller, whose forwarder reaches the
+//     upstreams as the caller does. The guest reaches the host's loopback
+//     at [HostLoopbackIP] 10.0.2.2 only if [Config.HostLoopback] (--network
+//     pasta:--map-gw or slirp4netns:allow_host_loopback=true, see
+//     [ParseMode]).
+//
+// # Isolation
+//
+// The guest is hostile. In every mode, the VM namespace's table "ip fcvm"
+// drops what comes from the TAP with a source other than [GuestIP]
+// (before conntrack; rp_filter=1 on the TAP too), and of the namespace
+// itself the guest reaches only the DNS forwarder and replies.
+//
+// Rootless: pasta runs with --no-map-gw and slirp4netns with
+// --disable-host-loopback (except when a UDP port is published: libslirp
+// refuses the replies to loopback clients otherwise), and the namespace
+// rejects the guest's packets to 10.0.2.2 in any case, so the host's
+// loopback is closed unless opened. What pasta or slirp4netns reach for the
+// guest, it reaches: the host's other addresses and the world.
+//
+// Bridged, on the host, every rule keyed on the VM's link: a packet from
+// the link must have source 10.66.N.2 (a raw-priority guard chain, and
+// rp_filter=1 on the link, which a host conf/all/rp_filter=2 would make
+// loose); the host's input takes only replies from the link (no host
+// service on any address is open to guests; the DNS forwarder is in the
+// VM's namespace); the host forwards to the link only published ports and
+// replies, and nothing between two VM links (names "fcvm*", whatever pool
+// or data dir they are from, so neither directly nor through another VM's
+// published port). The chains have policy accept and drop only traffic of
+// the VM's own link: the host's other traffic is never touched (and a drop
+// policy in another table still applies to fcvm's traffic too).
+//
+// The DNS forwarder bounds what a guest may cost: fixed goroutines, one
+// socket per upstream with random IDs of its own, at most 256 queries in
+// flight, 100 new queries a second (burst 100).
 //
 // # Host settings
 //
@@ -49,9 +84,7 @@
 // are served by a userspace TCP/UDP proxy in the supervisor (which also
 // holds every published port, so nothing else can take it while the VM
 // runs). Traffic from other machines is DNATed and keeps its source
-// address. The forward chain fcvm adds has policy accept: it only adds
-// accepts and can never drop the host's other forwarded traffic (a drop
-// policy in another table still applies to fcvm's traffic too).
+// address. The per-link rp_filter goes with the link.
 //
 // # Concurrency and crashes
 //
