@@ -165,24 +165,18 @@ func testNetMode(t *testing.T, ref, mode string, remember func(netVMState)) {
 	env := []string{"FCVM_BRIDGE_POOL=" + netPool}
 
 	// What the guest should reach: a name of our DNS server, resolving to
-	// an HTTP server of ours on the host's loopback (rootless, seen from
-	// the guest at 10.0.2.2) or in a namespace behind the host (bridged).
+	// an HTTP server of ours in a namespace behind the host, one per mode
+	// (the host's loopback is closed to rootless guests:
+	// TestNetworkIsolation).
 	secret := fmt.Sprintf("reached-%d", time.Now().UnixNano())
-	var srvAddr netip.Addr
-	var srvPort int
+	i := 0
 	if mode == network.ModeRootless {
-		ln, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		srvAddr, srvPort = netip.MustParseAddr(network.HostLoopbackIP), ln.Addr().(*net.TCPAddr).Port
-		serveText(t, ln, secret)
-	} else {
-		ns := netServerNS(t)
-		ln := ns.listen(t, "10.98.0.2:0")
-		srvAddr, srvPort = netip.MustParseAddr("10.98.0.2"), ln.Addr().(*net.TCPAddr).Port
-		serveText(t, ln, secret)
+		i = 1
 	}
+	ns := netServerNS(t, i)
+	ln := ns.listen(t, ns.addr.String()+":0")
+	srvAddr, srvPort := ns.addr, ln.Addr().(*net.TCPAddr).Port
+	serveText(t, ln, secret)
 	dns := netDNSServer(t, map[string]netip.Addr{netTestName: srvAddr})
 	env = append(env, "FCVM_DNS="+dns)
 
@@ -763,11 +757,15 @@ func netDNSServer(t *testing.T, answers map[string]netip.Addr) string {
 }
 
 // netNS is a network namespace of the test's, behind the host on the link
-// fce2e0 (host 10.98.0.1/30, namespace 10.98.0.2/30): a machine the
-// bridged guest reaches through the host.
-type netNS struct{ ns netns.NsHandle }
+// fce2e<i> (host 10.98.0.4i+1/30, namespace addr 10.98.0.4i+2/30): a
+// machine the guest reaches through the host. Tests running at the same
+// time use different i.
+type netNS struct {
+	ns   netns.NsHandle
+	addr netip.Addr
+}
 
-func netServerNS(t *testing.T) *netNS {
+func netServerNS(t *testing.T, i int) *netNS {
 	t.Helper()
 	runtime.LockOSThread()
 	host, err := netns.Get()
@@ -784,7 +782,9 @@ func netServerNS(t *testing.T) *netNS {
 	host.Close()
 	runtime.UnlockOSThread()
 	t.Cleanup(func() { s.Close() })
-	const name = "fce2e0"
+	name := fmt.Sprintf("fce2e%d", i)
+	hostAddr := netip.AddrFrom4([4]byte{10, 98, 0, byte(4*i + 1)})
+	nsAddr := hostAddr.Next()
 	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(s))}
 	if err := netlink.LinkAdd(veth); err != nil {
 		t.Fatalf("add %s: %v", name, err)
@@ -794,7 +794,7 @@ func netServerNS(t *testing.T) *netNS {
 			netlink.LinkDel(l)
 		}
 	})
-	a, _ := netlink.ParseAddr("10.98.0.1/30")
+	a, _ := netlink.ParseAddr(hostAddr.String() + "/30")
 	if err := netlink.AddrAdd(veth, a); err != nil {
 		t.Fatal(err)
 	}
@@ -810,14 +810,14 @@ func netServerNS(t *testing.T) *netNS {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := netlink.ParseAddr("10.98.0.2/30")
+	b, _ := netlink.ParseAddr(nsAddr.String() + "/30")
 	lo, _ := hs.LinkByName("lo")
-	for _, err := range []error{hs.AddrAdd(eth, b), hs.LinkSetUp(eth), hs.LinkSetUp(lo), hs.RouteAdd(&netlink.Route{Gw: net.ParseIP("10.98.0.1")})} {
+	for _, err := range []error{hs.AddrAdd(eth, b), hs.LinkSetUp(eth), hs.LinkSetUp(lo), hs.RouteAdd(&netlink.Route{Gw: hostAddr.AsSlice()})} {
 		if err != nil {
 			t.Fatalf("configure the server namespace: %v", err)
 		}
 	}
-	return &netNS{ns: s}
+	return &netNS{ns: s, addr: nsAddr}
 }
 
 // listen opens a TCP listener inside the namespace; it stays there.
@@ -844,4 +844,143 @@ func (n *netNS) listen(t *testing.T, addr string) net.Listener {
 	}
 	t.Cleanup(func() { ln.Close() })
 	return ln
+}
+
+// listenPacket opens a UDP socket inside the namespace; it stays there.
+func (n *netNS) listenPacket(t *testing.T, addr string) net.PacketConn {
+	t.Helper()
+	runtime.LockOSThread()
+	host, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		t.Fatal(err)
+	}
+	defer host.Close()
+	if err := netns.Set(n.ns); err != nil {
+		runtime.UnlockOSThread()
+		t.Fatal(err)
+	}
+	pc, lerr := net.ListenPacket("udp4", addr)
+	if err := netns.Set(host); err != nil {
+		panic(err)
+	}
+	runtime.UnlockOSThread()
+	if lerr != nil {
+		t.Fatal(lerr)
+	}
+	t.Cleanup(func() { pc.Close() })
+	return pc
+}
+
+// TestNetworkIsolation: what a hostile guest cannot reach. Rootless: the
+// host's loopback through the gateway, unless --network pasta:--map-gw
+// opens it. Bridged: another VM, and anything with a forged source
+// address. Run it alone (-run TestNetworkIsolation): its bridged pair
+// takes both blocks of netPool, as TestNetwork's does.
+func TestNetworkIsolation(t *testing.T) {
+	needSetup(t)
+	ref := netImage(t)
+	t.Run("rootless-host-loopback", func(t *testing.T) {
+		t.Parallel()
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		secret := fmt.Sprintf("loopback-%d", time.Now().UnixNano())
+		serveText(t, ln, secret)
+		url := fmt.Sprintf("http://%s:%d/", network.HostLoopbackIP, ln.Addr().(*net.TCPAddr).Port)
+		var wg sync.WaitGroup
+		for _, tc := range []struct {
+			network string
+			open    bool
+		}{{"rootless", false}, {"pasta:--map-gw", true}} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				name := uniqueName(t, "lo")
+				if r := netRun(t, nil, "run", "-d", "--name", name, "--network", tc.network, ref, "sleep", "3600"); r.code != 0 {
+					t.Errorf("run --network %s: %s", tc.network, r)
+					return
+				}
+				defer netRun(t, nil, "rm", "-f", name)
+				r := netRun(t, nil, "exec", name, "sh", "-c", "timeout 15 wget -q -O - "+url)
+				reached := r.code == 0 && strings.Contains(r.stdout, secret)
+				if reached != tc.open {
+					t.Errorf("--network %s: guest fetching %s (the host's 127.0.0.1): reached %v, want %v\n%s", tc.network, url, reached, tc.open, r)
+				}
+			}()
+		}
+		wg.Wait()
+	})
+	t.Run("bridged", func(t *testing.T) {
+		t.Parallel()
+		env := []string{"FCVM_BRIDGE_POOL=" + netPool}
+		// A listener behind the host that records every datagram.
+		ns := netServerNS(t, 2)
+		pc := ns.listenPacket(t, ns.addr.String()+":9000")
+		var mu sync.Mutex
+		var got []string
+		go func() {
+			buf := make([]byte, 100)
+			for {
+				n, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				got = append(got, strings.TrimSpace(string(buf[:n]))+" from "+from.String())
+				mu.Unlock()
+			}
+		}()
+		names := []string{uniqueName(t, "isoA"), uniqueName(t, "isoB")}
+		var wg sync.WaitGroup
+		results := make([]result, 2)
+		for i, name := range names {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i] = netRun(t, env, "run", "-d", "--name", name, "--network", "bridged",
+					"-e", "ID="+name, "-e", "UDP=7", ref, "sh", "-c", netServeScript)
+			}()
+		}
+		wg.Wait()
+		for i, name := range names {
+			t.Cleanup(func() { netRun(t, nil, "rm", "-f", name) })
+			if results[i].code != 0 {
+				t.Fatalf("run %s: %s", name, results[i])
+			}
+		}
+		a, b := names[0], names[1]
+		bNet := readNetVMState(t, b, netLS(t, b).ID).net
+		// The host reaches B; A does not.
+		if got := httpGet(t, "http://"+bNet.HostIP+":80/"); got != b+"\n" {
+			t.Errorf("host fetching B at %s: %q, want %q", bNet.HostIP, got, b+"\n")
+		}
+		r := netRun(t, nil, "exec", a, "sh", "-c", "timeout 15 wget -q -O - http://"+bNet.HostIP+":80/")
+		if r.code == 0 || strings.Contains(r.stdout, b) {
+			t.Errorf("guest A fetching B's page at %s: reached it\n%s", bNet.HostIP, r)
+		}
+		// A, as root in its VM, sends from a forged address (and then
+		// from its own): only its own arrives.
+		script := strings.ReplaceAll(`ip addr add 10.98.7.7/32 dev lo && ip route add SRV/32 via 172.30.0.1 src 10.98.7.7 &&
+for i in 1 2 3; do echo forged > /dev/udp/SRV/9000; done
+ip route del SRV/32
+for i in 1 2 3 4 5; do echo legit > /dev/udp/SRV/9000; sleep 0.3; done`, "SRV", ns.addr.String())
+		if r := netRun(t, nil, "exec", "--vm", a, "bash", "-c", script); r.code != 0 {
+			t.Fatalf("guest A sending datagrams: %s", r)
+		}
+		time.Sleep(500 * time.Millisecond)
+		mu.Lock()
+		defer mu.Unlock()
+		legit := false
+		for _, g := range got {
+			legit = legit || strings.HasPrefix(g, "legit ")
+			if strings.HasPrefix(g, "forged ") {
+				t.Errorf("arrived: %s (a forged source got out)", g)
+			}
+		}
+		if !legit {
+			t.Errorf("no datagram from the guest's own address arrived: %v", got)
+		}
+	})
 }
