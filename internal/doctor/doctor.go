@@ -169,7 +169,9 @@ func checkRootlessNet(ctx context.Context, _ Options) Check {
 		c.Fix = "apt-get install passt (or slirp4netns); or use --network none"
 		return c
 	}
-	c.OK, c.Detail = true, strings.Join(found, "; ")
+	// What the default network exposes, so that nobody has to read the
+	// source to learn it.
+	c.OK, c.Detail = true, strings.Join(found, "; ")+"; guests do not reach the host's loopback (127.0.0.1) unless run with --network pasta:--map-gw or slirp4netns:allow_host_loopback=true"
 	return c
 }
 

@@ -51,6 +51,9 @@ func TestRunReportsEveryCheck(t *testing.T) {
 	if _, err := exec.LookPath("qemu-system-x86_64"); err == nil {
 		mustBe("qemu", true, "")
 	}
+	if c, _ := r.Get("rootless-network"); c.OK && !strings.Contains(c.Detail, "do not reach the host's loopback") {
+		t.Errorf("rootless-network: detail %q does not say the default network keeps the host's loopback closed", c.Detail)
+	}
 }
 
 // TestReflinkOnBtrfs mounts a btrfs loop file and checks that the reflink
