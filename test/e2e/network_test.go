@@ -820,8 +820,9 @@ func netServerNS(t *testing.T, i int) *netNS {
 	return &netNS{ns: s, addr: nsAddr}
 }
 
-// listen opens a TCP listener inside the namespace; it stays there.
-func (n *netNS) listen(t *testing.T, addr string) net.Listener {
+// do runs fn on a thread inside the namespace: sockets made there stay
+// there.
+func (n *netNS) do(t *testing.T, fn func() error) {
 	t.Helper()
 	runtime.LockOSThread()
 	host, err := netns.Get()
@@ -834,14 +835,21 @@ func (n *netNS) listen(t *testing.T, addr string) net.Listener {
 		runtime.UnlockOSThread()
 		t.Fatal(err)
 	}
-	ln, lerr := net.Listen("tcp4", addr)
+	ferr := fn()
 	if err := netns.Set(host); err != nil {
 		panic(err)
 	}
 	runtime.UnlockOSThread()
-	if lerr != nil {
-		t.Fatal(lerr)
+	if ferr != nil {
+		t.Fatal(ferr)
 	}
+}
+
+// listen opens a TCP listener inside the namespace; it stays there.
+func (n *netNS) listen(t *testing.T, addr string) net.Listener {
+	t.Helper()
+	var ln net.Listener
+	n.do(t, func() (err error) { ln, err = net.Listen("tcp4", addr); return err })
 	t.Cleanup(func() { ln.Close() })
 	return ln
 }
@@ -849,25 +857,8 @@ func (n *netNS) listen(t *testing.T, addr string) net.Listener {
 // listenPacket opens a UDP socket inside the namespace; it stays there.
 func (n *netNS) listenPacket(t *testing.T, addr string) net.PacketConn {
 	t.Helper()
-	runtime.LockOSThread()
-	host, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatal(err)
-	}
-	defer host.Close()
-	if err := netns.Set(n.ns); err != nil {
-		runtime.UnlockOSThread()
-		t.Fatal(err)
-	}
-	pc, lerr := net.ListenPacket("udp4", addr)
-	if err := netns.Set(host); err != nil {
-		panic(err)
-	}
-	runtime.UnlockOSThread()
-	if lerr != nil {
-		t.Fatal(lerr)
-	}
+	var pc net.PacketConn
+	n.do(t, func() (err error) { pc, err = net.ListenPacket("udp4", addr); return err })
 	t.Cleanup(func() { pc.Close() })
 	return pc
 }
