@@ -11,8 +11,9 @@ import (
 // Pause and resume. Pausing snapshots the sandbox's VM (memory and disk)
 // under a tag of its own and removes the VM; connect starts a clone of
 // that snapshot under the same sandbox ID, its processes where they were.
-// A sandbox paused twice gets a new snapshot each time (the running clone
-// uses the old one until it is gone), and its last one goes with it.
+// A clone cannot be snapshotted (its memory maps its snapshot's file), so
+// only a sandbox booted from an image can be paused, once; the snapshot
+// goes when the sandbox is killed.
 
 // pause is POST /sandboxes/{id}/pause: 204, 404, or 409 when the sandbox
 // is paused already.
@@ -39,6 +40,12 @@ func (s *Server) pause(w http.ResponseWriter, r *http.Request, id string) {
 	}
 	if sb.Paused {
 		writeError(w, http.StatusConflict, fmt.Sprintf("sandbox %s is paused already", id))
+		return
+	}
+	if sb.Clone || sb.PauseTag != "" {
+		// Its memory is a private mapping of a snapshot's, which fcvm
+		// cannot snapshot again (yet).
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("sandbox %s runs as a clone of a snapshot, which cannot be paused: only sandboxes booted from an image can", id))
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Minute)

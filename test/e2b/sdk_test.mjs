@@ -109,6 +109,23 @@ assert.equal(got.metadata.suite, "e2e");
 assert.equal(got.templateId, template);
 assert.equal(await sbx.isRunning(), true);
 
+// Pause (to disk, no VM left) and connect (resumed, same ID, same disk).
+await sbx.files.write("/paused.txt", "before pause");
+t0 = performance.now();
+assert.equal(await sbx.pause(slow), true);
+summary.pauseMs = Math.round(performance.now() - t0);
+assert.equal(await Sandbox.pause(sbx.sandboxId, slow), false, "a second pause says it was paused already");
+const paused = await Sandbox.list({ query: { state: ["paused"] } }).nextItems();
+assert.ok(paused.some((s) => s.sandboxId === sbx.sandboxId && s.state === "paused"), "listed as paused");
+t0 = performance.now();
+const resumed = await Sandbox.connect(sbx.sandboxId, slow);
+assert.equal(resumed.sandboxId, sbx.sandboxId);
+assert.equal(await resumed.files.read("/paused.txt"), "before pause");
+summary.resumeToFirstCommandMs = Math.round(performance.now() - t0);
+assert.equal((await resumed.commands.run("echo $SANDBOX_VAR")).stdout, "from-create\n");
+assert.equal((await resumed.getInfo()).state, "running");
+log("pause + connect ok: pause", summary.pauseMs, "ms, resume to first command", summary.resumeToFirstCommandMs, "ms");
+
 // Kill.
 assert.equal(await sbx.kill(), true);
 assert.equal(await Sandbox.kill(sbx.sandboxId), false);
@@ -125,8 +142,14 @@ assert.equal(marker.stdout, "from-the-snapshot\nclone\n");
 await clone.files.write("/clone.txt", "clone file");
 assert.equal(await clone.files.read("/clone.txt"), "clone file");
 assert.equal((await clone.getInfo()).templateId, snapshotTemplate);
-await clone.kill();
 log("snapshot template ok in", summary.cloneToFirstCommandMs, "ms");
+
+// A clone cannot be snapshotted (its memory is its snapshot's), so it
+// cannot be paused: a clear refusal, and it goes on running.
+const refused = await clone.pause(slow).catch((e) => e);
+assert.ok(refused instanceof Error && /clone/.test(refused.message), `pausing a clone: ${refused}`);
+assert.equal((await clone.commands.run("echo still")).stdout, "still\n");
+await clone.kill();
 
 // setTimeout and expiry: the server kills the sandbox at its end.
 const short = await Sandbox.create(template, { ...slow, timeoutMs: 600_000 });

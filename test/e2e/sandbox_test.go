@@ -225,12 +225,19 @@ func TestSandboxAPIWithE2BSDK(t *testing.T) {
 		CloneToFirstCommandMs  int    `json:"cloneToFirstCommandMs"`
 		RunP50Ms               int    `json:"runP50Ms"`
 		RunMaxMs               int    `json:"runMaxMs"`
+		PauseMs                int    `json:"pauseMs"`
+		ResumeToFirstCommandMs int    `json:"resumeToFirstCommandMs"`
 	}
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &sum); err != nil || sum.SandboxID == "" || sum.ExpiredID == "" || sum.CloneID == "" {
 		t.Fatalf("SDK summary %q: %v", lines[len(lines)-1], err)
 	}
 	t.Logf("create to first command: image %d ms, snapshot %d ms; commands.run round trip p50 %d ms, max %d ms (10 runs)",
 		sum.CreateToFirstCommandMs, sum.CloneToFirstCommandMs, sum.RunP50Ms, sum.RunMaxMs)
+	t.Logf("pause %d ms; connect (resume) to first file read %d ms", sum.PauseMs, sum.ResumeToFirstCommandMs)
+	// The killed sandbox's pause snapshot went with it.
+	if r := fcvm(t, "snapshot", "ls"); r.code != 0 || strings.Contains(r.stdout, "sbx-"+sum.SandboxID) {
+		t.Errorf("pause snapshot of %s left behind: %s", sum.SandboxID, r)
+	}
 	// Killed and expired sandboxes leave no VM behind. An expired one is
 	// gone from the API at once and its VM is removed right after.
 	for _, id := range []string{sum.SandboxID, sum.ExpiredID, sum.CloneID} {
