@@ -2,6 +2,7 @@ package sandboxapi
 
 import (
 	"crypto/subtle"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -161,10 +162,21 @@ func dataPlaneSandbox(r *http.Request) (string, bool) {
 	return id, true
 }
 
+// openAPI describes what the server implements; a test holds it to the
+// routes.
+//
+//go:embed openapi.json
+var openAPI []byte
+
 // serveControl is the E2B control plane.
 func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet && r.URL.Path == "/health" {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		return
+	}
+	if r.Method == http.MethodGet && r.URL.Path == "/openapi.json" {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(openAPI)
 		return
 	}
 	if !s.authorized(r) {

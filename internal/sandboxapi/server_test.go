@@ -559,6 +559,41 @@ func TestCreateLimit(t *testing.T) {
 	wantAPIError(t, do(t, s, call{method: "POST", path: "/v2/sandboxes", body: `{"templateID":"x"}`, header: key}), http.StatusTooManyRequests, "the most this server allows")
 }
 
+// TestOpenAPIMatchesRoutes holds the served OpenAPI document to the
+// router: every operation it lists is routed, and reaches a handler (not
+// "no such endpoint" or "no such method").
+func TestOpenAPIMatchesRoutes(t *testing.T) {
+	s := newTestServer(t)
+	sb := addSandbox(t, s, "sb1", time.Now(), nil)
+	w := do(t, s, call{method: "GET", path: "/openapi.json"})
+	var doc struct {
+		Paths map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &doc); err != nil || w.Code != 200 {
+		t.Fatalf("GET /openapi.json: %d %v", w.Code, err)
+	}
+	ops := 0
+	for path, item := range doc.Paths {
+		for method := range item {
+			if method == "parameters" {
+				continue
+			}
+			ops++
+			h := map[string]string{"X-API-KEY": testKey}
+			if path == "/files" || strings.Contains(path, ".") && path != "/openapi.json" {
+				h = map[string]string{"E2b-Sandbox-Id": "sb1", "X-Access-Token": sb.Token, "Content-Type": "application/json"}
+			}
+			w := do(t, s, call{method: strings.ToUpper(method), path: strings.ReplaceAll(path, "{sandboxID}", "nope"), body: "{}", header: h})
+			if b := w.Body.String(); strings.Contains(b, "no such endpoint") || strings.Contains(b, "no such method") || strings.Contains(b, "not implemented") {
+				t.Errorf("%s %s is in the OpenAPI document but not routed: %d %s", method, path, w.Code, b)
+			}
+		}
+	}
+	if ops < 20 {
+		t.Errorf("the document lists %d operations, want every route", ops)
+	}
+}
+
 func TestNewRefusesNoKey(t *testing.T) {
 	if _, err := New(Config{StateDir: t.TempDir()}); err == nil || !strings.Contains(err.Error(), "no API key") {
 		t.Errorf("New without a key: %v", err)
