@@ -24,25 +24,27 @@ const (
 
 // Connect error codes, and the HTTP status a unary error carries.
 const (
-	codeInvalidArgument  = "invalid_argument"
-	codeNotFound         = "not_found"
-	codeAlreadyExists    = "already_exists"
-	codeDeadlineExceeded = "deadline_exceeded"
-	codeUnimplemented    = "unimplemented"
-	codeInternal         = "internal"
-	codeUnavailable      = "unavailable"
-	codeFailedPrecond    = "failed_precondition"
+	codeInvalidArgument   = "invalid_argument"
+	codeNotFound          = "not_found"
+	codeAlreadyExists     = "already_exists"
+	codeDeadlineExceeded  = "deadline_exceeded"
+	codeUnimplemented     = "unimplemented"
+	codeInternal          = "internal"
+	codeUnavailable       = "unavailable"
+	codeFailedPrecond     = "failed_precondition"
+	codeResourceExhausted = "resource_exhausted"
 )
 
 var codeStatus = map[string]int{
-	codeInvalidArgument:  http.StatusBadRequest,
-	codeNotFound:         http.StatusNotFound,
-	codeAlreadyExists:    http.StatusConflict,
-	codeDeadlineExceeded: http.StatusGatewayTimeout,
-	codeUnimplemented:    http.StatusNotImplemented,
-	codeInternal:         http.StatusInternalServerError,
-	codeUnavailable:      http.StatusServiceUnavailable,
-	codeFailedPrecond:    http.StatusBadRequest,
+	codeInvalidArgument:   http.StatusBadRequest,
+	codeNotFound:          http.StatusNotFound,
+	codeAlreadyExists:     http.StatusConflict,
+	codeDeadlineExceeded:  http.StatusGatewayTimeout,
+	codeUnimplemented:     http.StatusNotImplemented,
+	codeInternal:          http.StatusInternalServerError,
+	codeUnavailable:       http.StatusServiceUnavailable,
+	codeFailedPrecond:     http.StatusBadRequest,
+	codeResourceExhausted: http.StatusTooManyRequests,
 }
 
 // connectError is a Connect error: a code and a message.

@@ -16,8 +16,17 @@
 // binary (`run -d`, or `snapshot run -d` when the template names a
 // snapshot), so the server can restart without taking sandboxes down.
 // Everything else goes through package engine, the one path to a VM. What
-// only the API knows (timeout, metadata, env vars, access token) is kept
-// in one file per sandbox under the data directory, read back at start.
+// only the API knows (timeout, metadata, env vars, access token, pause
+// state) is kept in one file per sandbox under the data directory, read
+// back at start. The container's main process is a /bin/sh loop that
+// keeps the VM up, so a template's image needs /bin/sh; the SDK runs
+// commands as /bin/bash -l -c, so it needs bash too.
+//
+// Pausing snapshots the VM to disk and removes it; connect resumes it as
+// a clone of that snapshot under the same ID (pause.go). A clone cannot
+// be snapshotted, so only sandboxes booted from an image can be paused,
+// once. What serve implements is described by the OpenAPI document it
+// serves at /openapi.json.
 //
 // # Protocols
 //
@@ -32,8 +41,10 @@
 // # Untrusted callers
 //
 // Every body is capped (MaxJSONBody for JSON and Connect messages,
-// Config.MaxUpload for files), a command lives no longer than its
-// Connect-Timeout-Ms, and file paths are checked and passed to the guest
+// Config.MaxUpload for files), sandboxes are capped (Config.MaxSandboxes,
+// then 429) and so are the commands of each (maxProcesses), a command
+// lives no longer than its Connect-Timeout-Ms or its caller's
+// connection, and file paths are checked and passed to the guest
 // as arguments, never as shell text. File operations run in the
 // sandbox's container through engine.Exec; nothing on the host is read or
 // written on a caller's behalf except the server's own records.

@@ -125,7 +125,10 @@ func (s *Server) processStart(w http.ResponseWriter, r *http.Request, sb *sandbo
 		x.Stdin(pr)
 		defer pw.Close()
 	}
-	s.addProcess(sb.ID, p)
+	if !s.addProcess(sb.ID, p) {
+		writeUnaryError(w, cerr(codeResourceExhausted, "sandbox %s runs %d commands through the API, the most it may", sb.ID, maxProcesses))
+		return
+	}
 	defer s.removeProcess(sb.ID, p.pid)
 
 	st := newStream(w)
@@ -208,15 +211,25 @@ func envList(sandbox, cmd map[string]string) []string {
 	return out
 }
 
-func (s *Server) addProcess(sandboxID string, p *process) {
+// maxProcesses bounds the commands one sandbox runs through the API at
+// once: each holds a connection to the VM and a goroutine here.
+const maxProcesses = 256
+
+// addProcess gives p a PID and enters it in the table, unless the
+// sandbox has maxProcesses already.
+func (s *Server) addProcess(sandboxID string, p *process) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if len(s.procs[sandboxID]) >= maxProcesses {
+		return false
+	}
 	s.nextPID++
 	p.pid = s.nextPID
 	if s.procs[sandboxID] == nil {
 		s.procs[sandboxID] = map[uint32]*process{}
 	}
 	s.procs[sandboxID][p.pid] = p
+	return true
 }
 
 func (s *Server) removeProcess(sandboxID string, pid uint32) {

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -22,8 +21,6 @@ import (
 	"github.com/fcvm/fcvm/internal/atomicfile"
 	"github.com/fcvm/fcvm/internal/state"
 )
-
-var errEOF = io.EOF
 
 // sandbox is what the API knows of one sandbox beyond its VM's record.
 type sandbox struct {
@@ -236,6 +233,8 @@ func (s *Server) start(ctx context.Context, sb *sandbox, noNet bool) (string, er
 		args = append(args, sb.Ref, "-c", keepAlive)
 	}
 	cmd := exec.CommandContext(ctx, s.cfg.Fcvm, args...)
+	// The supervisor left behind has no business with the API key.
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "FCVM_API_KEY=") })
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

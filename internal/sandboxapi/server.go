@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -236,7 +237,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // An empty body leaves v as it is.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxJSONBody))
-	if err := dec.Decode(v); err != nil && !errors.Is(err, errEOF) {
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			return fmt.Errorf("request body over %d bytes", MaxJSONBody)
