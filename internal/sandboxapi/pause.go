@@ -25,19 +25,11 @@ func (s *Server) pause(w http.ResponseWriter, r *http.Request, id string) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	s.mu.Lock()
-	sb := s.sandboxes[id]
-	s.mu.Unlock()
+	sb := s.lockSandbox(w, id)
 	if sb == nil {
-		notFound(w, id)
 		return
 	}
-	sb.op.Lock()
 	defer sb.op.Unlock()
-	if s.lookup(id) == nil {
-		notFound(w, id) // killed while we waited
-		return
-	}
 	if sb.Paused {
 		writeError(w, http.StatusConflict, fmt.Sprintf("sandbox %s is paused already", id))
 		return
@@ -81,6 +73,25 @@ func (s *Server) pause(w http.ResponseWriter, r *http.Request, id string) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// lockSandbox takes sandbox id's op lock and returns it, or answers 404
+// and returns nil, also when the sandbox was killed while it waited.
+func (s *Server) lockSandbox(w http.ResponseWriter, id string) *sandbox {
+	s.mu.Lock()
+	sb := s.sandboxes[id]
+	s.mu.Unlock()
+	if sb == nil {
+		notFound(w, id)
+		return nil
+	}
+	sb.op.Lock()
+	if s.lookup(id) == nil {
+		sb.op.Unlock()
+		notFound(w, id)
+		return nil
+	}
+	return sb
+}
+
 // connect is POST /v2/sandboxes/{id}/connect: a running sandbox answers
 // 200 (its end moved to at least timeout from now), a paused one is
 // resumed and answers 201.
@@ -92,27 +103,16 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request, id string) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	timeout := DefaultTimeout
-	if req.Timeout != nil {
-		if *req.Timeout <= 0 || time.Duration(*req.Timeout)*time.Second > MaxTimeout {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("timeout %d: must be between 1 and %d seconds", *req.Timeout, int(MaxTimeout/time.Second)))
-			return
-		}
-		timeout = time.Duration(*req.Timeout) * time.Second
+	timeout, err := lifetime(req.Timeout)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
 	}
-	s.mu.Lock()
-	sb := s.sandboxes[id]
-	s.mu.Unlock()
+	sb := s.lockSandbox(w, id)
 	if sb == nil {
-		notFound(w, id)
 		return
 	}
-	sb.op.Lock()
 	defer sb.op.Unlock()
-	if s.lookup(id) == nil {
-		notFound(w, id)
-		return
-	}
 	status := http.StatusOK
 	if sb.Paused {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Minute)
@@ -133,7 +133,7 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request, id string) {
 		sb.EndAt = end
 	}
 	s.armLocked(sb)
-	err := s.save(sb)
+	err = s.save(sb)
 	j := sb.json(true)
 	s.mu.Unlock()
 	if err != nil {

@@ -305,6 +305,10 @@ func (s *Server) processSendSignal(w http.ResponseWriter, r *http.Request, sb *s
 	writeJSON(w, http.StatusOK, struct{}{})
 }
 
+// stdinWait bounds how long SendInput waits for a command to take its
+// input.
+const stdinWait = 30 * time.Second
+
 // processSendInput is process.Process/SendInput: bytes for the stdin of
 // a command started with stdin.
 func (s *Server) processSendInput(w http.ResponseWriter, r *http.Request, sb *sandbox) {
@@ -322,8 +326,22 @@ func (s *Server) processSendInput(w http.ResponseWriter, r *http.Request, sb *sa
 		writeUnaryError(w, cerr(codeFailedPrecond, "process %d was started without stdin", p.pid))
 		return
 	}
-	if _, err := p.stdin.Write(req.Input.Stdin); err != nil {
-		writeUnaryError(w, cerr(codeFailedPrecond, "write stdin of process %d: %v", p.pid, err))
+	// A command that does not read its input must not hold this call:
+	// the write waits for the guest at most stdinWait, and is undone by
+	// the command's end, which closes the pipe.
+	done := make(chan error, 1)
+	go func() {
+		_, err := p.stdin.Write(req.Input.Stdin)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			writeUnaryError(w, cerr(codeFailedPrecond, "write stdin of process %d: %v", p.pid, err))
+			return
+		}
+	case <-time.After(stdinWait):
+		writeUnaryError(w, cerr(codeDeadlineExceeded, "process %d did not read its stdin within %v", p.pid, stdinWait))
 		return
 	}
 	writeJSON(w, http.StatusOK, struct{}{})

@@ -126,13 +126,10 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "templateID: required")
 		return
 	}
-	timeout := DefaultTimeout
-	if req.Timeout != nil {
-		if *req.Timeout <= 0 || time.Duration(*req.Timeout)*time.Second > MaxTimeout {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("timeout %d: must be between 1 and %d seconds", *req.Timeout, int(MaxTimeout/time.Second)))
-			return
-		}
-		timeout = time.Duration(*req.Timeout) * time.Second
+	timeout, err := lifetime(req.Timeout)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
 	}
 	for k := range req.EnvVars {
 		if k == "" || strings.ContainsAny(k, "=\x00") {
@@ -190,6 +187,18 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 	j := sb.json(false)
 	j.EnvdAccessToken = sb.Token
 	writeJSON(w, http.StatusCreated, j)
+}
+
+// lifetime checks the timeout (seconds) of a create or a connect:
+// DefaultTimeout when absent, else between 1 s and MaxTimeout.
+func lifetime(seconds *int64) (time.Duration, error) {
+	if seconds == nil {
+		return DefaultTimeout, nil
+	}
+	if *seconds <= 0 || *seconds > int64(MaxTimeout/time.Second) {
+		return 0, fmt.Errorf("timeout %d: must be between 1 and %d seconds", *seconds, int(MaxTimeout/time.Second))
+	}
+	return time.Duration(*seconds) * time.Second, nil
 }
 
 // resolveTemplate turns a template ID into what to start: an alias first,
