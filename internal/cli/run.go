@@ -58,7 +58,7 @@ func newRunCmd(env *Env) *cobra.Command {
 	f.IntVarP(&o.MemoryMiB, "memory", "m", 512, "memory in MiB")
 	f.IntVar(&o.DiskMiB, "disk", 4096, "size of the VM's writable disk in MiB (sparse)")
 	f.StringVar(&o.VMM, "vmm", "auto", "VMM: auto, firecracker or qemu")
-	f.StringVar(&o.Network, "network", "rootless", "network: rootless, bridged (root) or none")
+	f.StringVar(&o.Network, "network", "rootless", "network: rootless, bridged (root) or none; pasta:--map-gw or slirp4netns:allow_host_loopback=true let the guest reach the host's loopback at 10.0.2.2")
 	f.StringArrayVarP(&o.Publish, "publish", "p", nil, "publish a guest port: [IP:]HOSTPORT:GUESTPORT[/tcp|/udp]")
 	f.StringArrayVarP(&o.labels, "label", "l", nil, "set a label (K=V)")
 	f.StringArrayVarP(&o.volumes, "volume", "v", nil, "share a host directory: HOST-DIR:CONTAINER-DIR[:ro] (repeatable)")
