@@ -292,8 +292,12 @@ func (s *Server) restore() error {
 			continue
 		}
 		if !sb.Paused && !s.alive(sb) {
-			s.log.Info("sandbox's VM is gone: forgotten", "sandbox", id)
-			os.Remove(s.stateFile(id))
+			// It ended while no server watched (killed by its timer as
+			// the last server stopped, or by fcvm stop): clean up.
+			s.log.Info("sandbox's VM is not running: removed", "sandbox", id)
+			if err := s.reap(sb); err != nil {
+				s.log.Warn("remove ended sandbox", "sandbox", id, "err", err)
+			}
 			continue
 		}
 		s.mu.Lock()
@@ -321,6 +325,16 @@ func (s *Server) armLocked(sb *sandbox) {
 	}
 	id := sb.ID
 	s.timers[id] = time.AfterFunc(time.Until(sb.EndAt), func() {
+		// Close waits for a kill under way, so a server that stops does
+		// not leave one half done.
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return
+		}
+		s.reaping.Add(1)
+		s.mu.Unlock()
+		defer s.reaping.Done()
 		s.log.Info("sandbox timed out", "sandbox", id)
 		if err := s.destroy(id); err != nil {
 			s.log.Warn("kill timed-out sandbox", "sandbox", id, "err", err)
@@ -365,6 +379,12 @@ func (s *Server) destroy(id string) error {
 	// so it changes nothing else, and what it made is removed here.
 	sb.op.Lock()
 	defer sb.op.Unlock()
+	return s.reap(sb)
+}
+
+// reap removes what sandbox sb left on the host: its VM, its pause
+// snapshot, its record. What is gone already is no error.
+func (s *Server) reap(sb *sandbox) error {
 	var err error
 	if sb.VMID != "" {
 		err = s.cfg.Engine.Remove(sb.VMID, true)
@@ -377,11 +397,11 @@ func (s *Server) destroy(id string) error {
 			err = errors.Join(err, rmErr)
 		}
 	}
-	if rmErr := os.Remove(s.stateFile(id)); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
+	if rmErr := os.Remove(s.stateFile(sb.ID)); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
 		err = errors.Join(err, rmErr)
 	}
 	if err != nil {
-		return fmt.Errorf("kill sandbox %s: %w", id, err)
+		return fmt.Errorf("kill sandbox %s: %w", sb.ID, err)
 	}
 	return nil
 }

@@ -80,6 +80,9 @@ type Server struct {
 	nextPID   uint32
 	starting  int // creates under way, counted against MaxSandboxes
 	closed    bool
+	// reaping counts the timeout kills under way; Add only under mu
+	// while !closed.
+	reaping sync.WaitGroup
 }
 
 // New returns a Server for cfg with the sandboxes of earlier runs read
@@ -118,16 +121,18 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Close stops the timers. Sandboxes go on: they are VMs with their own
-// supervisors, and the next Server takes them back.
+// Close stops the timers and waits for the timeout kills under way.
+// Sandboxes go on: they are VMs with their own supervisors, and the next
+// Server takes them back. Close is idempotent.
 func (s *Server) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.closed = true
 	for id, t := range s.timers {
 		t.Stop()
 		delete(s.timers, id)
 	}
+	s.mu.Unlock()
+	s.reaping.Wait()
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -500,6 +501,16 @@ func TestStreamFraming(t *testing.T) {
 func TestRestoreForgetsGoneVMs(t *testing.T) {
 	s := newTestServer(t)
 	addSandbox(t, s, "gone", time.Now(), nil)
+	// One whose VM ended while no server watched: its VM is removed too.
+	store, err := state.Open(s.cfg.Engine.Dirs().VMs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended := &state.Record{Name: "ended", Status: state.StatusExited}
+	if err := store.Create(ended); err != nil {
+		t.Fatal(err)
+	}
+	addSandboxVM(t, s, "ended", ended.ID, time.Now(), nil)
 	os.WriteFile(filepath.Join(s.cfg.StateDir, "junk.json"), []byte("{"), 0o600)
 	s.Close()
 	s2, err := New(s.cfg)
@@ -512,6 +523,9 @@ func TestRestoreForgetsGoneVMs(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(s.cfg.StateDir); len(ents) != 0 {
 		t.Errorf("%d records left, want none", len(ents))
+	}
+	if _, err := s.cfg.Engine.Inspect(ended.ID); !errors.Is(err, state.ErrNotFound) {
+		t.Errorf("the ended sandbox's VM: %v, want it removed", err)
 	}
 }
 
