@@ -1,6 +1,7 @@
 package network
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,8 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/fcvm/fcvm/internal/flock"
 	"github.com/fcvm/fcvm/internal/state"
 )
 
@@ -38,21 +38,11 @@ func (l leases) lock() (unlock func(), err error) {
 	if err := os.MkdirAll(filepath.Join(l.dir, "leases"), 0o755); err != nil {
 		return nil, fmt.Errorf("make lease dir: %w", err)
 	}
-	f, err := os.OpenFile(filepath.Join(l.dir, "lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	lk, err := flock.Acquire(context.Background(), filepath.Join(l.dir, "lock"), nil)
 	if err != nil {
-		return nil, fmt.Errorf("open lease lock: %w", err)
+		return nil, fmt.Errorf("lease: %w", err)
 	}
-	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
-		if !errors.Is(err, unix.EINTR) {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
-	}
-	return func() { f.Close() }, nil
+	return lk.Unlock, nil
 }
 
 func (l leases) path(i int) string { return filepath.Join(l.dir, "leases", strconv.Itoa(i)) }

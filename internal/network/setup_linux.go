@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/fcvm/fcvm/internal/state"
 )
 
 // live is what only the process that made a network holds: sockets,
@@ -165,14 +167,11 @@ func (n *Network) remove() error {
 	var errs []error
 	for _, p := range []struct {
 		name string
-		proc interface {
-			Alive() bool
-		}
-		pid int
-	}{{"helper", n.Helper, n.Helper.PID}, {"holder", n.Holder, n.Holder.PID}} {
-		if p.pid > 0 && p.proc.Alive() {
-			if err := killAndWait(p.pid, p.proc.Alive); err != nil {
-				errs = append(errs, fmt.Errorf("stop network %s pid %d: %w", p.name, p.pid, err))
+		proc state.Process
+	}{{"helper", n.Helper}, {"holder", n.Holder}} {
+		if p.proc.PID > 0 && p.proc.Alive() {
+			if err := killAndWait(p.proc); err != nil {
+				errs = append(errs, fmt.Errorf("stop network %s pid %d: %w", p.name, p.proc.PID, err))
 			}
 		}
 	}
@@ -194,14 +193,15 @@ func (n *Network) remove() error {
 	return errors.Join(errs...)
 }
 
-// killAndWait SIGKILLs a process that is not our child and waits until it
-// is gone (its parent, or init, reaps it).
-func killAndWait(pid int, alive func() bool) error {
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+// killAndWait SIGKILLs a process that is not our child, through a pidfd
+// so that a reused PID is never hit, and waits until it is gone (its
+// parent, or init, reaps it).
+func killAndWait(p state.Process) error {
+	if err := p.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, state.ErrNoProcess) {
 		return err
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for alive() {
+	for p.Alive() {
 		if time.Now().After(deadline) {
 			return errors.New("still running 5s after SIGKILL")
 		}
