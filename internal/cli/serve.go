@@ -128,6 +128,9 @@ func runServe(ctx context.Context, env *Env, o *serveOptions) error {
 		MaxHeaderBytes:    64 << 10,
 		IdleTimeout:       2 * time.Minute,
 	}
+	if host, _, _ := net.SplitHostPort(o.listen); o.tlsCert == "" && !isLoopback(host) {
+		fmt.Fprintf(env.Stderr, "fcvm serve: warning: %s is not a loopback address and there is no TLS: the API key and sandbox tokens cross the network in clear\n", o.listen)
+	}
 	fmt.Fprintf(env.Stderr, "fcvm serve: listening on %s\n", ln.Addr())
 	errc := make(chan error, 1)
 	go func() {
@@ -147,4 +150,13 @@ func runServe(ctx context.Context, env *Env, o *serveOptions) error {
 	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return hs.Shutdown(shutdown)
+}
+
+// isLoopback reports whether host names only this machine.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
