@@ -16,7 +16,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/net/dns/dnsmessage"
 )
 
 func TestMain(m *testing.M) {
@@ -196,48 +195,6 @@ func (g *guest) resolver(n *Network) *net.Resolver {
 	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
 		return g.dial(ctx, "udp4", net.JoinHostPort(n.DNS[0], "53"))
 	}}
-}
-
-// dnsServer answers A queries for names in answers and NXDOMAIN for the
-// rest, on a UDP socket.
-func dnsServer(t *testing.T, pc net.PacketConn, answers map[string]netip.Addr) {
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 512)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			var p dnsmessage.Parser
-			h, err := p.Start(buf[:n])
-			if err != nil {
-				continue
-			}
-			q, err := p.Question()
-			if err != nil {
-				continue
-			}
-			b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: h.ID, Response: true, RecursionAvailable: true})
-			b.EnableCompression()
-			a, ok := answers[q.Name.String()]
-			if !ok || q.Type != dnsmessage.TypeA {
-				if !ok {
-					b = dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: h.ID, Response: true, RCode: dnsmessage.RCodeNameError})
-				}
-			}
-			b.StartQuestions()
-			b.Question(q)
-			if ok && q.Type == dnsmessage.TypeA {
-				b.StartAnswers()
-				b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60}, dnsmessage.AResource{A: a.As4()})
-			}
-			msg, err := b.Finish()
-			if err == nil {
-				pc.WriteTo(msg, from)
-			}
-		}
-	}()
 }
 
 // freePort finds a port free on 127.0.0.1 for both TCP and UDP.

@@ -20,6 +20,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
+
+	"github.com/fcvm/fcvm/internal/dnstest"
 )
 
 // hostState is what a network may leave on the host: fcvm namespaces,
@@ -180,7 +182,7 @@ func testTraffic(t *testing.T, m mode) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dnsServer(t, dnsPC, map[string]netip.Addr{"web.fcvm.test.": netip.MustParseAddr("192.0.2.80")})
+	dnstest.Serve(t, dnsPC, map[string]netip.Addr{"web.fcvm.test.": netip.MustParseAddr("192.0.2.80")})
 	n, g := setupNet(t, m, Config{Ports: append(ports, up...), DNS: []string{dnsPC.LocalAddr().String()}})
 	t.Logf("network: %s", mustJSON(n))
 	serveGuest(t, g, "vm1")

@@ -25,8 +25,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/net/dns/dnsmessage"
 
+	"github.com/fcvm/fcvm/internal/dnstest"
 	"github.com/fcvm/fcvm/internal/imagetest"
 	"github.com/fcvm/fcvm/internal/network"
 )
@@ -719,40 +719,7 @@ func netDNSServer(t *testing.T, answers map[string]netip.Addr) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 512)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			var p dnsmessage.Parser
-			h, err := p.Start(buf[:n])
-			if err != nil {
-				continue
-			}
-			q, err := p.Question()
-			if err != nil {
-				continue
-			}
-			a, ok := answers[strings.ToLower(q.Name.String())]
-			hdr := dnsmessage.Header{ID: h.ID, Response: true, RecursionAvailable: true, RecursionDesired: h.RecursionDesired}
-			if !ok {
-				hdr.RCode = dnsmessage.RCodeNameError
-			}
-			b := dnsmessage.NewBuilder(nil, hdr)
-			b.StartQuestions()
-			b.Question(q)
-			if ok && q.Type == dnsmessage.TypeA {
-				b.StartAnswers()
-				b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60}, dnsmessage.AResource{A: a.As4()})
-			}
-			if msg, err := b.Finish(); err == nil {
-				pc.WriteTo(msg, from)
-			}
-		}
-	}()
+	dnstest.Serve(t, pc, answers)
 	return pc.LocalAddr().String()
 }
 
