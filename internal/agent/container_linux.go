@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -378,8 +381,19 @@ func (a *Agent) signal(sig int, conn net.Conn) error {
 		return err
 	}
 	if exited, _ := c.out.status(); !exited && c.cmd.Process != nil {
-		// podman run proxies signals to the container.
-		c.cmd.Process.Signal(syscall.Signal(sig))
+		switch s := syscall.Signal(sig); s {
+		case syscall.SIGKILL, syscall.SIGSTOP:
+			// These end or stop podman run itself rather than reach
+			// the container through it: podman kill delivers them.
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if out, err := exec.CommandContext(ctx, "podman", append(podmanGlobal(), "kill", "--signal", strconv.Itoa(sig), containerName)...).CombinedOutput(); err != nil {
+				return fmt.Errorf("podman kill --signal %d: %w: %s", sig, err, bytes.TrimSpace(out))
+			}
+		default:
+			// podman run proxies signals to the container.
+			c.cmd.Process.Signal(s)
+		}
 	}
 	return channel.Reply(conn, nil)
 }

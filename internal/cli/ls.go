@@ -166,9 +166,9 @@ func lsFilter(filters []string) (match func(*state.Record, state.Status) bool, a
 			m = func(r *state.Record, _ state.Status) bool { return re.MatchString(r.Name) }
 		case "status":
 			switch state.Status(val) {
-			case state.StatusCreated, state.StatusStarting, state.StatusRunning, state.StatusStopping, state.StatusExited, state.StatusDead:
+			case state.StatusCreated, state.StatusStarting, state.StatusRunning, state.StatusPaused, state.StatusStopping, state.StatusExited, state.StatusDead:
 			default:
-				return nil, false, fmt.Errorf("parse --filter %q: status is one of created, starting, running, stopping, exited, dead", f)
+				return nil, false, fmt.Errorf("parse --filter %q: status is one of created, starting, running, paused, stopping, exited, dead", f)
 			}
 			all = true
 			m = func(_ *state.Record, s state.Status) bool { return s == state.Status(val) }

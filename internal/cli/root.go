@@ -91,12 +91,18 @@ func commands(env *Env) []*cobra.Command {
 		newRunCmd(env),
 		newServeCmd(env),
 		newInspectCmd(env),
+		newKillCmd(env),
 		newLogsCmd(env),
 		newLsCmd(env),
+		newPauseCmd(env),
+		newPodmanCmd(env),
+		newPortCmd(env),
+		newRenameCmd(env),
 		newRmCmd(env),
 		newSetupCmd(env),
 		newSnapshotCmd(env),
 		newStopCmd(env),
+		newUnpauseCmd(env),
 		newWaitCmd(env),
 	}
 }

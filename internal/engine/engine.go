@@ -94,8 +94,12 @@ func (e *Engine) Running(nameOrID string) (*state.Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	if rec.Effective() != state.StatusRunning {
-		return nil, fmt.Errorf("VM %s is not running (%s): start a new one with fcvm run", nameOrID, rec.Effective())
+	switch s := rec.Effective(); s {
+	case state.StatusRunning:
+	case state.StatusPaused:
+		return nil, fmt.Errorf("VM %s is paused: unpause it first with fcvm unpause %s", nameOrID, nameOrID)
+	default:
+		return nil, fmt.Errorf("VM %s is not running (%s): start a new one with fcvm run", nameOrID, s)
 	}
 	return rec, nil
 }

@@ -15,6 +15,9 @@ const (
 	StatusStarting Status = "starting"
 	// StatusRunning: the container is running in the guest.
 	StatusRunning Status = "running"
+	// StatusPaused: the VMM has stopped the guest's vCPUs (fcvm pause);
+	// the supervisor is alive and unpause resumes it.
+	StatusPaused Status = "paused"
 	// StatusStopping: the supervisor is stopping the VM and cleaning up.
 	StatusStopping Status = "stopping"
 	// StatusExited: the VM is gone; ExitCode (when known) and Error say how.
@@ -25,9 +28,9 @@ const (
 )
 
 // Live reports whether s is one of the statuses a supervisor must be alive
-// for: starting, running or stopping.
+// for: starting, running, paused or stopping.
 func (s Status) Live() bool {
-	return s == StatusStarting || s == StatusRunning || s == StatusStopping
+	return s == StatusStarting || s == StatusRunning || s == StatusPaused || s == StatusStopping
 }
 
 // Port is one published port.

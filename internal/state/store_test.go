@@ -268,6 +268,8 @@ func TestEffective(t *testing.T) {
 		{StatusRunning, dead, StatusDead},
 		{StatusStarting, dead, StatusDead},
 		{StatusStopping, Process{}, StatusDead},
+		{StatusPaused, Self(), StatusPaused},
+		{StatusPaused, dead, StatusDead},
 		{StatusCreated, dead, StatusCreated},
 		{StatusExited, dead, StatusExited},
 	} {

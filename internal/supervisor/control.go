@@ -61,7 +61,7 @@ func (f closerFunc) Close() error { return f() }
 
 // controlRequest is what other fcvm commands send on the control socket:
 // a stream request for the guest, which the supervisor passes on, or one
-// it answers itself (KindStop, KindSnapshot).
+// it answers itself (KindStop, KindSnapshot, KindPause, KindResume).
 type controlRequest struct {
 	channel.Request
 	// Tag names the snapshot a KindSnapshot request makes.
@@ -104,6 +104,22 @@ func (vm *VM) control(ctx context.Context, conn net.Conn) {
 		}
 		channel.Reply(conn, b)
 		return
+	case KindPause, KindResume:
+		op := vm.pause
+		if req.Kind == KindResume {
+			op = vm.resume
+		}
+		if err := op(ctx); err != nil {
+			channel.ReplyError(conn, err)
+			return
+		}
+		channel.Reply(conn, nil)
+		return
+	}
+	if vm.paused.Load() {
+		// A frozen guest would leave the request hanging until unpause.
+		channel.ReplyError(conn, vm.errPaused())
+		return
 	}
 	c, err := vm.sess.get(ctx)
 	if err != nil {
@@ -135,8 +151,14 @@ func (vm *VM) control(ctx context.Context, conn net.Conn) {
 }
 
 // stop sends SIGTERM to the container and, if it has not exited after
-// grace, kills the VM.
+// grace, kills the VM. A paused VM is resumed first, as podman's stop
+// does for a paused container, so that the guest can take the signal.
 func (vm *VM) stop(ctx context.Context, grace time.Duration) {
+	if vm.paused.Load() {
+		if err := vm.resume(ctx); err != nil {
+			vm.log.Warn("resume before stop", "err", err)
+		}
+	}
 	if c, err := vm.sess.get(ctx); err == nil {
 		if s, _, err := c.Open(ctx, channel.Request{Kind: channel.KindSignal, Signal: int(syscall.SIGTERM)}); err == nil {
 			s.Close()

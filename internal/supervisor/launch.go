@@ -145,8 +145,10 @@ type VM struct {
 	health *vmHealth
 
 	sess *session
-	// snapMu serialises snapshots of the VM (Snapshot).
+	// snapMu serialises snapshots, pause and resume of the VM (Snapshot,
+	// pause.go); paused changes only under it.
 	snapMu   sync.Mutex
+	paused   atomic.Bool
 	stopped  atomic.Bool // a stop request killed the VM
 	answered atomic.Bool // the guest has answered the channel once
 	exited   chan struct{}

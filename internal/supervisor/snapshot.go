@@ -103,6 +103,10 @@ func (vm *VM) Snapshot(ctx context.Context, tag string) (*snapshot.Manifest, err
 	}
 	vm.snapMu.Lock()
 	defer vm.snapMu.Unlock()
+	if vm.paused.Load() {
+		// Snapshot resumes the guest when it is done: unpause is the user's.
+		return nil, vm.errPaused()
+	}
 	rec := vm.Record
 	var li launchInfo
 	b, err := os.ReadFile(filepath.Join(rec.Dir, launchFile))

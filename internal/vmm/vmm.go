@@ -121,6 +121,16 @@ type Snapshotter interface {
 	Snapshot(ctx context.Context, dir string, whilePaused func() error) (memFile string, err error)
 }
 
+// Pauser is a Machine that can freeze its guest: the VMM stops running
+// the vCPUs, so nothing in the guest runs, not even its clock, until
+// Resume. Memory and devices stay as they are.
+type Pauser interface {
+	// Pause stops the vCPUs; it returns once they are stopped.
+	Pause(ctx context.Context) error
+	// Resume starts them again where they stopped.
+	Resume(ctx context.Context) error
+}
+
 // RestoreOptions say where a clone's state and memory come from.
 type RestoreOptions struct {
 	// Dir is the snapshot directory Snapshot wrote.
