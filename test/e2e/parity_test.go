@@ -89,6 +89,7 @@ func TestParity(t *testing.T) {
 			defer runQuiet(host.cmd(t.Context(), "rm", "-f", "-t", "0", "ports"), nil)
 			pr := runQuiet(host.cmd(t.Context(), "port", "ports"), nil)
 			fr := runQuiet(fcvmCmd(t.Context(), dataDir, "port", portVM, "80"), nil)
+			t.Logf("podman port: %s", pr)
 			want := strings.ReplaceAll(pr.stdout, fmt.Sprint(hostPort), fmt.Sprint(tcpPort))
 			if pr.code != 0 || "80/tcp -> "+fr.stdout != want {
 				t.Errorf("port differs from podman's: fcvm 80/tcp -> %q, podman %q (%s)", fr.stdout, want, pr)
