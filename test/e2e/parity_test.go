@@ -150,7 +150,7 @@ func TestParity(t *testing.T) {
 		if rec := findVM(t, noneVM); rec == nil || rec.Status != "paused" {
 			t.Errorf("record after pause: %+v", rec)
 		}
-		if r := fcvm(t, "ls", "--filter", "status=paused"); !regexp.MustCompile(`Paused +` + regexp.QuoteMeta(noneVM)).MatchString(r.stdout) || strings.Contains(r.stdout, portVM) {
+		if r := fcvm(t, "ls", "--filter", "status=paused"); !regexp.MustCompile(`Paused +`+regexp.QuoteMeta(noneVM)).MatchString(r.stdout) || strings.Contains(r.stdout, portVM) {
 			t.Errorf("ls does not show %s as Paused:\n%s", noneVM, r.stdout)
 		}
 		// A frozen guest answers nothing: what needs it fails at once.
