@@ -142,6 +142,9 @@ func setupBridged(cfg Config, n *Network, lv *live, upstreams []netip.AddrPort) 
 // inside it, then puts the thread back. If the thread cannot be put back,
 // it stays locked so that the runtime retires it with its goroutine.
 func inNewNetNS(name string, fn func(host netns.NsHandle) error) error {
+	if err := sharedNetnsDir(); err != nil {
+		return err
+	}
 	runtime.LockOSThread()
 	host, err := netns.Get()
 	if err != nil {
@@ -218,7 +221,7 @@ func removeBridged(link, table, nsName string) error {
 	}
 	if nsName != "" {
 		p := filepath.Join(netnsDir, nsName)
-		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		if err := unmountAll(p); err != nil {
 			errs = append(errs, fmt.Errorf("unmount network namespace %s: %w", p, err))
 		}
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -226,6 +229,46 @@ func removeBridged(link, table, nsName string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// sharedNetnsDir makes /run/netns a mount point of its own with shared
+// propagation, as iproute2 and podman do before they add a namespace. If
+// fcvm bound its namespaces on the plain directory, the first `ip netns
+// add` or podman container with a network would bind the directory over
+// them, and their files could no longer be unmounted or removed.
+func sharedNetnsDir() error {
+	if err := os.MkdirAll(netnsDir, 0o755); err != nil {
+		return fmt.Errorf("make %s: %w", netnsDir, err)
+	}
+	err := unix.Mount("", netnsDir, "none", unix.MS_SHARED|unix.MS_REC, "")
+	if errors.Is(err, unix.EINVAL) {
+		// Not a mount point yet: bind it on itself (with whatever is
+		// mounted in it already), then share it.
+		if err = unix.Mount(netnsDir, netnsDir, "none", unix.MS_BIND|unix.MS_REC, ""); err == nil {
+			err = unix.Mount("", netnsDir, "none", unix.MS_SHARED|unix.MS_REC, "")
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("make %s a shared mount: %w", netnsDir, err)
+	}
+	return nil
+}
+
+// unmountAll unmounts every mount stacked on p. When /run/netns is a
+// shared mount that is its own peer (what `ip netns add` makes of it), a
+// namespace bound there shows up twice at the same path, and one unmount
+// leaves the file busy.
+func unmountAll(p string) error {
+	for range 16 {
+		err := unix.Unmount(p, unix.MNT_DETACH)
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			return nil // not (or no longer) a mount point
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return errors.New("still mounted after 16 unmounts")
 }
 
 // reclaimLease removes a dead owner's leftovers before its block is reused.
