@@ -106,6 +106,10 @@ func (a *Agent) volume(i int, conn net.Conn) {
 	a.vols.done(i, c, err)
 }
 
+// remountWait bounds how long a new stream for a volume waits for an
+// earlier one that is still mounting.
+const remountWait = 30 * time.Second
+
 // begin claims volume i for a new stream, unmounting a dead mount the
 // container does not use yet.
 func (v *guestVolumes) begin(i int) error {
@@ -117,11 +121,28 @@ func (v *guestVolumes) begin(i int) error {
 	if v.m == nil {
 		v.m = map[int]*guestVolume{}
 	}
+	// A stream from before a channel reset may still be mounting (its
+	// connection is gone, so it is about to fail): wait for it to end,
+	// then replace it as any earlier mount.
+	deadline := time.NewTimer(remountWait)
+	defer deadline.Stop()
+	for v.m[i] != nil && v.m[i].mounting {
+		if v.changed == nil {
+			v.changed = make(chan struct{})
+		}
+		changed := v.changed
+		v.mu.Unlock()
+		select {
+		case <-changed:
+			v.mu.Lock()
+		case <-deadline.C:
+			v.mu.Lock()
+			return fmt.Errorf("volume %d: already being mounted", i)
+		}
+	}
 	old := v.m[i]
 	switch {
 	case old == nil || old.err != nil:
-	case old.mounting:
-		return fmt.Errorf("volume %d: already being mounted", i)
 	case v.inUse:
 		return fmt.Errorf("volume %d is mounted from an earlier connection and volumes do not survive a channel reset (snapshot restore or broken connection): the container gets EIO under it; run a new VM to share the directory again", i)
 	default:
