@@ -106,7 +106,7 @@ func mutating(op Op) bool {
 
 func (ss *session) handle(rq *Request, rp *Reply, cancel <-chan struct{}) error {
 	if ss.srv.opts.ReadOnly {
-		if mutating(rq.Op) {
+		if mutating(rq.Op) || rq.Op == OpOpen && writes(rq.Flags) {
 			return syscall.EROFS
 		}
 		if rq.Op == OpGetlk || rq.Op == OpSetlk {
@@ -116,59 +116,80 @@ func (ss *session) handle(rq *Request, rp *Reply, cancel <-chan struct{}) error 
 			return syscall.ENOLCK
 		}
 	}
+	// Ops on an open handle name no node.
 	switch rq.Op {
-	case OpLookup:
-		return ss.lookup(rq, rp)
-	case OpGetattr:
-		return ss.getattr(rq, rp)
-	case OpSetattr:
-		return ss.setattr(rq, rp)
-	case OpOpen:
-		return ss.open(rq, rp)
-	case OpCreate:
-		return ss.create(rq, rp)
 	case OpRead:
 		return ss.read(rq, rp)
 	case OpWrite:
 		return ss.write(rq, rp)
-	case OpFlush:
-		return ss.flush(rq)
 	case OpFsync:
 		return ss.fsync(rq)
-	case OpFsyncDir:
-		return ss.fsyncDir(rq)
 	case OpRelease:
 		ss.releaseFile(rq.Fh)
 		return nil
-	case OpReadDir:
-		return ss.readDir(rq, rp)
 	case OpReleaseDir:
 		ss.releaseDir(rq.Fh)
 		return nil
-	case OpMkdir, OpMknod, OpSymlink:
-		return ss.makeNode(rq, rp)
-	case OpLink:
-		return ss.link(rq, rp)
-	case OpUnlink, OpRmdir:
-		return ss.remove(rq)
-	case OpRename:
-		return ss.rename(rq)
-	case OpReadlink:
-		return ss.readlink(rq, rp)
-	case OpStatfs:
-		return ss.statfs(rq, rp)
-	case OpGetxattr, OpListxattr, OpSetxattr, OpRemovexattr:
-		return ss.xattr(rq, rp)
-	case OpGetlk:
-		return ss.getlk(rq, rp)
-	case OpSetlk:
-		return ss.setlk(rq, cancel)
 	case OpFallocate:
 		return ss.fallocate(rq)
 	case OpLseek:
 		return ss.lseek(rq, rp)
 	case OpCopyFileRange:
 		return ss.copyFileRange(rq, rp)
+	}
+	// Names the guest makes or removes are checked before anything is
+	// resolved; lookups check theirs in lookupAt.
+	switch rq.Op {
+	case OpRename:
+		if err := checkName(rq.Name2); err != nil {
+			return err
+		}
+		fallthrough
+	case OpCreate, OpMkdir, OpMknod, OpSymlink, OpLink, OpUnlink, OpRmdir:
+		if err := checkName(rq.Name); err != nil {
+			return err
+		}
+	}
+	n, err := ss.node(rq.Node)
+	if err != nil {
+		return err
+	}
+	defer n.ref.release()
+	switch rq.Op {
+	case OpLookup: // Node (parent), Name → Entry
+		return ss.lookupAt(n, rq.Name, &rp.Entry)
+	case OpGetattr: // Node, Fh (optional) → Attr
+		return ss.statAttr(n, &rp.Attr)
+	case OpSetattr:
+		return ss.setattr(n, rq, rp)
+	case OpOpen:
+		return ss.open(n, rq, rp)
+	case OpCreate:
+		return ss.create(n, rq, rp)
+	case OpFlush:
+		return ss.flush(n, rq)
+	case OpFsyncDir:
+		return ss.fsyncDir(n, rq)
+	case OpReadDir:
+		return ss.readDir(n, rq, rp)
+	case OpMkdir, OpMknod, OpSymlink:
+		return ss.makeNode(n, rq, rp)
+	case OpLink:
+		return ss.link(n, rq, rp)
+	case OpUnlink, OpRmdir:
+		return ss.remove(n, rq)
+	case OpRename:
+		return ss.rename(n, rq)
+	case OpReadlink:
+		return ss.readlink(n, rq, rp)
+	case OpStatfs:
+		return ss.statfs(n, rq, rp)
+	case OpGetxattr, OpListxattr, OpSetxattr, OpRemovexattr:
+		return ss.xattr(n, rq, rp)
+	case OpGetlk:
+		return ss.getlk(n, rq, rp)
+	case OpSetlk:
+		return ss.setlk(n, rq, cancel)
 	}
 	return syscall.ENOSYS
 }
@@ -244,26 +265,6 @@ func (ss *session) adopt(fd int, e *Entry) error {
 	return nil
 }
 
-// Lookup: Node (parent), Name → Entry.
-func (ss *session) lookup(rq *Request, rp *Reply) error {
-	dir, err := ss.node(rq.Node)
-	if err != nil {
-		return err
-	}
-	defer dir.ref.release()
-	return ss.lookupAt(dir, rq.Name, &rp.Entry)
-}
-
-// Getattr: Node, Fh (optional) → Attr.
-func (ss *session) getattr(rq *Request, rp *Reply) error {
-	n, err := ss.node(rq.Node)
-	if err != nil {
-		return err
-	}
-	defer n.ref.release()
-	return ss.statAttr(n, &rp.Attr)
-}
-
 // reopen opens the inode behind an O_PATH descriptor for real I/O.
 // Only regular files and directories are ever reopened: a FIFO would
 // block the server and a device must not be reachable at all.
@@ -301,15 +302,7 @@ func writes(flags uint32) bool {
 }
 
 // Open: Node, Flags → Fh.
-func (ss *session) open(rq *Request, rp *Reply) error {
-	if ss.srv.opts.ReadOnly && writes(rq.Flags) {
-		return syscall.EROFS
-	}
-	n, err := ss.node(rq.Node)
-	if err != nil {
-		return err
-	}
-	defer n.ref.release()
+func (ss *session) open(n *node, rq *Request, rp *Reply) error {
 	fd, err := ss.openNode(n, rq.Flags)
 	if err != nil {
 		return err
@@ -333,15 +326,7 @@ func (ss *session) openNode(n *node, guestFlags uint32) (int, error) {
 // Create: Node (parent), Name, Flags, Mode, Caller → Entry, Fh. The new
 // file belongs to Caller in the guest's view and to the server's user on
 // the host.
-func (ss *session) create(rq *Request, rp *Reply) error {
-	if err := checkName(rq.Name); err != nil {
-		return err
-	}
-	dir, err := ss.node(rq.Node)
-	if err != nil {
-		return err
-	}
-	defer dir.ref.release()
+func (ss *session) create(dir *node, rq *Request, rp *Reply) error {
 	if dir.mode != syscall.S_IFDIR {
 		return syscall.ENOTDIR
 	}
@@ -504,12 +489,7 @@ func (ss *session) fsync(rq *Request) error {
 }
 
 // FsyncDir: Node.
-func (ss *session) fsyncDir(rq *Request) error {
-	n, err := ss.node(rq.Node)
-	if err != nil {
-		return err
-	}
-	defer n.ref.release()
+func (ss *session) fsyncDir(n *node, rq *Request) error {
 	fd, err := ss.reopen(n, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
 		return err
@@ -520,12 +500,7 @@ func (ss *session) fsyncDir(rq *Request) error {
 
 // setattr: Node, Fh (optional), Valid, Mode, UID, GID, Len (size),
 // Atime, Mtime → Attr.
-func (ss *session) setattr(rq *Request, rp *Reply) error {
-	n, err := ss.node(rq.Node)
-	if err != nil {
-		return err
-	}
-	defer n.ref.release()
+func (ss *session) setattr(n *node, rq *Request, rp *Reply) error {
 	fd := n.ref.fd
 	if rq.Valid&(SetMode|SetUID|SetGID|SetKillSuidgid) != 0 {
 		if err := ss.setView(n, rq); err != nil {
@@ -645,19 +620,12 @@ func (ss *session) truncate(n *node, fh uint64, size int64) error {
 // Entry. FIFOs, sockets and device nodes are empty regular files on the
 // host whose override gives their type (see overrideTypes): nothing on
 // the host can be made to block on one or reach a device through it.
-func (ss *session) makeNode(rq *Request, rp *Reply) error {
-	if err := checkName(rq.Name); err != nil {
-		return err
-	}
-	dir, err := ss.node(rq.Node)
-	if err != nil {
-		return err
-	}
-	defer dir.ref.release()
+func (ss *session) makeNode(dir *node, rq *Request, rp *Reply) error {
 	if dir.mode != syscall.S_IFDIR {
 		return syscall.ENOTDIR
 	}
 	var v view
+	var err error
 	switch rq.Op {
 	case OpMkdir:
 		if v, err = newView(dir, rq.Caller, syscall.S_IFDIR|rq.Mode&0o7777); err != nil {
@@ -738,15 +706,7 @@ func (ss *session) makeNode(rq *Request, rp *Reply) error {
 }
 
 // Link: Node (existing inode), Node2 (new parent), Name → Entry.
-func (ss *session) link(rq *Request, rp *Reply) error {
-	if err := checkName(rq.Name); err != nil {
-		return err
-	}
-	n, err := ss.node(rq.Node)
-	if err != nil {
-		return err
-	}
-	defer n.ref.release()
+func (ss *session) link(n *node, rq *Request, rp *Reply) error {
 	dir, err := ss.node(rq.Node2)
 	if err != nil {
 		return err
@@ -768,15 +728,7 @@ func (ss *session) link(rq *Request, rp *Reply) error {
 }
 
 // Unlink, Rmdir: Node (parent), Name.
-func (ss *session) remove(rq *Request) error {
-	if err := checkName(rq.Name); err != nil {
-		return err
-	}
-	dir, err := ss.node(rq.Node)
-	if err != nil {
-		return err
-	}
-	defer dir.ref.release()
+func (ss *session) remove(dir *node, rq *Request) error {
 	flags := 0
 	if rq.Op == OpRmdir {
 		flags = unix.AT_REMOVEDIR
@@ -787,21 +739,10 @@ func (ss *session) remove(rq *Request) error {
 // Rename: Node, Name → Node2, Name2 with Flags (RENAME_NOREPLACE,
 // RENAME_EXCHANGE). RENAME_WHITEOUT would leave a device node (0:0) on
 // the host.
-func (ss *session) rename(rq *Request) error {
+func (ss *session) rename(from *node, rq *Request) error {
 	if rq.Flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0 {
 		return syscall.EINVAL
 	}
-	if err := checkName(rq.Name); err != nil {
-		return err
-	}
-	if err := checkName(rq.Name2); err != nil {
-		return err
-	}
-	from, err := ss.node(rq.Node)
-	if err != nil {
-		return err
-	}
-	defer from.ref.release()
 	to, err := ss.node(rq.Node2)
 	if err != nil {
 		return err
@@ -811,12 +752,7 @@ func (ss *session) rename(rq *Request) error {
 }
 
 // Readlink: Node → Data.
-func (ss *session) readlink(rq *Request, rp *Reply) error {
-	n, err := ss.node(rq.Node)
-	if err != nil {
-		return err
-	}
-	defer n.ref.release()
+func (ss *session) readlink(n *node, rq *Request, rp *Reply) error {
 	buf := make([]byte, 4096)
 	sz, err := unix.Readlinkat(n.ref.fd, "", buf)
 	if err != nil {
@@ -827,12 +763,7 @@ func (ss *session) readlink(rq *Request, rp *Reply) error {
 }
 
 // Statfs: Node → Statfs.
-func (ss *session) statfs(rq *Request, rp *Reply) error {
-	n, err := ss.node(rq.Node)
-	if err != nil {
-		return err
-	}
-	defer n.ref.release()
+func (ss *session) statfs(n *node, rq *Request, rp *Reply) error {
 	var st unix.Statfs_t
 	if err := unix.Fstatfs(n.ref.fd, &st); err != nil {
 		return err
@@ -847,12 +778,7 @@ func (ss *session) statfs(rq *Request, rp *Reply) error {
 // xattr serves Getxattr (Node, Name, Size → Size, Data), Listxattr (Node,
 // Size → Size, Data), Setxattr (Node, Name, Data, Flags) and Removexattr
 // (Node, Name). Size 0 asks for the size only.
-func (ss *session) xattr(rq *Request, rp *Reply) error {
-	n, err := ss.node(rq.Node)
-	if err != nil {
-		return err
-	}
-	defer n.ref.release()
+func (ss *session) xattr(n *node, rq *Request, rp *Reply) error {
 	if n.mode != syscall.S_IFREG && n.mode != syscall.S_IFDIR {
 		// xattrs on other inodes would need the path or a real open.
 		if rq.Op == OpListxattr {
@@ -954,12 +880,7 @@ func (ss *session) dropLocks(n *node) {
 
 // Flush: Node, Owner. The client sends it only for owners holding POSIX
 // locks: closing any descriptor drops a process's locks on the file.
-func (ss *session) flush(rq *Request) error {
-	n, err := ss.node(rq.Node)
-	if err != nil {
-		return err
-	}
-	defer n.ref.release()
+func (ss *session) flush(n *node, rq *Request) error {
 	n.locksMu.Lock()
 	if fd, ok := n.locks[rq.Owner]; ok {
 		unix.Close(fd)
@@ -979,12 +900,7 @@ func toFlock(l Lock) unix.Flock_t {
 }
 
 // Getlk: Node, Fh, Owner, Lock → Lock (Type F_UNLCK if none conflicts).
-func (ss *session) getlk(rq *Request, rp *Reply) error {
-	n, err := ss.node(rq.Node)
-	if err != nil {
-		return err
-	}
-	defer n.ref.release()
+func (ss *session) getlk(n *node, rq *Request, rp *Reply) error {
 	fd, err := ss.lockFd(n, rq.Owner, false)
 	if err != nil {
 		return err
@@ -1011,12 +927,7 @@ func (ss *session) getlk(rq *Request, rp *Reply) error {
 
 // Setlk: Node, Fh, Owner, Lock, Flags (lkFlock, lkWait). Waiting polls so
 // an interrupt from the guest or the end of the session stops it.
-func (ss *session) setlk(rq *Request, cancel <-chan struct{}) error {
-	n, err := ss.node(rq.Node)
-	if err != nil {
-		return err
-	}
-	defer n.ref.release()
+func (ss *session) setlk(n *node, rq *Request, cancel <-chan struct{}) error {
 	var try func() error
 	if rq.Flags&lkFlock != 0 {
 		f, err := ss.file(rq.Fh)
@@ -1151,12 +1062,7 @@ func fuseDirentSize(name string, plus bool) int {
 
 // ReadDir: Node, Fh (0 opens the directory), Off, Size, Flags (1: plus)
 // → Fh, Dirents.
-func (ss *session) readDir(rq *Request, rp *Reply) error {
-	n, err := ss.node(rq.Node)
-	if err != nil {
-		return err
-	}
-	defer n.ref.release()
+func (ss *session) readDir(n *node, rq *Request, rp *Reply) error {
 	ss.mu.Lock()
 	d, ok := ss.dirs[rq.Fh]
 	ss.mu.Unlock()
