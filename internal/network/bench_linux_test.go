@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/fcvm/fcvm/internal/nettest"
 )
 
 // BenchmarkSetupTeardown times Setup and Teardown of a network with a real
@@ -16,7 +18,7 @@ func BenchmarkSetupTeardown(b *testing.B) {
 			data := b.TempDir()
 			var setup, teardown []time.Duration
 			for b.Loop() {
-				port := freePort(b)
+				port := nettest.FreePort(b)
 				ports, _ := ParsePublish(fmt.Sprintf("127.0.0.1:%d:80", port))
 				cfg := Config{Mode: m.mode, UserNet: m.userNet, ID: newID(b), DataDir: data, RuntimeDir: b.TempDir(), Pool: testPool, Ports: ports, DNS: []string{"127.0.0.1"}, Log: testLog(b)}
 				t0 := time.Now()

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fcvm/fcvm/internal/nettest"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
@@ -146,24 +147,7 @@ func attachGuest(t *testing.T, n *Network) *guest {
 }
 
 // do runs fn on a thread inside the guest: sockets made there stay there.
-func (g *guest) do(fn func() error) error {
-	runtime.LockOSThread()
-	host, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer host.Close()
-	if err := netns.Set(g.ns); err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	err = fn()
-	if netns.Set(host) == nil {
-		runtime.UnlockOSThread()
-	}
-	return err
-}
+func (g *guest) do(fn func() error) error { return nettest.Do(g.ns, fn) }
 
 func (g *guest) listen(t *testing.T, network, addr string) (ln net.Listener, pc net.PacketConn) {
 	t.Helper()
@@ -197,23 +181,6 @@ func (g *guest) resolver(n *Network) *net.Resolver {
 	}}
 }
 
-// freePort finds a port free on 127.0.0.1 for both TCP and UDP.
-func freePort(t testing.TB) int {
-	t.Helper()
-	for {
-		ln, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		if pc, err := net.ListenPacket("udp4", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
-			pc.Close()
-			return p
-		}
-	}
-}
-
 func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
@@ -224,52 +191,8 @@ func mustJSON(v any) string {
 // guest reaches through the host.
 func attachServerNS(t *testing.T) *guest {
 	t.Helper()
-	runtime.LockOSThread()
-	host, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := netns.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := netns.Set(host); err != nil {
-		panic(err)
-	}
-	host.Close()
-	runtime.UnlockOSThread()
-	t.Cleanup(func() { s.Close() })
-	const name = "fctest0"
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(s))}
-	if err := netlink.LinkAdd(veth); err != nil {
-		t.Fatalf("add %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		if l, err := netlink.LinkByName(name); err == nil {
-			netlink.LinkDel(l)
-		}
-	})
-	a, _ := netlink.ParseAddr("10.99.0.1/30")
-	if err := netlink.AddrAdd(veth, a); err != nil {
-		t.Fatal(err)
-	}
-	netlink.LinkSetUp(veth)
-	hs, err := netlink.NewHandleAt(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hs.Close()
-	eth, err := hs.LinkByName("eth0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := netlink.ParseAddr("10.99.0.2/30")
-	for _, err := range []error{hs.AddrAdd(eth, b), hs.LinkSetUp(eth), hs.RouteAdd(&netlink.Route{Gw: net.ParseIP("10.99.0.1")})} {
-		if err != nil {
-			t.Fatalf("configure server namespace: %v", err)
-		}
-	}
-	return &guest{ns: s}
+	ns, _ := nettest.ServerNS(t, "fctest0", netip.MustParsePrefix("10.99.0.1/30"))
+	return &guest{ns: ns}
 }
 
 // testHelperEnv makes the test binary run runTestHelper instead of the

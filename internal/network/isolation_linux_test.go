@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fcvm/fcvm/internal/nettest"
 	"github.com/vishvananda/netlink"
 )
 
@@ -23,7 +24,7 @@ func TestBridgedIsolation(t *testing.T) {
 	before := snapshot(t)
 	t.Run("two-vms", func(t *testing.T) {
 		data := t.TempDir()
-		pubA, pubB := freePort(t), freePort(t)
+		pubA, pubB := nettest.FreePort(t), nettest.FreePort(t)
 		portsA, _ := ParsePublish(fmt.Sprintf("%d:80", pubA))
 		portsB, _ := ParsePublish(fmt.Sprintf("%d:80", pubB))
 		a, ga := setupNet(t, modes[0], Config{Ports: portsA, DataDir: data})

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fcvm/fcvm/internal/nettest"
 	"github.com/fcvm/fcvm/internal/state"
 )
 
@@ -30,7 +31,7 @@ func TestTwoNetworks(t *testing.T) {
 				data := t.TempDir()
 				var urls []string
 				for _, name := range []string{"vm1", "vm2"} {
-					port := freePort(t)
+					port := nettest.FreePort(t)
 					ports, _ := ParsePublish(fmt.Sprintf("127.0.0.1:%d:80", port))
 					n, g := setupNet(t, m, Config{Ports: ports, DataDir: data})
 					if n.GuestIP != GuestIP {
@@ -145,7 +146,7 @@ func TestReclaimAfterSIGKILL(t *testing.T) {
 		t.Run(m.name, func(t *testing.T) {
 			before := snapshot(t)
 			data := t.TempDir()
-			port := freePort(t)
+			port := nettest.FreePort(t)
 			ports, _ := ParsePublish(fmt.Sprintf("127.0.0.1:%d:80", port))
 			cfg, _ := json.Marshal(Config{Mode: m.mode, UserNet: m.userNet, ID: newID(t), DataDir: data, RuntimeDir: t.TempDir(), Ports: ports})
 			cmd := exec.Command(os.Args[0], "-test.run=^$")

@@ -18,51 +18,26 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/google/nftables"
-	"github.com/vishvananda/netlink"
 
 	"github.com/fcvm/fcvm/internal/dnstest"
+	"github.com/fcvm/fcvm/internal/nettest"
 )
 
 // hostState is what a network may leave on the host: fcvm namespaces,
 // links and nftables tables, and processes this test process started.
 type hostState struct {
-	NetNS, Links, Tables, Children []string
+	Net      nettest.Host
+	Children []string
 }
 
 func snapshot(t testing.TB) hostState {
 	t.Helper()
-	var s hostState
-	ents, _ := os.ReadDir(netnsDir)
-	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), "fcvm-") {
-			s.NetNS = append(s.NetNS, e.Name())
-		}
+	h := nettest.HostState(t)
+	h.Helpers = nil // this test's own helpers are its children
+	return hostState{
+		Net:      h.Filter(func(name string) bool { return strings.HasPrefix(name, "fcvm") }),
+		Children: children(os.Getpid()),
 	}
-	links, err := netlink.LinkList()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range links {
-		if strings.HasPrefix(l.Attrs().Name, "fcvm") {
-			s.Links = append(s.Links, l.Attrs().Name)
-		}
-	}
-	c, err := nftables.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tables, err := c.ListTables()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tb := range tables {
-		if strings.HasPrefix(tb.Name, "fcvm-") {
-			s.Tables = append(s.Tables, tb.Name)
-		}
-	}
-	s.Children = children(os.Getpid())
-	return s
 }
 
 // children lists the live (non-zombie) child processes of pid as
@@ -168,7 +143,7 @@ func TestModes(t *testing.T) {
 }
 
 func testTraffic(t *testing.T, m mode) {
-	tcpPort, udpPort := freePort(t), freePort(t)
+	tcpPort, udpPort := nettest.FreePort(t), nettest.FreePort(t)
 	ports, err := ParsePublish(fmt.Sprintf("127.0.0.1:%d:80", tcpPort))
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,12 +21,11 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/nftables"
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/fcvm/fcvm/internal/dnstest"
 	"github.com/fcvm/fcvm/internal/imagetest"
+	"github.com/fcvm/fcvm/internal/nettest"
 	"github.com/fcvm/fcvm/internal/network"
 )
 
@@ -49,12 +47,12 @@ const netTestName = "svc.fcvm-e2e.test."
 func TestNetwork(t *testing.T) {
 	needSetup(t)
 	ref := netImage(t)
-	before := hostNetState(t)
+	before := nettest.HostState(t)
 	var mu sync.Mutex
 	var ours []netVMState // every VM the subtests made, for the final check
 	remember := func(s netVMState) { mu.Lock(); ours = append(ours, s); mu.Unlock() }
 	t.Cleanup(func() {
-		after := hostNetState(t)
+		after := nettest.HostState(t)
 		t.Logf("host before: %s", before)
 		t.Logf("host after:  %s", after)
 		for _, s := range ours {
@@ -62,7 +60,7 @@ func TestNetwork(t *testing.T) {
 				t.Errorf("after the test, VM %s (%s) left %v", s.name, s.id[:12], left)
 			}
 		}
-		if extra := after.minus(before); !extra.empty() {
+		if extra := after.Minus(before); !extra.Empty() {
 			t.Logf("new on the host since the test started (ours are checked above; the rest may be other tests'): %s", extra)
 		}
 	})
@@ -187,7 +185,7 @@ func testNetMode(t *testing.T, ref, mode string, remember func(netVMState)) {
 	vms := []*netVM{{ident: "A"}, {ident: "B"}}
 	for _, vm := range vms {
 		vm.name = uniqueName(t, vm.ident)
-		vm.http, vm.udp = netFreePort(t), netFreePort(t)
+		vm.http, vm.udp = nettest.FreePort(t), nettest.FreePort(t)
 	}
 	// Health: A by URL from the host, B by command in the container;
 	// in rootless mode B's command fails, so --wait-healthy must fail.
@@ -245,7 +243,7 @@ func testNetMode(t *testing.T, ref, mode string, remember func(netVMState)) {
 	for i, vm := range vms {
 		states[i] = readNetVMState(t, vm.name, vm.id)
 		remember(states[i])
-		if s := states[i]; len(s.leftovers(hostNetState(t))) == 0 {
+		if s := states[i]; len(s.leftovers(nettest.HostState(t))) == 0 {
 			t.Errorf("VM %s: found none of its network on the host (%+v): the leftover checks would prove nothing", vm.name, s)
 		}
 	}
@@ -326,7 +324,7 @@ func testNetMode(t *testing.T, ref, mode string, remember func(netVMState)) {
 // its network exists, and checks that fcvm gc removes all of it.
 func netKillAndGC(t *testing.T, ref, mode string) netVMState {
 	name := uniqueName(t, "killed")
-	port := netFreePort(t)
+	port := nettest.FreePort(t)
 	cmd := fcvmCmd(t.Context(), dataDir, "run", "--name", name, "--network", mode, "-p", fmt.Sprintf("127.0.0.1:%d:80", port), ref, "httpd", "-f", "-p", "80")
 	cmd.Env = append(cmd.Env, "FCVM_BRIDGE_POOL="+netPool)
 	var out bytes.Buffer
@@ -352,7 +350,7 @@ func netKillAndGC(t *testing.T, ref, mode string) netVMState {
 	if rec := netLS(t, name); rec == nil || rec.Status != "dead" {
 		t.Errorf("after SIGKILL of its supervisor, %s: %+v, want dead", name, rec)
 	}
-	t.Logf("%s after SIGKILL, before gc: %v", name, st.leftovers(hostNetState(t)))
+	t.Logf("%s after SIGKILL, before gc: %v", name, st.leftovers(nettest.HostState(t)))
 	// Other tests run gc too and may reclaim this VM first: what matters
 	// is that gc succeeds and the VM is no longer dead afterwards.
 	if r := netRun(t, nil, "gc"); r.code != 0 {
@@ -448,7 +446,7 @@ func testNetBadInput(t *testing.T, ref string) {
 			"--network", "rootless", ref, "true")
 	})
 	t.Run("health-flags", func(t *testing.T) {
-		bad(t, nil, []string{"--health-url", "not published"}, "--health-url", "http://guest:8080/", "-p", fmt.Sprintf("127.0.0.1:%d:80", netFreePort(t)), ref, "true")
+		bad(t, nil, []string{"--health-url", "not published"}, "--health-url", "http://guest:8080/", "-p", fmt.Sprintf("127.0.0.1:%d:80", nettest.FreePort(t)), ref, "true")
 		bad(t, nil, []string{"--health-url", "http://"}, "--health-url", "ftp://guest/", ref, "true")
 		bad(t, nil, []string{"--health-retries"}, "--health-cmd", "true", "--health-retries", "0", ref, "true")
 		bad(t, nil, []string{"--wait-healthy", "-d"}, "--wait-healthy", "--health-cmd", "true", ref, "true")
@@ -503,7 +501,7 @@ func readNetVMState(t *testing.T, name, id string) netVMState {
 }
 
 // leftovers lists what of s is still on the host h.
-func (s netVMState) leftovers(h hostNet) []string {
+func (s netVMState) leftovers(h nettest.Host) []string {
 	var left []string
 	id8 := s.id[:8]
 	for _, want := range []struct{ kind, name string }{
@@ -514,11 +512,11 @@ func (s netVMState) leftovers(h hostNet) []string {
 		var in []string
 		switch want.kind {
 		case "netns":
-			in = h.netns
+			in = h.NetNS
 		case "link":
-			in = h.links
+			in = h.Links
 		default:
-			in = h.tables
+			in = h.Tables
 		}
 		if slices.Contains(in, want.name) {
 			left = append(left, want.kind+" "+want.name)
@@ -533,7 +531,7 @@ func (s netVMState) leftovers(h hostNet) []string {
 			left = append(left, fmt.Sprintf("%s pid %d", p.what, p.pid))
 		}
 	}
-	for _, p := range h.procs {
+	for _, p := range h.Helpers {
 		if strings.Contains(p, id8) {
 			left = append(left, "process "+p)
 		}
@@ -548,7 +546,7 @@ func netWaitGone(t *testing.T, s netVMState) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		left := s.leftovers(hostNetState(t))
+		left := s.leftovers(nettest.HostState(t))
 		if len(left) == 0 {
 			return
 		}
@@ -557,96 +555,6 @@ func netWaitGone(t *testing.T, s netVMState) {
 			return
 		}
 		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-// hostNet is what the tests list on the host before and after: named
-// network namespaces, links, nftables tables (family ip) and the network
-// helper processes (pasta, slirp4netns, fcvm's namespace holders).
-type hostNet struct {
-	netns, links, tables, procs []string
-}
-
-func (h hostNet) String() string {
-	return fmt.Sprintf("netns %v; links %v; nftables %v; helpers %v", h.netns, h.links, h.tables, h.procs)
-}
-
-func (h hostNet) minus(o hostNet) hostNet {
-	d := func(a, b []string) []string {
-		var out []string
-		for _, x := range a {
-			if !slices.Contains(b, x) {
-				out = append(out, x)
-			}
-		}
-		return out
-	}
-	return hostNet{d(h.netns, o.netns), d(h.links, o.links), d(h.tables, o.tables), d(h.procs, o.procs)}
-}
-
-func (h hostNet) empty() bool {
-	return len(h.netns)+len(h.links)+len(h.tables)+len(h.procs) == 0
-}
-
-func hostNetState(t *testing.T) hostNet {
-	t.Helper()
-	var h hostNet
-	if ents, err := os.ReadDir("/run/netns"); err == nil {
-		for _, e := range ents {
-			h.netns = append(h.netns, e.Name())
-		}
-	}
-	links, err := netlink.LinkList()
-	if err != nil {
-		t.Fatalf("list links: %v", err)
-	}
-	for _, l := range links {
-		h.links = append(h.links, l.Attrs().Name)
-	}
-	c, err := nftables.New()
-	if err != nil {
-		t.Fatalf("nftables: %v", err)
-	}
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
-	if err != nil {
-		t.Fatalf("list nftables tables: %v", err)
-	}
-	for _, tb := range tables {
-		h.tables = append(h.tables, tb.Name)
-	}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil || len(b) == 0 {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		base := filepath.Base(args[0])
-		if strings.HasPrefix(base, "pasta") || strings.HasPrefix(base, "passt") || base == "slirp4netns" || base == "fcvm-netns-holder" {
-			h.procs = append(h.procs, fmt.Sprintf("%d:%s", pid, strings.Join(args, " ")))
-		}
-	}
-	return h
-}
-
-// netFreePort is a port free on 127.0.0.1 for TCP and UDP.
-func netFreePort(t *testing.T) int {
-	t.Helper()
-	for {
-		ln, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		if pc, err := net.ListenPacket("udp4", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
-			pc.Close()
-			return p
-		}
 	}
 }
 
@@ -734,81 +642,16 @@ type netNS struct {
 
 func netServerNS(t *testing.T, i int) *netNS {
 	t.Helper()
-	runtime.LockOSThread()
-	host, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := netns.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := netns.Set(host); err != nil {
-		panic(err) // this thread is in the wrong namespace: do not let it run anything else
-	}
-	host.Close()
-	runtime.UnlockOSThread()
-	t.Cleanup(func() { s.Close() })
-	name := fmt.Sprintf("fce2e%d", i)
-	hostAddr := netip.AddrFrom4([4]byte{10, 98, 0, byte(4*i + 1)})
-	nsAddr := hostAddr.Next()
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(s))}
-	if err := netlink.LinkAdd(veth); err != nil {
-		t.Fatalf("add %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		if l, err := netlink.LinkByName(name); err == nil {
-			netlink.LinkDel(l)
-		}
-	})
-	a, _ := netlink.ParseAddr(hostAddr.String() + "/30")
-	if err := netlink.AddrAdd(veth, a); err != nil {
-		t.Fatal(err)
-	}
-	if err := netlink.LinkSetUp(veth); err != nil {
-		t.Fatal(err)
-	}
-	hs, err := netlink.NewHandleAt(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hs.Close()
-	eth, err := hs.LinkByName("eth0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := netlink.ParseAddr(nsAddr.String() + "/30")
-	lo, _ := hs.LinkByName("lo")
-	for _, err := range []error{hs.AddrAdd(eth, b), hs.LinkSetUp(eth), hs.LinkSetUp(lo), hs.RouteAdd(&netlink.Route{Gw: hostAddr.AsSlice()})} {
-		if err != nil {
-			t.Fatalf("configure the server namespace: %v", err)
-		}
-	}
-	return &netNS{ns: s, addr: nsAddr}
+	ns, addr := nettest.ServerNS(t, fmt.Sprintf("fce2e%d", i), netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 98, 0, byte(4*i + 1)}), 30))
+	return &netNS{ns: ns, addr: addr}
 }
 
 // do runs fn on a thread inside the namespace: sockets made there stay
 // there.
 func (n *netNS) do(t *testing.T, fn func() error) {
 	t.Helper()
-	runtime.LockOSThread()
-	host, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
+	if err := nettest.Do(n.ns, fn); err != nil {
 		t.Fatal(err)
-	}
-	defer host.Close()
-	if err := netns.Set(n.ns); err != nil {
-		runtime.UnlockOSThread()
-		t.Fatal(err)
-	}
-	ferr := fn()
-	if err := netns.Set(host); err != nil {
-		panic(err)
-	}
-	runtime.UnlockOSThread()
-	if ferr != nil {
-		t.Fatal(ferr)
 	}
 }
 
