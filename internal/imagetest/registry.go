@@ -20,7 +20,6 @@
 package imagetest
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -29,10 +28,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fcvm/fcvm/internal/syncbuf"
 )
 
 // Install is what to do when a tool these helpers need is missing.
@@ -89,7 +89,7 @@ http:
 	cmd := exec.Command(RegistryBinary, "serve", cfgPath)
 	// The registry reads REGISTRY_* variables over its config file.
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
-	out := &lockedBuffer{}
+	out := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -156,27 +156,4 @@ func ClosedAddr(t testing.TB) string {
 		t.Fatalf("imagetest: find a closed port: %v", err)
 	}
 	return "127.0.0.1:" + strconv.Itoa(port)
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *lockedBuffer) Len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Len()
 }

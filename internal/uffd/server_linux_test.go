@@ -1,7 +1,6 @@
 package uffd
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -9,13 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/fcvm/fcvm/internal/syncbuf"
 	"github.com/fcvm/fcvm/internal/uffd/uffdtest"
 )
 
@@ -38,22 +37,7 @@ const layoutSize = 7<<20 + 256<<10
 const hugePagesPerClient = 2
 
 // logBuf collects the server's log for assertions.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type logBuf struct{ syncbuf.Buffer }
 
 // waitFor waits until the log has a line containing every one of subs.
 func (l *logBuf) waitFor(t *testing.T, subs ...string) string {
