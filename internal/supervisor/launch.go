@@ -320,7 +320,7 @@ func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options)
 		boot:    launchInfo{Kernel: set.Kernel, Initrd: set.Initrd, Rootfs: set.Rootfs, ImageDisk: img.Disk, Generation: 1},
 		plan:    plan,
 		upper:   func(ctx context.Context, path string) error { return disks.UpperDisk(ctx, path, o.DiskMiB) },
-		cmdline: strings.TrimSpace(os.Getenv("FCVM_KERNEL_ARGS")),
+		cmdline: strings.TrimSpace(artifacts.KernelArgs + " " + os.Getenv("FCVM_KERNEL_ARGS")),
 		ports:   ports,
 	}, t)
 	if vm == nil {

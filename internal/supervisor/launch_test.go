@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fcvm/fcvm/internal/artifacts"
 	"github.com/fcvm/fcvm/internal/datadir"
 	"github.com/fcvm/fcvm/internal/firecracker"
 	"github.com/fcvm/fcvm/internal/firecracker/fctest"
@@ -66,6 +67,9 @@ func TestLaunchStandIn(t *testing.T) {
 	fctest.Body(t, calls, "PUT /boot-source", &boot)
 	if !strings.HasSuffix(boot.BootArgs, " fcvm.channel=vsock") {
 		t.Errorf("boot_args %q: the driver adds its own channel argument", boot.BootArgs)
+	}
+	if !strings.Contains(boot.BootArgs, " "+artifacts.KernelArgs+" ") {
+		t.Errorf("boot_args %q: want the guest kernel's own arguments %q", boot.BootArgs, artifacts.KernelArgs)
 	}
 	var upper firecracker.Drive
 	fctest.Body(t, calls, "PUT /drives/upper", &upper)
