@@ -5,6 +5,9 @@
 //
 // It uses the data dir of $FCVM_DATA_DIR (run `fcvm setup` first) and
 // boots real VMs with the qemu driver (KVM when available, else TCG).
+// Each cold run follows a bare boot of the same kernel whose /init only
+// reboots (bench/bareinit): the floor the cold run is compared with. Run
+// it from the repository's root (it builds bench/bareinit).
 package main
 
 import (
@@ -70,8 +73,24 @@ func run(n, clones, memMiB int, image, netMode string) error {
 		vm.Teardown(true)
 	}
 
-	var cold []sample
+	// Bare boots alternate with the cold runs, so that load from
+	// elsewhere falls on both alike.
+	tmp, err := os.MkdirTemp("", "fcvm-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	bare, err := bareInitrd(tmp)
+	if err != nil {
+		return err
+	}
+	var cold, bareRuns []sample
 	for i := 0; i < n; i++ {
+		d, err := bareBoot(ctx, dirs, bare, memMiB)
+		if err != nil {
+			return fmt.Errorf("bare boot %d: %w", i, err)
+		}
+		bareRuns = append(bareRuns, sample{"bare": d})
 		s, err := coldRun(ctx, log, dirs, opts)
 		if err != nil {
 			return fmt.Errorf("cold run %d: %w", i, err)
@@ -81,6 +100,11 @@ func run(n, clones, memMiB int, image, netMode string) error {
 	}
 	fmt.Printf("Cold run of `true` (%d runs, median; qemu, %d MiB, --network %s)\n\n", n, memMiB, opts.Network)
 	printTable(cold, phaseOrder)
+	b, total := median(bareRuns, "bare"), median(cold, "total")
+	fmt.Printf("\nBare boot (same kernel, arguments and QEMU machine; /init only reboots), VMM start to exit: %s\n", fmtDur(b))
+	fmt.Printf("cold total / bare boot: %.2fx (target at most 1.6x)\n", total.Seconds()/b.Seconds())
+	fmt.Printf("container started / guest boot to agent: %.0f%% (target at most 15%%)\n",
+		100*median(cold, "container started").Seconds()/median(cold, "guest boot to agent").Seconds())
 
 	if clones > 0 {
 		if err := cloneBench(ctx, log, dirs, opts, clones); err != nil {
