@@ -50,6 +50,8 @@ func (s *Server) serveData(w http.ResponseWriter, r *http.Request, id string) {
 	}
 	handler := map[string]func(http.ResponseWriter, *http.Request, *sandbox){
 		"/process.Process/Start":         s.processStart,
+		"/process.Process/Connect":       s.processConnect,
+		"/process.Process/Update":        s.processUpdate,
 		"/process.Process/SendSignal":    s.processSendSignal,
 		"/process.Process/SendInput":     s.processSendInput,
 		"/process.Process/CloseStdin":    s.processCloseStdin,

@@ -12,18 +12,7 @@ import (
 	"time"
 
 	"github.com/fcvm/fcvm/internal/channel"
-	"github.com/fcvm/fcvm/internal/engine"
 )
-
-// process is a command started through process.Process/Start. Its PID is
-// the server's, not the guest's: the SDK only hands it back to us.
-type process struct {
-	pid   uint32
-	tag   string
-	cfg   processConfig
-	x     *engine.Exec
-	stdin *io.PipeWriter // nil without stdin
-}
 
 // processConfig is envd's ProcessConfig.
 type processConfig struct {
@@ -54,6 +43,7 @@ type startEvent struct {
 type dataEvent struct {
 	Stdout []byte `json:"stdout,omitempty"` // base64 in JSON, as protobuf bytes
 	Stderr []byte `json:"stderr,omitempty"`
+	Pty    []byte `json:"pty,omitempty"`
 }
 
 type endEvent struct {
@@ -63,18 +53,69 @@ type endEvent struct {
 	Error    string `json:"error,omitempty"`
 }
 
-// keepaliveEvery bounds the time between messages of a quiet command, so
+// ptyConfig is envd's PTY.
+type ptyConfig struct {
+	Size struct {
+		Cols uint32 `json:"cols"`
+		Rows uint32 `json:"rows"`
+	} `json:"size"`
+}
+
+// winsize checks a terminal size from a caller.
+func (c *ptyConfig) winsize() (rows, cols uint16, e *connectError) {
+	if c.Size.Rows == 0 || c.Size.Cols == 0 || c.Size.Rows > 1000 || c.Size.Cols > 1000 {
+		return 0, 0, cerr(codeInvalidArgument, "pty.size %dx%d: rows and cols must be between 1 and 1000", c.Size.Rows, c.Size.Cols)
+	}
+	return uint16(c.Size.Rows), uint16(c.Size.Cols), nil
+}
+
+// keepaliveEvery bounds the time between messages of a quiet stream, so
 // proxies and the SDK's idle timers do not cut it.
 const keepaliveEvery = 30 * time.Second
 
-// processStart is process.Process/Start: run a command in the sandbox's
-// container and stream start, output and end.
+// keepalive sends msg on st every keepaliveEvery until the returned stop
+// is called.
+func keepalive(st *stream, msg any) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(keepaliveEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				st.send(msg)
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+// deadline reads Connect-Timeout-Ms: 0 when absent.
+func deadline(r *http.Request) (time.Duration, *connectError) {
+	v := r.Header.Get("Connect-Timeout-Ms")
+	if v == "" {
+		return 0, nil
+	}
+	ms, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || ms <= 0 || ms > int64(MaxTimeout/time.Millisecond) {
+		return 0, cerr(codeInvalidArgument, "Connect-Timeout-Ms %q: not a positive number of milliseconds up to %d", v, MaxTimeout.Milliseconds())
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}
+
+// processStart is process.Process/Start: start a command in the
+// sandbox's container, then stream start, output and end. The command
+// belongs to the server (proclog.go): a client that goes away leaves it
+// running, to be found again with Connect; its Connect-Timeout-Ms is its
+// life.
 func (s *Server) processStart(w http.ResponseWriter, r *http.Request, sb *sandbox) {
 	var req struct {
 		Process processConfig `json:"process"`
 		Tag     *string       `json:"tag,omitempty"`
 		Stdin   *bool         `json:"stdin,omitempty"`
-		PTY     *struct{}     `json:"pty,omitempty"`
+		PTY     *ptyConfig    `json:"pty,omitempty"`
 	}
 	if e := readStreamRequest(r, &req); e != nil {
 		writeUnaryError(w, e)
@@ -84,136 +125,178 @@ func (s *Server) processStart(w http.ResponseWriter, r *http.Request, sb *sandbo
 		writeUnaryError(w, cerr(codeInvalidArgument, "process.cmd: required"))
 		return
 	}
-	if req.PTY != nil {
-		writeUnaryError(w, cerr(codeUnimplemented, "pty: not supported by fcvm serve yet"))
+	life, e := deadline(r)
+	if e != nil {
+		writeUnaryError(w, e)
 		return
 	}
-	ctx := r.Context()
-	if v := r.Header.Get("Connect-Timeout-Ms"); v != "" {
-		ms, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || ms <= 0 {
-			writeUnaryError(w, cerr(codeInvalidArgument, "Connect-Timeout-Ms %q: not a positive number", v))
-			return
-		}
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(ms)*time.Millisecond)
-		defer cancel()
-	}
 	xreq := channel.ExecRequest{
-		Cmd: append([]string{req.Process.Cmd}, req.Process.Args...),
-		Env: envList(sb.EnvVars, req.Process.Envs),
+		Cmd:   append([]string{req.Process.Cmd}, req.Process.Args...),
+		Env:   envList(sb.EnvVars, req.Process.Envs),
+		User:  basicUser(r),
+		Stdin: req.Stdin != nil && *req.Stdin,
 	}
 	if req.Process.Cwd != nil {
 		xreq.Workdir = *req.Process.Cwd
 	}
-	xreq.User = basicUser(r)
-	withStdin := req.Stdin != nil && *req.Stdin
-	xreq.Stdin = withStdin
-	x, err := s.cfg.Engine.Exec(ctx, sb.VMID, xreq)
+	if req.PTY != nil {
+		rows, cols, e := req.PTY.winsize()
+		if e != nil {
+			writeUnaryError(w, e)
+			return
+		}
+		xreq.TTY, xreq.Rows, xreq.Cols, xreq.Stdin = true, rows, cols, true
+	}
+	if !s.openStream(sb.ID) {
+		writeUnaryError(w, cerr(codeResourceExhausted, "sandbox %s has %d streams open, the most it may", sb.ID, maxStreams))
+		return
+	}
+	defer s.closeStream(sb.ID)
+	tag := ""
+	if req.Tag != nil {
+		tag = *req.Tag
+	}
+	// The command outlives this request: it is started in a context of
+	// its own, bounded by its deadline.
+	x, err := s.cfg.Engine.Exec(r.Context(), sb.VMID, xreq)
 	if err != nil {
 		writeUnaryError(w, cerr(codeUnavailable, "%v", err))
 		return
 	}
-	defer x.Close()
-	p := &process{cfg: req.Process, x: x}
-	if req.Tag != nil {
-		p.tag = *req.Tag
-	}
-	if withStdin {
+	p := newProcess(req.Process, tag, xreq.TTY, x)
+	if xreq.Stdin {
 		pr, pw := io.Pipe()
 		p.stdin = pw
 		x.Stdin(pr)
-		defer pw.Close()
 	}
 	if !s.addProcess(sb.ID, p) {
-		writeUnaryError(w, cerr(codeResourceExhausted, "sandbox %s runs %d commands through the API, the most it may", sb.ID, maxProcesses))
+		x.Close()
+		writeUnaryError(w, cerr(codeResourceExhausted, "sandbox %s has %d commands, the most it may: kill one or wait for it to end", sb.ID, maxProcesses))
 		return
 	}
-	defer s.removeProcess(sb.ID, p.pid)
+	go s.runProcess(sb.ID, p, life)
 
 	st := newStream(w)
-	if err := st.send(map[string]any{"event": processEvent{Start: &startEvent{PID: p.pid}}}); err != nil {
+	if st.send(map[string]any{"event": processEvent{Start: &startEvent{PID: p.pid}}}) != nil {
 		return
 	}
-	// A command outlives neither its deadline nor its caller.
-	stop := context.AfterFunc(ctx, func() { x.Close() })
-	defer stop()
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		t := time.NewTicker(keepaliveEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				st.send(map[string]any{"event": processEvent{Keepalive: &struct{}{}}})
-			}
+	defer keepalive(st, map[string]any{"event": processEvent{Keepalive: &struct{}{}}})()
+	follow(r.Context(), st, p, 0)
+}
+
+// runProcess reads p's output into its log until the command ends (or
+// runs past life, if not 0), then keeps it for endedKept unless a stream
+// has seen its end.
+func (s *Server) runProcess(sandboxID string, p *process, life time.Duration) {
+	ctx := context.Background()
+	if life > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, life)
+		defer cancel()
+	}
+	stop := context.AfterFunc(ctx, func() { p.x.Close() })
+	out, errw := logWriter{p, outStdout}, logWriter{p, outStderr}
+	if p.pty {
+		out = logWriter{p, outPTY}
+	}
+	code, err := p.x.Wait(out, errw)
+	stop()
+	p.x.Close()
+	if p.stdin != nil {
+		p.stdin.Close()
+	}
+	switch {
+	case err != nil && ctx.Err() == context.DeadlineExceeded:
+		p.finish(nil, cerr(codeDeadlineExceeded, "command ran out of time (Connect-Timeout-Ms) and was killed"))
+	case err != nil:
+		p.finish(nil, cerr(codeUnavailable, "%v", err))
+	default:
+		end := &endEvent{ExitCode: int32(code), Exited: true, Status: fmt.Sprintf("exit status %d", code)}
+		if code > 128 && code < 128+65 {
+			// The agent reports death by signal as 128+N, as a shell does.
+			end.Exited = false
+			end.Status = "signal: " + syscall.Signal(code-128).String()
 		}
-	}()
-	code, err := x.Wait(eventWriter{st, false}, eventWriter{st, true})
-	if err != nil {
-		switch ctx.Err() {
-		case context.DeadlineExceeded:
-			st.end(cerr(codeDeadlineExceeded, "command ran out of time (Connect-Timeout-Ms) and was killed"))
-		case nil:
-			st.end(cerr(codeUnavailable, "%v", err))
+		p.finish(end, nil)
+	}
+	// Give a stream that follows a moment to deliver the end before
+	// deciding whether anyone saw it.
+	time.Sleep(100 * time.Millisecond)
+	p.mu.Lock()
+	seen := p.seen
+	p.mu.Unlock()
+	if !seen {
+		time.Sleep(endedKept)
+	}
+	s.removeProcess(sandboxID, p)
+}
+
+// processConnect is process.Process/Connect: stream a running command's
+// output (what no stream has been sent yet, then what comes) and its end.
+func (s *Server) processConnect(w http.ResponseWriter, r *http.Request, sb *sandbox) {
+	var req struct {
+		Process processSelector `json:"process"`
+	}
+	if e := readStreamRequest(r, &req); e != nil {
+		writeUnaryError(w, e)
+		return
+	}
+	life, e := deadline(r)
+	if e != nil {
+		writeUnaryError(w, e)
+		return
+	}
+	p := s.findProcess(sb.ID, req.Process, true)
+	if p == nil {
+		writeUnaryError(w, cerr(codeNotFound, "process not found"))
+		return
+	}
+	if !s.openStream(sb.ID) {
+		writeUnaryError(w, cerr(codeResourceExhausted, "sandbox %s has %d streams open, the most it may", sb.ID, maxStreams))
+		return
+	}
+	defer s.closeStream(sb.ID)
+	ctx := r.Context()
+	if life > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, life)
+		defer cancel()
+	}
+	st := newStream(w)
+	if st.send(map[string]any{"event": processEvent{Start: &startEvent{PID: p.pid}}}) != nil {
+		return
+	}
+	defer keepalive(st, map[string]any{"event": processEvent{Keepalive: &struct{}{}}})()
+	follow(ctx, st, p, p.cursor())
+}
+
+// processUpdate is process.Process/Update: resize a command's terminal.
+func (s *Server) processUpdate(w http.ResponseWriter, r *http.Request, sb *sandbox) {
+	var req struct {
+		Process processSelector `json:"process"`
+		PTY     *ptyConfig      `json:"pty,omitempty"`
+	}
+	p := s.unaryProcess(w, r, sb, &req, &req.Process)
+	if p == nil {
+		return
+	}
+	if req.PTY != nil {
+		if !p.pty {
+			writeUnaryError(w, cerr(codeFailedPrecond, "process %d has no terminal to resize", p.pid))
+			return
 		}
-		return
+		rows, cols, e := req.PTY.winsize()
+		if e != nil {
+			writeUnaryError(w, e)
+			return
+		}
+		if err := p.x.Resize(rows, cols); err != nil {
+			writeUnaryError(w, cerr(codeNotFound, "resize process %d: %v", p.pid, err))
+			return
+		}
 	}
-	end := &endEvent{ExitCode: int32(code), Exited: true, Status: fmt.Sprintf("exit status %d", code)}
-	if code > 128 && code < 128+65 {
-		// The agent reports death by signal as 128+N, as a shell does.
-		end.Exited = false
-		end.Status = "signal: " + syscall.Signal(code-128).String()
-	}
-	if err := st.send(map[string]any{"event": processEvent{End: end}}); err != nil {
-		return
-	}
-	st.end(nil)
+	writeJSON(w, http.StatusOK, struct{}{})
 }
-
-// eventWriter turns output into data events.
-type eventWriter struct {
-	st     *stream
-	stderr bool
-}
-
-func (ew eventWriter) Write(b []byte) (int, error) {
-	d := &dataEvent{}
-	if ew.stderr {
-		d.Stderr = b
-	} else {
-		d.Stdout = b
-	}
-	if err := ew.st.send(map[string]any{"event": processEvent{Data: d}}); err != nil {
-		return 0, err
-	}
-	return len(b), nil
-}
-
-// envList merges the sandbox's env vars and the command's, the command's
-// winning, into K=V form in a stable order.
-func envList(sandbox, cmd map[string]string) []string {
-	m := map[string]string{}
-	for k, v := range sandbox {
-		m[k] = v
-	}
-	for k, v := range cmd {
-		m[k] = v
-	}
-	out := make([]string, 0, len(m))
-	for k, v := range m {
-		out = append(out, k+"="+v)
-	}
-	slices.Sort(out)
-	return out
-}
-
-// maxProcesses bounds the commands one sandbox runs through the API at
-// once: each holds a connection to the VM and a goroutine here.
-const maxProcesses = 256
 
 // addProcess gives p a PID and enters it in the table, unless the
 // sandbox has maxProcesses already.
@@ -232,22 +315,70 @@ func (s *Server) addProcess(sandboxID string, p *process) bool {
 	return true
 }
 
-func (s *Server) removeProcess(sandboxID string, pid uint32) {
+func (s *Server) removeProcess(sandboxID string, p *process) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.procs[sandboxID], pid)
+	if s.procs[sandboxID][p.pid] == p {
+		delete(s.procs[sandboxID], p.pid)
+	}
+	if len(s.procs[sandboxID]) == 0 {
+		delete(s.procs, sandboxID)
+	}
 }
 
-// findProcess returns the process sel names in the sandbox, or nil.
-func (s *Server) findProcess(sandboxID string, sel processSelector) *process {
+// findProcess returns the process sel names in the sandbox, or nil. An
+// ended one counts only if withEnded.
+func (s *Server) findProcess(sandboxID string, sel processSelector, withEnded bool) *process {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	var found *process
 	for _, p := range s.procs[sandboxID] {
 		if sel.PID != nil && p.pid == *sel.PID || sel.Tag != nil && p.tag == *sel.Tag {
-			return p
+			found = p
+			break
 		}
 	}
-	return nil
+	s.mu.Unlock()
+	if found == nil || !withEnded && found.ended() {
+		return nil
+	}
+	return found
+}
+
+// openStream counts a stream of the sandbox against maxStreams.
+func (s *Server) openStream(sandboxID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.streams[sandboxID] >= maxStreams {
+		return false
+	}
+	s.streams[sandboxID]++
+	return true
+}
+
+func (s *Server) closeStream(sandboxID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.streams[sandboxID]--; s.streams[sandboxID] <= 0 {
+		delete(s.streams, sandboxID)
+	}
+}
+
+// envList merges the sandbox's env vars and the command's, the command's
+// winning, into K=V form in a stable order.
+func envList(sandbox, cmd map[string]string) []string {
+	m := map[string]string{}
+	for k, v := range sandbox {
+		m[k] = v
+	}
+	for k, v := range cmd {
+		m[k] = v
+	}
+	out := make([]string, 0, len(m))
+	for k, v := range m {
+		out = append(out, k+"="+v)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // signal is envd's Signal enum, which protobuf JSON gives by name or
@@ -277,7 +408,7 @@ func (s *Server) unaryProcess(w http.ResponseWriter, r *http.Request, sb *sandbo
 		writeUnaryError(w, e)
 		return nil
 	}
-	p := s.findProcess(sb.ID, *sel)
+	p := s.findProcess(sb.ID, *sel, false)
 	if p == nil {
 		writeUnaryError(w, cerr(codeNotFound, "process not found"))
 	}
@@ -316,6 +447,7 @@ func (s *Server) processSendInput(w http.ResponseWriter, r *http.Request, sb *sa
 		Process processSelector `json:"process"`
 		Input   struct {
 			Stdin []byte `json:"stdin"`
+			Pty   []byte `json:"pty"`
 		} `json:"input"`
 	}
 	p := s.unaryProcess(w, r, sb, &req, &req.Process)
@@ -329,9 +461,18 @@ func (s *Server) processSendInput(w http.ResponseWriter, r *http.Request, sb *sa
 	// A command that does not read its input must not hold this call:
 	// the write waits for the guest at most stdinWait, and is undone by
 	// the command's end, which closes the pipe.
+	// One write per command at a time: a caller cannot pile up
+	// writes the command does not take.
+	select {
+	case p.writing <- struct{}{}:
+	case <-time.After(stdinWait):
+		writeUnaryError(w, cerr(codeDeadlineExceeded, "process %d did not read its stdin within %v", p.pid, stdinWait))
+		return
+	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := p.stdin.Write(req.Input.Stdin)
+		defer func() { <-p.writing }()
+		_, err := p.stdin.Write(append(req.Input.Stdin, req.Input.Pty...))
 		done <- err
 	}()
 	select {
@@ -375,11 +516,17 @@ func (s *Server) processList(w http.ResponseWriter, r *http.Request, sb *sandbox
 		Tag    string        `json:"tag,omitempty"`
 	}
 	s.mu.Lock()
-	out := []info{}
+	procs := make([]*process, 0, len(s.procs[sb.ID]))
 	for _, p := range s.procs[sb.ID] {
-		out = append(out, info{Config: p.cfg, PID: p.pid, Tag: p.tag})
+		procs = append(procs, p)
 	}
 	s.mu.Unlock()
+	out := []info{}
+	for _, p := range procs {
+		if !p.ended() {
+			out = append(out, info{Config: p.cfg, PID: p.pid, Tag: p.tag})
+		}
+	}
 	slices.SortFunc(out, func(a, b info) int { return int(a.PID) - int(b.PID) })
 	writeJSON(w, http.StatusOK, map[string]any{"processes": out})
 }

@@ -77,6 +77,7 @@ type Server struct {
 	sandboxes map[string]*sandbox
 	timers    map[string]*time.Timer
 	procs     map[string]map[uint32]*process // sandbox ID → PID → process
+	streams   map[string]int                 // sandbox ID → open streams
 	nextPID   uint32
 	starting  int // creates under way, counted against MaxSandboxes
 	closed    bool
@@ -113,6 +114,7 @@ func New(cfg Config) (*Server, error) {
 		sandboxes: map[string]*sandbox{},
 		timers:    map[string]*time.Timer{},
 		procs:     map[string]map[uint32]*process{},
+		streams:   map[string]int{},
 		nextPID:   1000,
 	}
 	if err := s.restore(); err != nil {

@@ -364,7 +364,8 @@ func TestConnectBadInput(t *testing.T) {
 		{"compressed", envelope(flagCompressed, `{}`), codeUnimplemented, ""},
 		{"malformed JSON", envelope(0, `{"process":`), codeInvalidArgument, ""},
 		{"no cmd", envelope(0, `{"process":{}}`), codeInvalidArgument, ""},
-		{"pty", envelope(0, `{"process":{"cmd":"sh"},"pty":{"size":{"cols":80,"rows":24}}}`), codeUnimplemented, ""},
+		{"pty without a size", envelope(0, `{"process":{"cmd":"sh"},"pty":{}}`), codeInvalidArgument, ""},
+		{"huge pty", envelope(0, `{"process":{"cmd":"sh"},"pty":{"size":{"cols":80,"rows":100000}}}`), codeInvalidArgument, ""},
 		{"bad deadline", envelope(0, `{"process":{"cmd":"true"}}`), codeInvalidArgument, "bad-deadline"},
 		// The VM of this sandbox does not exist: an error, not a hang.
 		{"VM gone", envelope(0, `{"process":{"cmd":"true"}}`), codeUnavailable, ""},
@@ -395,6 +396,9 @@ func TestConnectBadInput(t *testing.T) {
 		{"/process.Process/SendSignal", `{"process":{"pid":5},"signal":"SIGNAL_SIGHUP"}`, codeInvalidArgument},
 		{"/process.Process/SendSignal", `{"process":`, codeInvalidArgument},
 		{"/process.Process/SendInput", `{"process":{"pid":5},"input":{"stdin":"aGk="}}`, codeNotFound},
+		{"/process.Process/SendInput", `{"process":{"tag":"x"},"input":{"pty":"aGk="}}`, codeNotFound},
+		{"/process.Process/Update", `{"process":{"pid":5},"pty":{"size":{"cols":80,"rows":24}}}`, codeNotFound},
+		{"/process.Process/Update", `{"process":`, codeInvalidArgument},
 		{"/filesystem.Filesystem/Stat", `{"path":"a\u0000b"}`, codeInvalidArgument},
 		{"/filesystem.Filesystem/Stat", `{"path":""}`, codeInvalidArgument},
 		{"/filesystem.Filesystem/Stat", `{"path":"/etc"}`, codeUnavailable},
@@ -406,6 +410,20 @@ func TestConnectBadInput(t *testing.T) {
 			t.Errorf("%s %s: got %d %s, want code %s", tc.path, tc.body, w.Code, w.Body, tc.code)
 		}
 	}
+	// Connect to a command that does not exist, and with bad input.
+	h["Content-Type"] = "application/connect+json"
+	for _, tc := range []struct{ body, code string }{
+		{envelope(0, `{"process":{"pid":5}}`), codeNotFound},
+		{envelope(0, `{"process":`), codeInvalidArgument},
+		{"\x00", codeInvalidArgument},
+	} {
+		w := do(t, s, call{method: "POST", path: "/process.Process/Connect", body: tc.body, header: h})
+		var e connectError
+		if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || e.Code != tc.code {
+			t.Errorf("Connect %q: got %d %s, want code %s", tc.body, w.Code, w.Body, tc.code)
+		}
+	}
+	h["Content-Type"] = "application/json"
 	if w := do(t, s, call{method: "POST", path: "/process.Process/List", body: `{}`, header: h}); w.Code != 200 || !strings.Contains(w.Body.String(), `"processes":[]`) {
 		t.Errorf("List: %d %s", w.Code, w.Body)
 	}
