@@ -164,6 +164,8 @@ func (a *Agent) handle(ctx context.Context, req channel.Request, conn net.Conn) 
 		err = a.signal(req.Signal, conn)
 	case channel.KindStatus:
 		err = a.status(conn)
+	case channel.KindWatch:
+		err = a.watch(req.Watch, conn)
 	case channel.KindPoweroff:
 		channel.Reply(conn, nil)
 		a.log.Info("power off requested")

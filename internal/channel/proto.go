@@ -15,6 +15,7 @@ type Request struct {
 	Start  *Plan          `json:"start,omitempty"`
 	Attach *AttachRequest `json:"attach,omitempty"`
 	Exec   *ExecRequest   `json:"exec,omitempty"`
+	Watch  *WatchRequest  `json:"watch,omitempty"`
 	Signal int            `json:"signal,omitempty"`
 	Volume int            `json:"volume,omitempty"`
 }
@@ -41,6 +42,10 @@ const (
 	KindPoweroff Kind = "poweroff"
 	// KindVolume carries the fuse-pipe protocol for volume N of the plan.
 	KindVolume Kind = "volume"
+	// KindWatch streams changes under a directory of the container as
+	// FrameStdout frames of WatchEvent JSON, until the host closes the
+	// stream or the directory goes (FrameExit).
+	KindWatch Kind = "watch"
 )
 
 // Plan is what the guest needs to run its container. Image config is
@@ -98,6 +103,36 @@ type ExecRequest struct {
 	InVM   bool `json:"in_vm,omitempty"`
 	Detach bool `json:"detach,omitempty"`
 }
+
+// WatchRequest asks for the changes under a directory of the container.
+type WatchRequest struct {
+	// Path is absolute in the container; symlinks resolve inside it.
+	Path      string `json:"path"`
+	Recursive bool   `json:"recursive,omitempty"`
+}
+
+// WatchEvent is one change: Name is the path relative to the watched
+// directory, Op one of the WatchOp values.
+type WatchEvent struct {
+	Name string  `json:"name"`
+	Op   WatchOp `json:"op"`
+}
+
+// WatchOp is what happened to a watched path (fsnotify's vocabulary).
+type WatchOp string
+
+// Watch operations.
+const (
+	WatchCreate WatchOp = "create"
+	WatchWrite  WatchOp = "write"
+	WatchRemove WatchOp = "remove"
+	WatchRename WatchOp = "rename"
+	WatchChmod  WatchOp = "chmod"
+)
+
+// MaxWatchDirs bounds the directories one recursive watch follows (one
+// inotify watch each).
+const MaxWatchDirs = 1024
 
 // Status is the agent's view of its container.
 type Status struct {

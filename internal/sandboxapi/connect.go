@@ -68,6 +68,13 @@ func writeUnaryError(w http.ResponseWriter, e *connectError) {
 	writeJSON(w, status, e)
 }
 
+// writeStreamError answers a server-stream call with e alone: HTTP 200
+// and an end-stream envelope, which is where a Connect client reads a
+// stream's error.
+func writeStreamError(w http.ResponseWriter, e *connectError) {
+	newStream(w).end(e)
+}
+
 // readEnvelope reads one envelope of at most max bytes of message.
 func readEnvelope(r io.Reader, max uint32) (flags byte, msg []byte, err error) {
 	var hdr [5]byte

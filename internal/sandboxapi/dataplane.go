@@ -49,18 +49,22 @@ func (s *Server) serveData(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	handler := map[string]func(http.ResponseWriter, *http.Request, *sandbox){
-		"/process.Process/Start":         s.processStart,
-		"/process.Process/Connect":       s.processConnect,
-		"/process.Process/Update":        s.processUpdate,
-		"/process.Process/SendSignal":    s.processSendSignal,
-		"/process.Process/SendInput":     s.processSendInput,
-		"/process.Process/CloseStdin":    s.processCloseStdin,
-		"/process.Process/List":          s.processList,
-		"/filesystem.Filesystem/Stat":    s.fsStat,
-		"/filesystem.Filesystem/ListDir": s.fsListDir,
-		"/filesystem.Filesystem/MakeDir": s.fsMakeDir,
-		"/filesystem.Filesystem/Remove":  s.fsRemove,
-		"/filesystem.Filesystem/Move":    s.fsMove,
+		"/process.Process/Start":                  s.processStart,
+		"/process.Process/Connect":                s.processConnect,
+		"/process.Process/Update":                 s.processUpdate,
+		"/process.Process/SendSignal":             s.processSendSignal,
+		"/process.Process/SendInput":              s.processSendInput,
+		"/process.Process/CloseStdin":             s.processCloseStdin,
+		"/process.Process/List":                   s.processList,
+		"/filesystem.Filesystem/Stat":             s.fsStat,
+		"/filesystem.Filesystem/ListDir":          s.fsListDir,
+		"/filesystem.Filesystem/MakeDir":          s.fsMakeDir,
+		"/filesystem.Filesystem/Remove":           s.fsRemove,
+		"/filesystem.Filesystem/Move":             s.fsMove,
+		"/filesystem.Filesystem/WatchDir":         s.fsWatchDir,
+		"/filesystem.Filesystem/CreateWatcher":    s.fsCreateWatcher,
+		"/filesystem.Filesystem/GetWatcherEvents": s.fsGetWatcherEvents,
+		"/filesystem.Filesystem/RemoveWatcher":    s.fsRemoveWatcher,
 	}[r.URL.Path]
 	if handler == nil {
 		writeUnaryError(w, cerr(codeUnimplemented, "%s: not implemented by fcvm serve", strings.TrimPrefix(r.URL.Path, "/")))

@@ -273,9 +273,9 @@ func parseEntries(out []byte) ([]entryInfo, error) {
 	return es, nil
 }
 
-// fsCall runs a filesystem script on the paths of a unary request and
-// maps its exit codes to Connect errors.
-func (s *Server) fsCall(r *http.Request, sb *sandbox, script string, paths ...string) ([]entryInfo, *connectError) {
+// fsCall runs a filesystem script on the paths of a unary request (then
+// extra arguments) and maps its exit codes to Connect errors.
+func (s *Server) fsCall(r *http.Request, sb *sandbox, script string, paths []string, extra ...string) ([]entryInfo, *connectError) {
 	user := basicUser(r)
 	args := make([]string, len(paths))
 	for i, p := range paths {
@@ -285,6 +285,7 @@ func (s *Server) fsCall(r *http.Request, sb *sandbox, script string, paths ...st
 		}
 		args[i] = gp
 	}
+	args = append(args, extra...)
 	var out limitedOut
 	code, stderr, err := s.guestSh(r.Context(), sb, user, entryScript+script, nil, &out, args...)
 	switch {
@@ -297,7 +298,7 @@ func (s *Server) fsCall(r *http.Request, sb *sandbox, script string, paths ...st
 	case code == exitNotDir:
 		return nil, cerr(codeInvalidArgument, "path %s: not a directory", args[0])
 	case code == exitExists:
-		return nil, cerr(codeAlreadyExists, "path %s: already exists", args[len(args)-1])
+		return nil, cerr(codeAlreadyExists, "path %s: already exists", args[len(paths)-1])
 	case code != 0:
 		return nil, cerr(codeInternal, "%s", stderr)
 	}
@@ -335,7 +336,7 @@ func (s *Server) fsUnary(w http.ResponseWriter, r *http.Request, sb *sandbox, sc
 		writeUnaryError(w, e)
 		return
 	}
-	es, e := s.fsCall(r, sb, script, req.Path)
+	es, e := s.fsCall(r, sb, script, []string{req.Path})
 	if e != nil {
 		writeUnaryError(w, e)
 		return
@@ -355,16 +356,39 @@ func (s *Server) fsStat(w http.ResponseWriter, r *http.Request, sb *sandbox) {
 	s.fsUnary(w, r, sb, `[ -e "$1" ] || [ -L "$1" ] || exit 44; entry "$1"`, firstEntry)
 }
 
-// fsListDir is filesystem.Filesystem/ListDir, one level deep.
+// maxDepth bounds how deep a listing goes; the listing's size is bounded
+// by maxListing too.
+const maxDepth = 64
+
+// listScript lists $1 to depth $2: the entries under it, and under its
+// subdirectories (not symlinks to directories) to depth $2-1.
+const listScript = `[ -e "$1" ] || exit 44; [ -d "$1" ] || exit 46
+walk() { for f in "${1%/}"/* "${1%/}"/.*; do case ${f##*/} in .|..) continue;; esac
+[ -e "$f" ] || [ -L "$f" ] || continue; entry "$f"
+if [ "$2" -gt 1 ] && [ -d "$f" ] && [ ! -L "$f" ]; then walk "$f" $(($2-1)); fi; done; }
+walk "$1" "$2"`
+
+// fsListDir is filesystem.Filesystem/ListDir, depth levels deep (1: the
+// directory's own entries).
 func (s *Server) fsListDir(w http.ResponseWriter, r *http.Request, sb *sandbox) {
-	s.fsUnary(w, r, sb, `[ -e "$1" ] || exit 44; [ -d "$1" ] || exit 46; cd -- "$1" || exit 1
-for f in * .*; do case $f in .|..) continue;; esac; [ -e "$f" ] || [ -L "$f" ] || continue; entry "${1%/}/$f"; done`,
-		func(es []entryInfo) any {
-			if es == nil {
-				es = []entryInfo{}
-			}
-			return map[string]any{"entries": es}
-		})
+	var req pathRequest
+	if e := readUnaryRequest(w, r, &req); e != nil {
+		writeUnaryError(w, e)
+		return
+	}
+	if req.Depth > maxDepth {
+		writeUnaryError(w, cerr(codeInvalidArgument, "depth %d: at most %d", req.Depth, maxDepth))
+		return
+	}
+	es, e := s.fsCall(r, sb, listScript, []string{req.Path}, strconv.Itoa(int(max(req.Depth, 1))))
+	if e != nil {
+		writeUnaryError(w, e)
+		return
+	}
+	if es == nil {
+		es = []entryInfo{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"entries": es})
 }
 
 // fsMakeDir is filesystem.Filesystem/MakeDir, parents included.
@@ -387,7 +411,7 @@ func (s *Server) fsMove(w http.ResponseWriter, r *http.Request, sb *sandbox) {
 		writeUnaryError(w, e)
 		return
 	}
-	es, e := s.fsCall(r, sb, `[ -e "$1" ] || [ -L "$1" ] || exit 44; mkdir -p -- "$(dirname -- "$2")" && mv -- "$1" "$2" && entry "$2"`, req.Source, req.Destination)
+	es, e := s.fsCall(r, sb, `[ -e "$1" ] || [ -L "$1" ] || exit 44; mkdir -p -- "$(dirname -- "$2")" && mv -- "$1" "$2" && entry "$2"`, []string{req.Source, req.Destination})
 	if e != nil {
 		writeUnaryError(w, e)
 		return

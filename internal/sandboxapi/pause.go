@@ -52,15 +52,12 @@ func (s *Server) pause(w http.ResponseWriter, r *http.Request, id string) {
 		t.Stop()
 		delete(s.timers, id)
 	}
-	procs := s.procs[id]
-	delete(s.procs, id)
+	release := s.releaseLocked(id)
 	oldVM, oldTag := sb.VMID, sb.PauseTag
 	sb.Paused, sb.PauseTag, sb.Pauses, sb.VMID = true, tag, sb.Pauses+1, ""
 	err := s.save(sb)
 	s.mu.Unlock()
-	for _, p := range procs {
-		p.x.Close()
-	}
+	release()
 	// The snapshot is the sandbox now; what it was made from can go.
 	err = errors.Join(err, s.cfg.Engine.Remove(oldVM, true))
 	if oldTag != "" {

@@ -118,16 +118,16 @@ func (s *Server) processStart(w http.ResponseWriter, r *http.Request, sb *sandbo
 		PTY     *ptyConfig    `json:"pty,omitempty"`
 	}
 	if e := readStreamRequest(r, &req); e != nil {
-		writeUnaryError(w, e)
+		writeStreamError(w, e)
 		return
 	}
 	if req.Process.Cmd == "" {
-		writeUnaryError(w, cerr(codeInvalidArgument, "process.cmd: required"))
+		writeStreamError(w, cerr(codeInvalidArgument, "process.cmd: required"))
 		return
 	}
 	life, e := deadline(r)
 	if e != nil {
-		writeUnaryError(w, e)
+		writeStreamError(w, e)
 		return
 	}
 	xreq := channel.ExecRequest{
@@ -142,13 +142,13 @@ func (s *Server) processStart(w http.ResponseWriter, r *http.Request, sb *sandbo
 	if req.PTY != nil {
 		rows, cols, e := req.PTY.winsize()
 		if e != nil {
-			writeUnaryError(w, e)
+			writeStreamError(w, e)
 			return
 		}
 		xreq.TTY, xreq.Rows, xreq.Cols, xreq.Stdin = true, rows, cols, true
 	}
 	if !s.openStream(sb.ID) {
-		writeUnaryError(w, cerr(codeResourceExhausted, "sandbox %s has %d streams open, the most it may", sb.ID, maxStreams))
+		writeStreamError(w, cerr(codeResourceExhausted, "sandbox %s has %d streams open, the most it may", sb.ID, maxStreams))
 		return
 	}
 	defer s.closeStream(sb.ID)
@@ -160,7 +160,7 @@ func (s *Server) processStart(w http.ResponseWriter, r *http.Request, sb *sandbo
 	// its own, bounded by its deadline.
 	x, err := s.cfg.Engine.Exec(r.Context(), sb.VMID, xreq)
 	if err != nil {
-		writeUnaryError(w, cerr(codeUnavailable, "%v", err))
+		writeStreamError(w, cerr(codeUnavailable, "%v", err))
 		return
 	}
 	p := newProcess(req.Process, tag, xreq.TTY, x)
@@ -171,7 +171,7 @@ func (s *Server) processStart(w http.ResponseWriter, r *http.Request, sb *sandbo
 	}
 	if !s.addProcess(sb.ID, p) {
 		x.Close()
-		writeUnaryError(w, cerr(codeResourceExhausted, "sandbox %s has %d commands, the most it may: kill one or wait for it to end", sb.ID, maxProcesses))
+		writeStreamError(w, cerr(codeResourceExhausted, "sandbox %s has %d commands, the most it may: kill one or wait for it to end", sb.ID, maxProcesses))
 		return
 	}
 	go s.runProcess(sb.ID, p, life)
@@ -238,21 +238,21 @@ func (s *Server) processConnect(w http.ResponseWriter, r *http.Request, sb *sand
 		Process processSelector `json:"process"`
 	}
 	if e := readStreamRequest(r, &req); e != nil {
-		writeUnaryError(w, e)
+		writeStreamError(w, e)
 		return
 	}
 	life, e := deadline(r)
 	if e != nil {
-		writeUnaryError(w, e)
+		writeStreamError(w, e)
 		return
 	}
 	p := s.findProcess(sb.ID, req.Process, true)
 	if p == nil {
-		writeUnaryError(w, cerr(codeNotFound, "process not found"))
+		writeStreamError(w, cerr(codeNotFound, "process not found"))
 		return
 	}
 	if !s.openStream(sb.ID) {
-		writeUnaryError(w, cerr(codeResourceExhausted, "sandbox %s has %d streams open, the most it may", sb.ID, maxStreams))
+		writeStreamError(w, cerr(codeResourceExhausted, "sandbox %s has %d streams open, the most it may", sb.ID, maxStreams))
 		return
 	}
 	defer s.closeStream(sb.ID)

@@ -369,12 +369,9 @@ func (s *Server) destroy(id string) error {
 		t.Stop()
 		delete(s.timers, id)
 	}
-	procs := s.procs[id]
-	delete(s.procs, id)
+	release := s.releaseLocked(id)
 	s.mu.Unlock()
-	for _, p := range procs {
-		p.x.Close()
-	}
+	release()
 	// A pause or resume under way finishes first; sb is out of the table,
 	// so it changes nothing else, and what it made is removed here.
 	sb.op.Lock()

@@ -78,6 +78,7 @@ type Server struct {
 	timers    map[string]*time.Timer
 	procs     map[string]map[uint32]*process // sandbox ID → PID → process
 	streams   map[string]int                 // sandbox ID → open streams
+	watchers  map[string]map[string]*pollWatcher
 	nextPID   uint32
 	starting  int // creates under way, counted against MaxSandboxes
 	closed    bool
@@ -115,6 +116,7 @@ func New(cfg Config) (*Server, error) {
 		timers:    map[string]*time.Timer{},
 		procs:     map[string]map[uint32]*process{},
 		streams:   map[string]int{},
+		watchers:  map[string]map[string]*pollWatcher{},
 		nextPID:   1000,
 	}
 	if err := s.restore(); err != nil {

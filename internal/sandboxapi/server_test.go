@@ -342,6 +342,23 @@ func TestDataPlaneSandbox(t *testing.T) {
 	}
 }
 
+// streamError reads a stream answer that is an error alone: HTTP 200 and
+// one end-stream envelope carrying {"error":{code,message}}.
+func streamError(t *testing.T, w *httptest.ResponseRecorder) connectError {
+	t.Helper()
+	flags, msg, err := readEnvelope(w.Body, MaxJSONBody)
+	var end struct {
+		Error connectError `json:"error"`
+	}
+	if w.Code != 200 || err != nil || flags != flagEndStream || json.Unmarshal(msg, &end) != nil || w.Body.Len() != 0 {
+		t.Errorf("want a stream of one end-stream envelope, got %d %q (%v)", w.Code, msg, err)
+	}
+	if end.Error.Message == "" || strings.Contains(end.Error.Message, "\n") {
+		t.Errorf("stream error %+v: want a one-line message", end.Error)
+	}
+	return end.Error
+}
+
 // envelope frames msg as a Connect envelope.
 func envelope(flags byte, msg string) string {
 	return string(appendEnvelope(nil, flags, []byte(msg)))
@@ -383,9 +400,8 @@ func TestConnectBadInput(t *testing.T) {
 				hh["Content-Type"] = tc.ct
 			}
 			w := do(t, s, call{method: "POST", path: "/process.Process/Start", body: tc.body, header: hh})
-			var e connectError
-			if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || e.Code != tc.code || w.Code != codeStatus[tc.code] {
-				t.Errorf("got %d %s, want %d and code %s", w.Code, w.Body, codeStatus[tc.code], tc.code)
+			if e := streamError(t, w); e.Code != tc.code {
+				t.Errorf("got %d %q, want a stream ending with code %s", w.Code, w.Body, tc.code)
 			}
 		})
 	}
@@ -402,7 +418,11 @@ func TestConnectBadInput(t *testing.T) {
 		{"/filesystem.Filesystem/Stat", `{"path":"a\u0000b"}`, codeInvalidArgument},
 		{"/filesystem.Filesystem/Stat", `{"path":""}`, codeInvalidArgument},
 		{"/filesystem.Filesystem/Stat", `{"path":"/etc"}`, codeUnavailable},
-		{"/filesystem.Filesystem/WatchDir", `{}`, codeUnimplemented},
+		{"/filesystem.Filesystem/CreateWatcher", `{"path":"a\u0000b"}`, codeInvalidArgument},
+		{"/filesystem.Filesystem/CreateWatcher", `{"path":"/tmp"}`, codeUnavailable},
+		{"/filesystem.Filesystem/GetWatcherEvents", `{"watcherId":"nope"}`, codeNotFound},
+		{"/filesystem.Filesystem/RemoveWatcher", `{"watcherId":"nope"}`, codeNotFound},
+		{"/process.Process/StreamInput", `{}`, codeUnimplemented},
 	} {
 		w := do(t, s, call{method: "POST", path: tc.path, body: tc.body, header: h})
 		var e connectError
@@ -418,9 +438,18 @@ func TestConnectBadInput(t *testing.T) {
 		{"\x00", codeInvalidArgument},
 	} {
 		w := do(t, s, call{method: "POST", path: "/process.Process/Connect", body: tc.body, header: h})
-		var e connectError
-		if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || e.Code != tc.code {
-			t.Errorf("Connect %q: got %d %s, want code %s", tc.body, w.Code, w.Body, tc.code)
+		if e := streamError(t, w); e.Code != tc.code {
+			t.Errorf("Connect %q: got %+v, want a stream ending with code %s", tc.body, e, tc.code)
+		}
+	}
+	for _, tc := range []struct{ body, code string }{
+		{envelope(0, `{}`), codeInvalidArgument},
+		{envelope(0, `{"path":"/tmp","recursive":true}`), codeUnavailable}, // the VM is gone
+		{envelope(0, `{"path":`), codeInvalidArgument},
+	} {
+		w := do(t, s, call{method: "POST", path: "/filesystem.Filesystem/WatchDir", body: tc.body, header: h})
+		if e := streamError(t, w); e.Code != tc.code {
+			t.Errorf("WatchDir %q: got %+v, want a stream ending with code %s", tc.body, e, tc.code)
 		}
 	}
 	h["Content-Type"] = "application/json"

@@ -356,3 +356,60 @@ func TestSandboxSurvivesServeRestart(t *testing.T) {
 		t.Errorf("sandbox %s killed, but its VM is still listed: %+v", id, vm)
 	}
 }
+
+// sdkDir returns test/e2b with the SDK installed, or fails the test.
+func sdkDir(t *testing.T) string {
+	t.Helper()
+	_, here, _, _ := runtime.Caller(0)
+	dir := filepath.Join(filepath.Dir(here), "..", "e2b")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "e2b", "package.json")); err != nil {
+		t.Fatalf("the E2B SDK is not installed in %s: run scripts/install-e2b.sh (scripts/install-deps.sh does): %v", dir, err)
+	}
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Fatalf("node not found: run scripts/install-e2b.sh: %v", err)
+	}
+	return dir
+}
+
+// runSDKScript runs an SDK script in test/e2b against serve at url and
+// returns the JSON summary it ends with.
+func runSDKScript(t *testing.T, script, url, key string, env ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", script)
+	cmd.Dir = sdkDir(t)
+	cmd.Env = append(os.Environ(),
+		"E2B_API_URL="+url,
+		"E2B_SANDBOX_URL="+url,
+		"E2B_API_KEY="+key,
+		"E2B_DOMAIN=fcvm.invalid",
+	)
+	cmd.Env = append(cmd.Env, env...)
+	r := runQuiet(cmd, nil)
+	t.Logf("node %s → exit %d\nstderr:\n%s", script, r.code, r.stderr)
+	if r.code != 0 {
+		t.Fatalf("the SDK script failed: %s", r)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	return lines[len(lines)-1]
+}
+
+// TestSandboxAPIStreams drives commands that outlive their stream,
+// Connect by PID, a PTY, recursive listings and directory watches
+// through the official SDK (sdk_streams_test.mjs), on one sandbox.
+func TestSandboxAPIStreams(t *testing.T) {
+	needSetup(t)
+	const key = "e2b_fcvm_streams_key"
+	url, _ := startServe(t, key, sdkImage(t))
+	out := runSDKScript(t, "sdk_streams_test.mjs", url, key, "TEMPLATE=bb")
+	var sum struct {
+		SandboxID string `json:"sandboxID"`
+	}
+	if err := json.Unmarshal([]byte(out), &sum); err != nil || sum.SandboxID == "" {
+		t.Fatalf("SDK summary %q: %v", out, err)
+	}
+	if vm := findVM(t, sum.SandboxID); vm != nil {
+		t.Errorf("sandbox %s killed, but its VM is still listed: %+v", sum.SandboxID, vm)
+	}
+}
