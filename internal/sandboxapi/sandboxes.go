@@ -43,6 +43,14 @@ type sandbox struct {
 	Paused   bool   `json:"paused,omitempty"`
 	PauseTag string `json:"pauseTag,omitempty"`
 	Pauses   int    `json:"pauses,omitempty"` // numbers the pause snapshots
+	// Publish are the sandbox's published ports, as fcvm run -p takes
+	// them.
+	Publish []string `json:"publish,omitempty"`
+	// Forks numbers the fork snapshots made of this sandbox; ForkTag is
+	// the fork snapshot this sandbox is a clone of, removed with the
+	// last sandbox that uses it.
+	Forks   int    `json:"forks,omitempty"`
+	ForkTag string `json:"forkTag,omitempty"`
 
 	// op serializes pause, resume and kill of this sandbox; it is held
 	// across the VM calls, s.mu never is.
@@ -57,6 +65,9 @@ type createRequest struct {
 	EnvVars    map[string]string `json:"envVars"`
 	// AllowInternetAccess false gives the sandbox no network.
 	AllowInternetAccess *bool `json:"allow_internet_access"`
+	// Ports is an fcvm extension: guest ports to publish on the host's
+	// loopback.
+	Ports []portRequest `json:"ports"`
 }
 
 // sandboxJSON is E2B's Sandbox, ListedSandbox and SandboxDetail in one.
@@ -147,46 +158,76 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 		CPUs:       1,
 		MemoryMiB:  512,
 	}
-	s.mu.Lock()
-	if len(s.sandboxes)+s.starting >= s.cfg.MaxSandboxes {
-		s.mu.Unlock()
+	if !s.reserve(1) {
 		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("%d sandboxes are running or starting, the most this server allows: kill one first", s.cfg.MaxSandboxes))
 		return
 	}
-	s.starting++
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		s.starting--
-		s.mu.Unlock()
-	}()
+	defer s.unreserve(1)
 	sb.Ref, sb.Clone = s.resolveTemplate(req.TemplateID)
+	for _, p := range req.Ports {
+		spec, err := p.spec()
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		sb.Publish = append(sb.Publish, spec)
+	}
+	if len(sb.Publish) > maxPorts {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("ports: at most %d", maxPorts))
+		return
+	}
 	noNet := req.AllowInternetAccess != nil && !*req.AllowInternetAccess
 	// The VM outlives this request: a client that hangs up must not leave
 	// a half-started sandbox nobody knows about.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Minute)
 	defer cancel()
+	if status, err := s.launch(ctx, sb, timeout, noNet); err != nil {
+		writeError(w, status, err.Error())
+		return
+	}
+	j := sb.json(false)
+	j.EnvdAccessToken = sb.Token
+	writeJSON(w, http.StatusCreated, j)
+}
+
+// reserve counts n sandboxes about to start against MaxSandboxes, or
+// reports that there is no room for them.
+func (s *Server) reserve(n int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.sandboxes)+s.starting+n > s.cfg.MaxSandboxes {
+		return false
+	}
+	s.starting += n
+	return true
+}
+
+func (s *Server) unreserve(n int) {
+	s.mu.Lock()
+	s.starting -= n
+	s.mu.Unlock()
+}
+
+// launch starts sb's VM, records it and enters it in the table, to end
+// timeout from now. The status goes with the error.
+func (s *Server) launch(ctx context.Context, sb *sandbox, timeout time.Duration, noNet bool) (int, error) {
 	vmID, err := s.start(ctx, sb, noNet)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("create sandbox from %s: %v", req.TemplateID, err))
-		return
+		return http.StatusBadRequest, fmt.Errorf("create sandbox from %s: %w", sb.TemplateID, err)
 	}
 	sb.VMID = vmID
 	sb.StartedAt = time.Now().UTC()
 	sb.EndAt = sb.StartedAt.Add(timeout)
 	if err := s.save(sb); err != nil {
 		s.cfg.Engine.Remove(vmID, true)
-		writeError(w, http.StatusInternalServerError, err.Error())
-		return
+		return http.StatusInternalServerError, err
 	}
 	s.mu.Lock()
 	s.sandboxes[sb.ID] = sb
 	s.armLocked(sb)
 	s.mu.Unlock()
 	s.log.Info("sandbox created", "sandbox", sb.ID, "template", sb.TemplateID, "vm", vmID)
-	j := sb.json(false)
-	j.EnvdAccessToken = sb.Token
-	writeJSON(w, http.StatusCreated, j)
+	return 0, nil
 }
 
 // lifetime checks the timeout (seconds) of a create or a connect:
@@ -230,7 +271,11 @@ func (s *Server) start(ctx context.Context, sb *sandbox, noNet bool) (string, er
 		if tag == "" {
 			tag = sb.Ref
 		}
-		args = []string{"snapshot", "run", "-d", "--name", sb.ID, "--label", Label + "=" + sb.TemplateID, tag}
+		args = []string{"snapshot", "run", "-d", "--name", sb.ID, "--label", Label + "=" + sb.TemplateID}
+		for _, p := range sb.Publish {
+			args = append(args, "--publish", p)
+		}
+		args = append(args, tag)
 	} else {
 		args = []string{"run", "-d", "--name", sb.ID,
 			"--label", Label + "=" + sb.TemplateID,
@@ -238,6 +283,9 @@ func (s *Server) start(ctx context.Context, sb *sandbox, noNet bool) (string, er
 			"--entrypoint", "/bin/sh"}
 		if noNet {
 			args = append(args, "--network", "none")
+		}
+		for _, p := range sb.Publish {
+			args = append(args, "--publish", p)
 		}
 		args = append(args, sb.Ref, "-c", keepAlive)
 	}
@@ -396,6 +444,13 @@ func (s *Server) reap(sb *sandbox) error {
 	}
 	if rmErr := os.Remove(s.stateFile(sb.ID)); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
 		err = errors.Join(err, rmErr)
+	}
+	if sb.ForkTag != "" && !s.forkInUse(sb.ForkTag) {
+		// Never forced: a clone still running (one not in the table yet
+		// while the server restores) keeps it.
+		if rmErr := s.cfg.Engine.RemoveSnapshot(sb.ForkTag, false); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
+			s.log.Warn("remove fork snapshot", "snapshot", sb.ForkTag, "err", rmErr)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("kill sandbox %s: %w", sb.ID, err)

@@ -209,8 +209,16 @@ func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
 		s.pause(w, r, p[1])
 	case len(p) == 4 && p[0] == "v2" && p[1] == "sandboxes" && p[3] == "connect" && r.Method == http.MethodPost:
 		s.connect(w, r, p[2])
-	case len(p) == 3 && p[0] == "sandboxes" && (p[2] == "fork" || p[2] == "snapshots"):
-		writeError(w, http.StatusNotImplemented, fmt.Sprintf("%s %s: not implemented by fcvm serve yet", r.Method, r.URL.Path))
+	case len(p) == 3 && p[0] == "sandboxes" && p[2] == "fork" && r.Method == http.MethodPost:
+		s.fork(w, r, p[1])
+	case len(p) == 3 && p[0] == "sandboxes" && p[2] == "snapshots" && r.Method == http.MethodPost:
+		s.createSnapshot(w, r, p[1])
+	case len(p) == 3 && p[0] == "sandboxes" && p[2] == "ports" && r.Method == http.MethodGet:
+		s.ports(w, p[1])
+	case len(p) == 1 && p[0] == "snapshots" && r.Method == http.MethodGet:
+		s.listSnapshots(w, r)
+	case len(p) == 2 && p[0] == "templates" && r.Method == http.MethodDelete:
+		s.deleteTemplate(w, p[1])
 	default:
 		writeError(w, http.StatusNotFound, fmt.Sprintf("%s %s: no such endpoint", r.Method, r.URL.Path))
 	}

@@ -206,6 +206,9 @@ func TestUnknownSandbox(t *testing.T) {
 		{method: "POST", path: "/sandboxes/nope/timeout", body: `{"timeout":5}`},
 		{method: "POST", path: "/sandboxes/nope/pause"},
 		{method: "POST", path: "/v2/sandboxes/nope/connect", body: `{"timeout":5}`},
+		{method: "POST", path: "/sandboxes/nope/fork", body: `{"count":2}`},
+		{method: "POST", path: "/sandboxes/nope/snapshots", body: `{"name":"fine"}`},
+		{method: "GET", path: "/sandboxes/nope/ports"},
 	} {
 		c.header = key
 		t.Run(c.method, func(t *testing.T) { wantAPIError(t, do(t, s, c), http.StatusNotFound, `"nope" not found`) })
@@ -214,7 +217,7 @@ func TestUnknownSandbox(t *testing.T) {
 	w := do(t, s, call{method: "GET", path: "/health", header: map[string]string{"E2b-Sandbox-Id": "nope"}})
 	wantAPIError(t, w, http.StatusBadGateway, `"nope" not found`)
 	wantAPIError(t, do(t, s, call{method: "GET", path: "/nowhere", header: key}), http.StatusNotFound, "no such endpoint")
-	wantAPIError(t, do(t, s, call{method: "POST", path: "/sandboxes/x/fork", header: key}), http.StatusNotImplemented, "not implemented")
+	wantAPIError(t, do(t, s, call{method: "DELETE", path: "/templates/nope", header: key}), http.StatusNotFound, `"nope" not found`)
 }
 
 func TestTimeoutBadInputAndExpiry(t *testing.T) {

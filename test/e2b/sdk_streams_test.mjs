@@ -84,9 +84,9 @@ log("pty ok");
 // Recursive listings, getInfo, rename, exists.
 await sbx.commands.run("mkdir -p /tree/a/b/c && echo deep > /tree/a/b/c/f && echo top > /tree/t && ln -s /etc /tree/link");
 const byDepth = async (depth) => (await sbx.files.list("/tree", { depth })).map((e) => `${e.path}:${e.type}`).sort();
-assert.deepEqual(await byDepth(1), ["/tree/a:dir", "/tree/link:symlink", "/tree/t:file"]);
-assert.deepEqual(await byDepth(2), ["/tree/a:dir", "/tree/a/b:dir", "/tree/link:symlink", "/tree/t:file"]);
-assert.deepEqual(await byDepth(10), ["/tree/a:dir", "/tree/a/b:dir", "/tree/a/b/c:dir", "/tree/a/b/c/f:file", "/tree/link:symlink", "/tree/t:file"]);
+assert.deepEqual(await byDepth(1), ["/tree/a:dir", "/tree/link:symlink", "/tree/t:file"].sort());
+assert.deepEqual(await byDepth(2), ["/tree/a:dir", "/tree/a/b:dir", "/tree/link:symlink", "/tree/t:file"].sort());
+assert.deepEqual(await byDepth(10), ["/tree/a:dir", "/tree/a/b:dir", "/tree/a/b/c:dir", "/tree/a/b/c/f:file", "/tree/link:symlink", "/tree/t:file"].sort());
 const info = await sbx.files.getInfo("/tree/a/b/c/f");
 assert.equal(info.type, "file");
 assert.equal(info.size, 5);
