@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -661,5 +662,60 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 func TestNewRefusesNoKey(t *testing.T) {
 	if _, err := New(Config{StateDir: t.TempDir()}); err == nil || !strings.Contains(err.Error(), "no API key") {
 		t.Errorf("New without a key: %v", err)
+	}
+}
+
+// TestExtensionsBadInput: fork, snapshots and ports refuse what they
+// cannot do with a one-line error, and leave nothing behind.
+func TestExtensionsBadInput(t *testing.T) {
+	s := newTestServer(t)
+	s.cfg.MaxSandboxes = 10
+	addSandbox(t, s, "sb1", time.Now(), nil)
+	clone := addSandbox(t, s, "cl1", time.Now(), nil)
+	clone.Clone = true
+	paused := addSandbox(t, s, "pz1", time.Now(), nil)
+	paused.Paused = true
+	for _, tc := range []struct {
+		c      call
+		status int
+		msg    string
+	}{
+		{call{method: "POST", path: "/sandboxes/sb1/fork", body: `{"count":0}`}, 400, "between 1 and 16"},
+		{call{method: "POST", path: "/sandboxes/sb1/fork", body: `{"count":17}`}, 400, "between 1 and 16"},
+		{call{method: "POST", path: "/sandboxes/sb1/fork", body: `{"count":`}, 400, "decode request body"},
+		{call{method: "POST", path: "/sandboxes/sb1/fork", body: `{"timeout":-1}`}, 400, "timeout"},
+		{call{method: "POST", path: "/sandboxes/sb1/fork", body: `{"count":16}`}, 429, "more than this server allows"},
+		{call{method: "POST", path: "/sandboxes/cl1/fork", body: `{}`}, 400, "clone"},
+		{call{method: "POST", path: "/sandboxes/pz1/fork", body: `{}`}, 409, "paused"},
+		{call{method: "POST", path: "/sandboxes/cl1/snapshots", body: `{}`}, 400, "clone"},
+		{call{method: "POST", path: "/sandboxes/sb1/snapshots", body: `{"name":"../x"}`}, 400, "name: tag"},
+		{call{method: "POST", path: "/sandboxes/sb1/snapshots", body: `{"name":"` + strings.Repeat("a", 64) + `"}`}, 400, "name: tag"},
+		{call{method: "GET", path: "/snapshots?limit=0"}, 400, "limit"},
+		{call{method: "POST", path: "/v2/sandboxes", body: `{"templateID":"x","ports":[{"hostPort":80,"guestPort":80}]}`}, 400, "hostPort 1024-65535"},
+		{call{method: "POST", path: "/v2/sandboxes", body: `{"templateID":"x","ports":[{"hostPort":8080,"guestPort":80,"proto":"sctp"}]}`}, 400, "proto tcp or udp"},
+	} {
+		tc.c.header = key
+		t.Run(tc.c.method+tc.c.path, func(t *testing.T) { wantAPIError(t, do(t, s, tc.c), tc.status, tc.msg) })
+	}
+	s.cfg.MaxSandboxes = 100
+	tooMany := make([]string, maxPorts+1)
+	for i := range tooMany {
+		tooMany[i] = fmt.Sprintf(`{"hostPort":%d,"guestPort":80}`, 20000+i)
+	}
+	wantAPIError(t, do(t, s, call{method: "POST", path: "/v2/sandboxes", header: key,
+		body: `{"templateID":"x","ports":[` + strings.Join(tooMany, ",") + `]}`}), 400, "at most 16")
+	// Nothing was made: no snapshot, no new sandbox, and no fork counted
+	// as under way.
+	if snaps, _ := s.cfg.Engine.Snapshots(); len(snaps) != 0 {
+		t.Errorf("snapshots left: %v", snaps)
+	}
+	if w := do(t, s, call{method: "GET", path: "/snapshots", header: key}); w.Code != 200 || strings.TrimSpace(w.Body.String()) != "[]" {
+		t.Errorf("GET /snapshots: %d %s", w.Code, w.Body)
+	}
+	s.mu.Lock()
+	n, starting := len(s.sandboxes), s.starting
+	s.mu.Unlock()
+	if n != 3 || starting != 0 {
+		t.Errorf("%d sandboxes, %d starting; want 3 and 0", n, starting)
 	}
 }
