@@ -116,5 +116,45 @@ await assert.rejects(sbx.files.watchDir("/tree/missing", () => {}), NotFoundErro
 summary.watchEvents = deep.length;
 log("watchDir ok:", JSON.stringify(deep));
 
+// fcvm's extensions in E2B's shapes: a snapshot of the sandbox as a
+// template, and a fork into clones; both see the sandbox's disk as it was.
+await sbx.files.write("/marker", "before the snapshot");
+const snapName = `streams-${process.pid}`;
+let t0 = performance.now();
+const snap = await sbx.createSnapshot({ name: snapName, ...slow });
+summary.snapshotMs = Math.round(performance.now() - t0);
+assert.equal(snap.snapshotId, snapName);
+const snaps = await Sandbox.listSnapshots({ sandboxId: sbx.sandboxId }).nextItems();
+assert.ok(snaps.some((x) => x.snapshotId === snapName), `listSnapshots: ${JSON.stringify(snaps)}`);
+const fromSnap = await Sandbox.create(snapName, slow);
+summary.fromSnapshotID = fromSnap.sandboxId;
+assert.equal(await fromSnap.files.read("/marker"), "before the snapshot");
+// In use by a sandbox: refused; once it is gone, deleted.
+await assert.rejects(Sandbox.deleteSnapshot(snapName), /in use/);
+await fromSnap.kill();
+assert.equal(await Sandbox.deleteSnapshot(snapName), true);
+assert.equal(await Sandbox.deleteSnapshot(snapName), false);
+log("createSnapshot, listSnapshots, create from it, deleteSnapshot ok");
+
+await sbx.files.write("/marker", "before the fork");
+t0 = performance.now();
+const forks = await sbx.fork({ count: 2, ...slow });
+summary.forkOf2Ms = Math.round(performance.now() - t0);
+assert.equal(forks.length, 2);
+summary.forkIDs = forks.map((f) => f.sandboxId);
+for (const f of forks) {
+  assert.ok(f instanceof Sandbox, `fork result: ${f}`);
+  assert.notEqual(f.sandboxId, sbx.sandboxId);
+  assert.equal((await f.commands.run("cat /marker")).stdout, "before the fork");
+}
+await forks[0].files.write("/marker", "changed in clone 0");
+assert.equal(await forks[1].files.read("/marker"), "before the fork", "clones share a disk");
+assert.equal(await sbx.files.read("/marker"), "before the fork", "the forked sandbox goes on unchanged");
+const forkSnaps = (await Sandbox.listSnapshots({ sandboxId: sbx.sandboxId }).nextItems()).map((x) => x.snapshotId);
+assert.equal(forkSnaps.length, 1, `fork snapshots: ${forkSnaps}`);
+for (const f of forks) await f.kill();
+assert.deepEqual(await Sandbox.listSnapshots({ sandboxId: sbx.sandboxId }).nextItems(), [], "the fork snapshot went with its clones");
+log("fork ok in", summary.forkOf2Ms, "ms");
+
 await sbx.kill();
 console.log(JSON.stringify(summary));

@@ -287,7 +287,8 @@ func TestSandboxSurvivesServeRestart(t *testing.T) {
 	ref := sdkImage(t)
 	url, stop := startServe(t, key, ref)
 	ctl := map[string]string{"X-API-KEY": key, "Content-Type": "application/json"}
-	code, body := apiCall(t, "POST", url+"/v2/sandboxes", `{"templateID":"bb","timeout":300,"envVars":{"GREETING":"hi"}}`, ctl)
+	hostPort := freePort(t)
+	code, body := apiCall(t, "POST", url+"/v2/sandboxes", fmt.Sprintf(`{"templateID":"bb","timeout":300,"envVars":{"GREETING":"hi"},"ports":[{"hostPort":%d,"guestPort":8080}]}`, hostPort), ctl)
 	var created struct {
 		SandboxID       string `json:"sandboxID"`
 		EnvdAccessToken string `json:"envdAccessToken"`
@@ -332,6 +333,28 @@ func TestSandboxSurvivesServeRestart(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, msgs); diff != "" {
 		t.Errorf("process stream (-want +got):\n%s", diff)
+	}
+
+	// The published port (an fcvm extension) is listed and reaches a
+	// server in the sandbox.
+	wantPorts := fmt.Sprintf(`[{"hostIP":"127.0.0.1","hostPort":%d,"guestPort":8080,"proto":"tcp"}]`, hostPort)
+	if code, body := apiCall(t, "GET", url+"/sandboxes/"+id+"/ports", "", ctl); code != http.StatusOK || strings.TrimSpace(string(body)) != wantPorts {
+		t.Errorf("GET ports: %d %s, want %s", code, body, wantPorts)
+	}
+	execOut(t, id, "sh", "-c", "mkdir -p /www && echo served > /www/x && httpd -p 8080 -h /www")
+	var got string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/x", hostPort))
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if got = string(b); got == "served\n" {
+				break
+			}
+		}
+	}
+	if got != "served\n" {
+		t.Errorf("GET the published port: %q, want the guest's file", got)
 	}
 
 	// Files: octet-stream up, plain GET down.
@@ -396,20 +419,36 @@ func runSDKScript(t *testing.T, script, url, key string, env ...string) string {
 }
 
 // TestSandboxAPIStreams drives commands that outlive their stream,
-// Connect by PID, a PTY, recursive listings and directory watches
-// through the official SDK (sdk_streams_test.mjs), on one sandbox.
+// Connect by PID, a PTY, recursive listings, directory watches, and
+// fcvm's extensions in E2B's shapes (snapshots as templates, fork)
+// through the official SDK (sdk_streams_test.mjs), from one sandbox.
 func TestSandboxAPIStreams(t *testing.T) {
 	needSetup(t)
 	const key = "e2b_fcvm_streams_key"
 	url, _ := startServe(t, key, sdkImage(t))
 	out := runSDKScript(t, "sdk_streams_test.mjs", url, key, "TEMPLATE=bb")
 	var sum struct {
-		SandboxID string `json:"sandboxID"`
+		SandboxID  string `json:"sandboxID"`
+		SnapshotMs int    `json:"snapshotMs"`
+		ForkOf2Ms  int    `json:"forkOf2Ms"`
+		// The sandboxes made from the snapshot and by the fork.
+		FromSnapshotID string   `json:"fromSnapshotID"`
+		ForkIDs        []string `json:"forkIDs"`
 	}
 	if err := json.Unmarshal([]byte(out), &sum); err != nil || sum.SandboxID == "" {
 		t.Fatalf("SDK summary %q: %v", out, err)
 	}
+	t.Logf("snapshot of a sandbox %d ms, fork into 2 clones %d ms", sum.SnapshotMs, sum.ForkOf2Ms)
 	if vm := findVM(t, sum.SandboxID); vm != nil {
 		t.Errorf("sandbox %s killed, but its VM is still listed: %+v", sum.SandboxID, vm)
+	}
+	// The fork's clones and snapshot, and the deleted snapshot, are gone.
+	if r := fcvm(t, "snapshot", "ls"); r.code != 0 || strings.Contains(r.stdout, sum.SandboxID) || strings.Contains(r.stdout, "streams-") {
+		t.Errorf("snapshots left behind: %s", r)
+	}
+	for _, id := range append(sum.ForkIDs, sum.FromSnapshotID) {
+		if vm := findVM(t, id); vm != nil {
+			t.Errorf("sandbox %s killed, but its VM is still listed: %+v", id, vm)
+		}
 	}
 }
