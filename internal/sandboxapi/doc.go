@@ -28,6 +28,19 @@
 // once. What serve implements is described by the OpenAPI document it
 // serves at /openapi.json.
 //
+// A command started through the API belongs to the server, not to the
+// stream that started it (proclog.go): the server reads its output
+// whether a client listens or not, keeps what no stream has been sent
+// (a bounded backlog), and process.Process/Connect re-attaches to it by
+// PID or tag. Directory watches are inotify in the guest agent
+// (engine.Watch, watch.go).
+//
+// Beyond E2B's sandbox lifecycle, in E2B's shapes where it has them
+// (forks.go): fork clones a running sandbox N times (one snapshot, N
+// clones, the snapshot removed with the last clone), snapshots of a
+// sandbox are templates (create, list, delete), and a sandbox may
+// publish guest ports on the host's loopback.
+//
 // # Protocols
 //
 // The control plane is JSON over HTTP; errors are {"code":N,"message":M}
@@ -42,10 +55,13 @@
 //
 // Every body is capped (MaxJSONBody for JSON and Connect messages,
 // Config.MaxUpload for files), sandboxes are capped (Config.MaxSandboxes,
-// then 429) and so are the commands of each (maxProcesses), a command
-// lives no longer than its Connect-Timeout-Ms or its caller's
-// connection, and file paths are checked and passed to the guest
-// as arguments, never as shell text. File operations run in the
+// then 429) and so are the commands of each (maxProcesses), the output a
+// command keeps for later (maxBacklog), the streams and watches of each
+// sandbox (maxStreams), the directories of a watch and the events a
+// polled watcher holds; a command lives no longer than its
+// Connect-Timeout-Ms or its sandbox, published ports go on loopback
+// only, and file paths are checked and passed to the guest as arguments,
+// never as shell text. File operations run in the
 // sandbox's container through engine.Exec; nothing on the host is read or
 // written on a caller's behalf except the server's own records.
 //
