@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -250,14 +249,10 @@ func (s *Server) snapshotExists(tag string) bool {
 // (each can be a templateID), filtered by sandboxID and name, in pages.
 func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	limit := 100
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit %q: must be between 1 and 1000", v))
-			return
-		}
-		limit = n
+	limit, err := pageLimit(q)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
 	}
 	snaps, err := s.cfg.Engine.Snapshots()
 	if err != nil {

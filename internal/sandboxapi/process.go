@@ -105,6 +105,31 @@ func deadline(r *http.Request) (time.Duration, *connectError) {
 	return time.Duration(ms) * time.Millisecond, nil
 }
 
+// beginStream opens a server-stream call that follows something already
+// there (a command, a directory): it decodes the request into req,
+// counts the stream against the sandbox's, and returns the request's
+// context ended by its Connect-Timeout-Ms, if any, and what ends it all.
+// On failure it has answered the call, and ok is false.
+func (s *Server) beginStream(w http.ResponseWriter, r *http.Request, sb *sandbox, req any) (ctx context.Context, end func(), ok bool) {
+	if e := readStreamRequest(r, req); e != nil {
+		writeStreamError(w, e)
+		return nil, nil, false
+	}
+	life, e := deadline(r)
+	if e == nil {
+		e = s.openStream(sb.ID)
+	}
+	if e != nil {
+		writeStreamError(w, e)
+		return nil, nil, false
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	if life > 0 {
+		ctx, cancel = context.WithTimeout(r.Context(), life)
+	}
+	return ctx, func() { cancel(); s.closeStream(sb.ID) }, true
+}
+
 // processStart is process.Process/Start: start a command in the
 // sandbox's container, then stream start, output and end. The command
 // belongs to the server (proclog.go): a client that goes away leaves it
@@ -147,8 +172,8 @@ func (s *Server) processStart(w http.ResponseWriter, r *http.Request, sb *sandbo
 		}
 		xreq.TTY, xreq.Rows, xreq.Cols, xreq.Stdin = true, rows, cols, true
 	}
-	if !s.openStream(sb.ID) {
-		writeStreamError(w, cerr(codeResourceExhausted, "sandbox %s has %d streams open, the most it may", sb.ID, maxStreams))
+	if e := s.openStream(sb.ID); e != nil {
+		writeStreamError(w, e)
 		return
 	}
 	defer s.closeStream(sb.ID)
@@ -237,30 +262,15 @@ func (s *Server) processConnect(w http.ResponseWriter, r *http.Request, sb *sand
 	var req struct {
 		Process processSelector `json:"process"`
 	}
-	if e := readStreamRequest(r, &req); e != nil {
-		writeStreamError(w, e)
+	ctx, end, ok := s.beginStream(w, r, sb, &req)
+	if !ok {
 		return
 	}
-	life, e := deadline(r)
-	if e != nil {
-		writeStreamError(w, e)
-		return
-	}
+	defer end()
 	p := s.findProcess(sb.ID, req.Process, true)
 	if p == nil {
 		writeStreamError(w, cerr(codeNotFound, "process not found"))
 		return
-	}
-	if !s.openStream(sb.ID) {
-		writeStreamError(w, cerr(codeResourceExhausted, "sandbox %s has %d streams open, the most it may", sb.ID, maxStreams))
-		return
-	}
-	defer s.closeStream(sb.ID)
-	ctx := r.Context()
-	if life > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, life)
-		defer cancel()
 	}
 	st := newStream(w)
 	if st.send(map[string]any{"event": processEvent{Start: &startEvent{PID: p.pid}}}) != nil {
@@ -344,15 +354,16 @@ func (s *Server) findProcess(sandboxID string, sel processSelector, withEnded bo
 	return found
 }
 
-// openStream counts a stream of the sandbox against maxStreams.
-func (s *Server) openStream(sandboxID string) bool {
+// openStream counts a stream of the sandbox against maxStreams, or says
+// why it cannot be opened.
+func (s *Server) openStream(sandboxID string) *connectError {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.streams[sandboxID] >= maxStreams {
-		return false
+		return cerr(codeResourceExhausted, "sandbox %s has %d streams and watches open, the most it may: close one", sandboxID, maxStreams)
 	}
 	s.streams[sandboxID]++
-	return true
+	return nil
 }
 
 func (s *Server) closeStream(sandboxID string) {

@@ -537,14 +537,10 @@ func (s *Server) setTimeout(w http.ResponseWriter, r *http.Request, id string) {
 // metadata, oldest first, in pages of limit with x-next-token.
 func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	limit := 100
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit %q: must be between 1 and 1000", v))
-			return
-		}
-		limit = n
+	limit, err := pageLimit(q)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
 	}
 	wantMeta, err := parseMetadataQuery(q.Get("metadata"))
 	if err != nil {
@@ -592,6 +588,19 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		out = append(out, sb.json(true))
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// pageLimit reads a listing's limit: 100 when absent, at most 1000.
+func pageLimit(q url.Values) (int, error) {
+	v := q.Get("limit")
+	if v == "" {
+		return 100, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 1000 {
+		return 0, fmt.Errorf("limit %q: must be between 1 and 1000", v)
+	}
+	return n, nil
 }
 
 // parseMetadataQuery reads the SDK's metadata filter: a query string of

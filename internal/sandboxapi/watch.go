@@ -61,26 +61,11 @@ func (s *Server) startWatch(ctx context.Context, r *http.Request, sb *sandbox, r
 // fsWatchDir is filesystem.Filesystem/WatchDir.
 func (s *Server) fsWatchDir(w http.ResponseWriter, r *http.Request, sb *sandbox) {
 	var req watchRequest
-	if e := readStreamRequest(r, &req); e != nil {
-		writeStreamError(w, e)
+	ctx, end, ok := s.beginStream(w, r, sb, &req)
+	if !ok {
 		return
 	}
-	life, e := deadline(r)
-	if e != nil {
-		writeStreamError(w, e)
-		return
-	}
-	if !s.openStream(sb.ID) {
-		writeStreamError(w, cerr(codeResourceExhausted, "sandbox %s has %d streams open, the most it may", sb.ID, maxStreams))
-		return
-	}
-	defer s.closeStream(sb.ID)
-	ctx := r.Context()
-	if life > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, life)
-		defer cancel()
-	}
+	defer end()
 	wt, e := s.startWatch(ctx, r, sb, req)
 	if e != nil {
 		writeStreamError(w, e)
@@ -131,8 +116,8 @@ func (s *Server) fsCreateWatcher(w http.ResponseWriter, r *http.Request, sb *san
 		writeUnaryError(w, e)
 		return
 	}
-	if !s.openStream(sb.ID) {
-		writeUnaryError(w, cerr(codeResourceExhausted, "sandbox %s has %d streams open, the most it may", sb.ID, maxStreams))
+	if e := s.openStream(sb.ID); e != nil {
+		writeUnaryError(w, e)
 		return
 	}
 	wt, e := s.startWatch(context.WithoutCancel(r.Context()), r, sb, req)
