@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -81,15 +82,11 @@ func (a *Agent) watch(req *channel.WatchRequest, conn net.Conn) error {
 		return fmt.Errorf("watch %s: %w", req.Path, err)
 	}
 	defer unix.Close(base)
-	ifd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	w, err := newWatcher(base, req.Recursive)
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", req.Path, err)
 	}
-	w := &watcher{ino: os.NewFile(uintptr(ifd), "inotify"), ifd: ifd, base: base, recursive: req.Recursive, dirs: map[int32]string{}}
 	defer w.ino.Close()
-	if err := w.add("."); err != nil {
-		return fmt.Errorf("watch %s: %w", req.Path, err)
-	}
 	if err := channel.Reply(conn, nil); err != nil {
 		return nil
 	}
@@ -103,6 +100,21 @@ func (a *Agent) watch(req *channel.WatchRequest, conn net.Conn) error {
 		}
 	}()
 	return w.run(conn)
+}
+
+// newWatcher watches the directory open as base (O_PATH), and if
+// recursive the directories under it.
+func newWatcher(base int, recursive bool) (*watcher, error) {
+	ifd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return nil, err
+	}
+	w := &watcher{ino: os.NewFile(uintptr(ifd), "inotify"), ifd: ifd, base: base, recursive: recursive, dirs: map[int32]string{}}
+	if err := w.add("."); err != nil {
+		w.ino.Close()
+		return nil, err
+	}
+	return w, nil
 }
 
 // add watches directory rel (relative to base) and, if recursive, the
@@ -147,7 +159,18 @@ func (w *watcher) run(conn net.Conn) error {
 	out := channel.NewStream(conn)
 	buf := make([]byte, 64<<10)
 	for {
+		// The watch holds the directory open, so the kernel reports its
+		// removal only when it is closed: look every second whether it
+		// is gone.
+		w.ino.SetReadDeadline(time.Now().Add(time.Second))
 		n, err := w.ino.Read(buf)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			var st unix.Stat_t
+			if unix.Fstat(w.base, &st) == nil && st.Nlink == 0 {
+				return out.Send(channel.FrameExit, channel.Uint32(0))
+			}
+			continue
+		}
 		if err != nil {
 			return nil // closed: the host ended the watch
 		}

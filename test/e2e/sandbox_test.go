@@ -372,6 +372,48 @@ func TestSandboxSurvivesServeRestart(t *testing.T) {
 		t.Errorf("GET /files of a missing file: %d %s, want 404", code, body)
 	}
 
+	// A polled watcher (what the Python SDK's watch_dir uses): events
+	// wait for GetWatcherEvents; a removed watcher is gone.
+	rpc := func(method, body string) (int, string) {
+		h := map[string]string{"Content-Type": "application/json"}
+		for k, v := range data {
+			h[k] = v
+		}
+		code, b := apiCall(t, "POST", url+"/filesystem.Filesystem/"+method, body, h)
+		return code, string(b)
+	}
+	code, body = apiCall(t, "POST", url+"/filesystem.Filesystem/CreateWatcher", `{"path":"/tmp/dir"}`, map[string]string{"Content-Type": "application/json", "E2b-Sandbox-Id": id, "X-Access-Token": created.EnvdAccessToken})
+	var watcher struct {
+		ID string `json:"watcherId"`
+	}
+	if code != http.StatusOK || json.Unmarshal(body, &watcher) != nil || watcher.ID == "" {
+		t.Fatalf("CreateWatcher: %d %s", code, body)
+	}
+	h = map[string]string{"Content-Type": "application/octet-stream"}
+	for k, v := range data {
+		h[k] = v
+	}
+	if code, body := apiCall(t, "POST", url+"/files?path=/tmp/dir/new.txt", "x", h); code != http.StatusOK {
+		t.Fatalf("POST /files: %d %s", code, body)
+	}
+	var events string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && !strings.Contains(events, `"name":"new.txt","type":"EVENT_TYPE_CREATE"`); time.Sleep(200 * time.Millisecond) {
+		code, got := rpc("GetWatcherEvents", `{"watcherId":"`+watcher.ID+`"}`)
+		if code != http.StatusOK {
+			t.Fatalf("GetWatcherEvents: %d %s", code, got)
+		}
+		events += got
+	}
+	if !strings.Contains(events, `"name":"new.txt","type":"EVENT_TYPE_CREATE"`) {
+		t.Errorf("polled watcher: %s, want the create of new.txt", events)
+	}
+	if code, got := rpc("RemoveWatcher", `{"watcherId":"`+watcher.ID+`"}`); code != http.StatusOK {
+		t.Errorf("RemoveWatcher: %d %s", code, got)
+	}
+	if code, got := rpc("GetWatcherEvents", `{"watcherId":"`+watcher.ID+`"}`); code != http.StatusNotFound || !strings.Contains(got, "not_found") {
+		t.Errorf("GetWatcherEvents of a removed watcher: %d %s, want not_found", code, got)
+	}
+
 	if code, body := apiCall(t, "DELETE", url+"/sandboxes/"+id, "", ctl); code != http.StatusNoContent {
 		t.Fatalf("DELETE: %d %s", code, body)
 	}
