@@ -382,12 +382,12 @@ func TestSandboxSurvivesServeRestart(t *testing.T) {
 		code, b := apiCall(t, "POST", url+"/filesystem.Filesystem/"+method, body, h)
 		return code, string(b)
 	}
-	code, body = apiCall(t, "POST", url+"/filesystem.Filesystem/CreateWatcher", `{"path":"/tmp/dir"}`, map[string]string{"Content-Type": "application/json", "E2b-Sandbox-Id": id, "X-Access-Token": created.EnvdAccessToken})
+	code, reply := rpc("CreateWatcher", `{"path":"/tmp/dir"}`)
 	var watcher struct {
 		ID string `json:"watcherId"`
 	}
-	if code != http.StatusOK || json.Unmarshal(body, &watcher) != nil || watcher.ID == "" {
-		t.Fatalf("CreateWatcher: %d %s", code, body)
+	if code != http.StatusOK || json.Unmarshal([]byte(reply), &watcher) != nil || watcher.ID == "" {
+		t.Fatalf("CreateWatcher: %d %s", code, reply)
 	}
 	h = map[string]string{"Content-Type": "application/octet-stream"}
 	for k, v := range data {
