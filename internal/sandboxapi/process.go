@@ -180,6 +180,10 @@ func (s *Server) processStart(w http.ResponseWriter, r *http.Request, sb *sandbo
 	tag := ""
 	if req.Tag != nil {
 		tag = *req.Tag
+		if q := s.findProcess(sb.ID, processSelector{Tag: &tag}, false); q != nil {
+			writeStreamError(w, cerr(codeAlreadyExists, "a command tagged %q runs already (pid %d)", tag, q.pid))
+			return
+		}
 	}
 	// The command outlives this request: it is started in a context of
 	// its own, bounded by its deadline.
@@ -194,9 +198,9 @@ func (s *Server) processStart(w http.ResponseWriter, r *http.Request, sb *sandbo
 		p.stdin = pw
 		x.Stdin(pr)
 	}
-	if !s.addProcess(sb.ID, p) {
+	if e := s.addProcess(sb.ID, p); e != nil {
 		x.Close()
-		writeStreamError(w, cerr(codeResourceExhausted, "sandbox %s has %d commands, the most it may: kill one or wait for it to end", sb.ID, maxProcesses))
+		writeStreamError(w, e)
 		return
 	}
 	go s.runProcess(sb.ID, p, life)
@@ -309,12 +313,17 @@ func (s *Server) processUpdate(w http.ResponseWriter, r *http.Request, sb *sandb
 }
 
 // addProcess gives p a PID and enters it in the table, unless the
-// sandbox has maxProcesses already.
-func (s *Server) addProcess(sandboxID string, p *process) bool {
+// sandbox has maxProcesses already or a running command has p's tag.
+func (s *Server) addProcess(sandboxID string, p *process) *connectError {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.procs[sandboxID]) >= maxProcesses {
-		return false
+		return cerr(codeResourceExhausted, "sandbox %s has %d commands, the most it may: kill one or wait for it to end", sandboxID, maxProcesses)
+	}
+	for _, q := range s.procs[sandboxID] {
+		if p.tag != "" && q.tag == p.tag && !q.ended() {
+			return cerr(codeAlreadyExists, "a command tagged %q runs already (pid %d)", p.tag, q.pid)
+		}
 	}
 	s.nextPID++
 	p.pid = s.nextPID
@@ -322,7 +331,7 @@ func (s *Server) addProcess(sandboxID string, p *process) bool {
 		s.procs[sandboxID] = map[uint32]*process{}
 	}
 	s.procs[sandboxID][p.pid] = p
-	return true
+	return nil
 }
 
 func (s *Server) removeProcess(sandboxID string, p *process) {

@@ -92,3 +92,42 @@ func TestFollowStreamsOutputThenEnd(t *testing.T) {
 		t.Error("the end was sent but the process is not marked seen")
 	}
 }
+
+// TestProcessTable: a tag names one running command; the table of a
+// sandbox is bounded.
+func TestProcessTable(t *testing.T) {
+	s := newTestServer(t)
+	p1 := newProcess(processConfig{Cmd: "a"}, "job", false, nil)
+	if e := s.addProcess("sb", p1); e != nil {
+		t.Fatal(e)
+	}
+	if e := s.addProcess("sb", newProcess(processConfig{Cmd: "b"}, "job", false, nil)); e == nil || e.Code != codeAlreadyExists {
+		t.Errorf("second command tagged job: %v, want already_exists", e)
+	}
+	tag := "job"
+	if got := s.findProcess("sb", processSelector{Tag: &tag}, false); got != p1 {
+		t.Errorf("find by tag: %v", got)
+	}
+	p1.finish(&endEvent{Exited: true}, nil)
+	if got := s.findProcess("sb", processSelector{Tag: &tag}, false); got != nil {
+		t.Errorf("an ended command is found for signals: %v", got)
+	}
+	if got := s.findProcess("sb", processSelector{PID: &p1.pid}, true); got != p1 {
+		t.Errorf("an ended command is not found for Connect: %v", got)
+	}
+	if e := s.addProcess("sb", newProcess(processConfig{Cmd: "c"}, "job", false, nil)); e != nil {
+		t.Errorf("tag of an ended command reused: %v", e)
+	}
+	for i := 2; i < maxProcesses; i++ {
+		if e := s.addProcess("sb", newProcess(processConfig{Cmd: "d"}, "", false, nil)); e != nil {
+			t.Fatalf("command %d: %v", i, e)
+		}
+	}
+	if e := s.addProcess("sb", newProcess(processConfig{Cmd: "e"}, "", false, nil)); e == nil || e.Code != codeResourceExhausted {
+		t.Errorf("command %d: %v, want resource_exhausted", maxProcesses+1, e)
+	}
+	s.removeProcess("sb", p1)
+	if e := s.addProcess("sb", newProcess(processConfig{Cmd: "f"}, "", false, nil)); e != nil {
+		t.Errorf("after one left: %v", e)
+	}
+}
