@@ -113,6 +113,12 @@ assert.ok(deep.includes("create a/fresh"), `recursive watch: ${JSON.stringify(de
 await wflat.stop();
 await wdeep.stop();
 await assert.rejects(sbx.files.watchDir("/tree/missing", () => {}), NotFoundError);
+// A watch whose directory is removed ends.
+let exited = false;
+await sbx.files.makeDir("/doomed");
+await sbx.files.watchDir("/doomed", () => {}, { timeoutMs: 0, onExit: () => (exited = true) });
+await sbx.files.remove("/doomed");
+await until("watch of a removed directory ends", () => exited);
 summary.watchEvents = deep.length;
 log("watchDir ok:", JSON.stringify(deep));
 
