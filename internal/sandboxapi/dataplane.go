@@ -7,8 +7,9 @@ import (
 	"strings"
 )
 
-// serveData is the data plane (envd) of sandbox id.
-func (s *Server) serveData(w http.ResponseWriter, r *http.Request, id string) {
+// serveData is the data plane of sandbox id: envd on EnvdPort, the
+// sandbox's published ports on the others.
+func (s *Server) serveData(w http.ResponseWriter, r *http.Request, id, port string) {
 	sb := s.lookup(id)
 	if sb == nil {
 		// What E2B's proxy answers for a sandbox it does not know; the
@@ -20,8 +21,8 @@ func (s *Server) serveData(w http.ResponseWriter, r *http.Request, id string) {
 		writeError(w, http.StatusBadGateway, fmt.Sprintf("sandbox %s is paused: resume it with connect", id))
 		return
 	}
-	if port := r.Header.Get("E2b-Sandbox-Port"); port != "" && port != EnvdPort {
-		writeError(w, http.StatusBadGateway, fmt.Sprintf("sandbox %s: port %s is not served (only envd, %s)", id, port, EnvdPort))
+	if port != EnvdPort {
+		s.servePort(w, r, sb, port)
 		return
 	}
 	tok := r.Header.Get("X-Access-Token")

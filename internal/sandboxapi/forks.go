@@ -2,12 +2,16 @@ package sandboxapi
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/http"
+	"net/http/httputil"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -74,6 +78,54 @@ func (s *Server) ports(w http.ResponseWriter, id string) {
 		}
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// servePort proxies a request for port of sandbox sb (E2b-Sandbox-Port,
+// or a Host of PORT-ID.DOMAIN as the SDK's getHost gives) to the host
+// side of that port, if the sandbox publishes it. It takes the sandbox's
+// access token, as E2B's traffic token (e2b-traffic-access-token) or as
+// X-Access-Token, and passes neither on.
+func (s *Server) servePort(w http.ResponseWriter, r *http.Request, sb *sandbox, port string) {
+	tok := r.Header.Get("E2b-Traffic-Access-Token")
+	if tok == "" {
+		tok = r.Header.Get("X-Access-Token")
+	}
+	if tok == "" || subtle.ConstantTimeCompare([]byte(tok), []byte(sb.Token)) != 1 {
+		writeError(w, http.StatusUnauthorized, "invalid or missing access token (e2b-traffic-access-token or X-Access-Token)")
+		return
+	}
+	rec, err := s.cfg.Engine.Inspect(sb.VMID)
+	if err != nil {
+		writeError(w, http.StatusBadGateway, fmt.Sprintf("sandbox %s: %v", sb.ID, err))
+		return
+	}
+	var target string
+	for _, p := range rec.Network.Ports {
+		if strconv.Itoa(p.GuestPort) == port && p.Proto == "tcp" {
+			host := p.HostIP
+			if host == "" || host == "0.0.0.0" {
+				host = "127.0.0.1"
+			}
+			target = net.JoinHostPort(host, strconv.Itoa(p.HostPort))
+			break
+		}
+	}
+	if target == "" {
+		writeError(w, http.StatusBadGateway, fmt.Sprintf("sandbox %s does not publish port %s: publish it when creating the sandbox (ports)", sb.ID, port))
+		return
+	}
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", target
+			for _, h := range []string{"E2b-Sandbox-Id", "E2b-Sandbox-Port", "E2b-Traffic-Access-Token", "X-Access-Token", "X-Api-Key"} {
+				pr.Out.Header.Del(h)
+			}
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			writeError(w, http.StatusBadGateway, fmt.Sprintf("sandbox %s port %s: %v", sb.ID, port, err))
+		},
+	}
+	proxy.ServeHTTP(w, r)
 }
 
 // snapshotOf snapshots sandbox id as tag, holding its op lock: answers

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -143,19 +144,25 @@ func (s *Server) Close() error {
 // ServeHTTP routes a request to the data plane when it names a sandbox,
 // else to the control plane.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if id, ok := dataPlaneSandbox(r); ok {
-		s.serveData(w, r, id)
+	if id, port, ok := dataPlaneSandbox(r); ok {
+		s.serveData(w, r, id, port)
 		return
 	}
 	s.serveControl(w, r)
 }
 
-// dataPlaneSandbox returns the sandbox a data-plane request is for: the
-// E2b-Sandbox-Id header (E2B_SANDBOX_URL mode) or a Host of the form
-// PORT-ID.DOMAIN (what the SDK builds without E2B_SANDBOX_URL).
-func dataPlaneSandbox(r *http.Request) (string, bool) {
+// dataPlaneSandbox returns the sandbox and port a data-plane request is
+// for: the E2b-Sandbox-Id and E2b-Sandbox-Port headers (E2B_SANDBOX_URL
+// mode; the port is envd's unless given) or a Host of the form
+// PORT-ID.DOMAIN (what the SDK builds without E2B_SANDBOX_URL, and what
+// getHost gives for a sandbox's own ports).
+func dataPlaneSandbox(r *http.Request) (id, port string, ok bool) {
 	if id := r.Header.Get("E2b-Sandbox-Id"); id != "" {
-		return id, true
+		port := r.Header.Get("E2b-Sandbox-Port")
+		if port == "" {
+			port = EnvdPort
+		}
+		return id, port, true
 	}
 	host := r.Host
 	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[i:], "]") {
@@ -163,13 +170,13 @@ func dataPlaneSandbox(r *http.Request) (string, bool) {
 	}
 	label, _, ok := strings.Cut(host, ".")
 	if !ok {
-		return "", false
+		return "", "", false
 	}
-	port, id, ok := strings.Cut(label, "-")
-	if !ok || port != EnvdPort || id == "" {
-		return "", false
+	port, id, ok = strings.Cut(label, "-")
+	if n, err := strconv.Atoi(port); !ok || err != nil || n < 1 || n > 65535 || id == "" {
+		return "", "", false
 	}
-	return id, true
+	return id, port, true
 }
 
 // openAPI describes what the server implements; a test holds it to the

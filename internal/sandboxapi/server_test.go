@@ -311,9 +311,12 @@ func TestDataPlaneAuthAndRouting(t *testing.T) {
 	if w := do(t, s, call{method: "GET", path: "/health", header: hdr(sb.Token)}); w.Code != http.StatusNoContent {
 		t.Errorf("GET /health: %d, want 204", w.Code)
 	}
+	// Other ports are the sandbox's published ones, with the same token.
 	h := hdr(sb.Token)
 	h["E2b-Sandbox-Port"] = "8080"
-	wantAPIError(t, do(t, s, call{method: "GET", path: "/health", header: h}), http.StatusBadGateway, "port 8080")
+	wantAPIError(t, do(t, s, call{method: "GET", path: "/", header: h}), http.StatusBadGateway, "no such VM") // its VM is gone
+	h["X-Access-Token"] = "wrong"
+	wantAPIError(t, do(t, s, call{method: "GET", path: "/", header: h}), http.StatusUnauthorized, "access token")
 
 	// Host-based routing, as the SDK addresses a sandbox without
 	// E2B_SANDBOX_URL.
@@ -329,19 +332,22 @@ func TestDataPlaneAuthAndRouting(t *testing.T) {
 
 func TestDataPlaneSandbox(t *testing.T) {
 	for host, want := range map[string]string{
-		"49983-abc.e2b.local:3999": "abc",
-		"49983-abc.e2b.local":      "abc",
+		"49983-abc.e2b.local:3999": "abc 49983",
+		"49983-abc.e2b.local":      "abc 49983",
+		"3000-abc.e2b.local":       "abc 3000",
 		"127.0.0.1:3999":           "",
 		"api.e2b.local":            "",
-		"3000-abc.e2b.local":       "",
 		"49983-.e2b.local":         "",
+		"0-abc.e2b.local":          "",
+		"65536-abc.e2b.local":      "",
+		"x-abc.e2b.local":          "",
 		"[::1]:3999":               "",
 	} {
 		req := httptest.NewRequest("GET", "/", nil)
 		req.Host = host
-		got, _ := dataPlaneSandbox(req)
-		if got != want {
-			t.Errorf("host %q: sandbox %q, want %q", host, got, want)
+		id, port, ok := dataPlaneSandbox(req)
+		if got := strings.TrimSpace(id + " " + port); got != want || ok != (want != "") {
+			t.Errorf("host %q: %q (%v), want %q", host, got, ok, want)
 		}
 	}
 }

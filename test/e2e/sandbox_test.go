@@ -356,6 +356,27 @@ func TestSandboxSurvivesServeRestart(t *testing.T) {
 	if got != "served\n" {
 		t.Errorf("GET the published port: %q, want the guest's file", got)
 	}
+	// Through serve, as E2B addresses a sandbox's own ports: by headers,
+	// and by a Host of PORT-ID.DOMAIN (the SDK's getHost) with E2B's
+	// traffic token.
+	if code, body := apiCall(t, "GET", url+"/x", "", map[string]string{"E2b-Sandbox-Id": id, "E2b-Sandbox-Port": "8080", "X-Access-Token": created.EnvdAccessToken}); code != http.StatusOK || string(body) != "served\n" {
+		t.Errorf("GET port 8080 through serve: %d %q", code, body)
+	}
+	byHost, _ := http.NewRequest("GET", url+"/x", nil)
+	byHost.Host = "8080-" + id + ".fcvm.invalid"
+	byHost.Header.Set("E2b-Traffic-Access-Token", created.EnvdAccessToken)
+	if resp, err := http.DefaultClient.Do(byHost); err != nil {
+		t.Errorf("GET port 8080 by Host: %v", err)
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(b) != "served\n" {
+			t.Errorf("GET port 8080 by Host: %d %q", resp.StatusCode, b)
+		}
+	}
+	if code, body := apiCall(t, "GET", url+"/x", "", map[string]string{"E2b-Sandbox-Id": id, "E2b-Sandbox-Port": "8081", "X-Access-Token": created.EnvdAccessToken}); code != http.StatusBadGateway || !strings.Contains(string(body), "does not publish port 8081") {
+		t.Errorf("GET an unpublished port through serve: %d %s", code, body)
+	}
 
 	// Files: octet-stream up, plain GET down.
 	h = map[string]string{"Content-Type": "application/octet-stream"}
