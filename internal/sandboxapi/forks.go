@@ -32,6 +32,11 @@ const maxFork = 16
 // maxPorts bounds the ports a sandbox publishes.
 const maxPorts = 16
 
+// maxSnapshots bounds the snapshots of the data directory beyond which
+// the API makes no more that stay (each holds the sandbox's memory and
+// disk): the caller deletes some first.
+const maxSnapshots = 64
+
 // portRequest is a port to publish: on the host's loopback only (an API
 // caller does not get to open ports to the network) and above 1023.
 type portRequest struct {
@@ -282,8 +287,17 @@ func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request, id strin
 		writeError(w, http.StatusBadRequest, "name: "+err.Error())
 		return
 	}
-	if s.snapshotExists(tag) {
+	snaps, err := s.cfg.Engine.Snapshots()
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	if slices.ContainsFunc(snaps, func(m engine.SnapshotInfo) bool { return m.Tag == tag }) {
 		writeError(w, http.StatusConflict, fmt.Sprintf("snapshot %s exists already: choose another name", tag))
+		return
+	}
+	if len(snaps) >= maxSnapshots {
+		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("%d snapshots exist, the most this server makes: delete some first (DELETE /templates/{snapshotID})", len(snaps)))
 		return
 	}
 	if _, ok := s.snapshotOf(w, r, id, tag); !ok {

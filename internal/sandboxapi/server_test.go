@@ -22,6 +22,7 @@ import (
 
 	"github.com/fcvm/fcvm/internal/datadir"
 	"github.com/fcvm/fcvm/internal/engine"
+	"github.com/fcvm/fcvm/internal/snapshot"
 	"github.com/fcvm/fcvm/internal/state"
 )
 
@@ -724,4 +725,46 @@ func TestExtensionsBadInput(t *testing.T) {
 	if n != 3 || starting != 0 {
 		t.Errorf("%d sandboxes, %d starting; want 3 and 0", n, starting)
 	}
+}
+
+// TestSnapshotsListDeleteAndCap: GET /snapshots pages and filters the
+// data directory's snapshots, DELETE /templates/{id} removes one, and no
+// snapshot is made beyond maxSnapshots.
+func TestSnapshotsListDeleteAndCap(t *testing.T) {
+	s := newTestServer(t)
+	addSandbox(t, s, "sb1", time.Now(), nil)
+	dir := s.cfg.Engine.Dirs().Snapshots()
+	for i := range maxSnapshots {
+		tag := fmt.Sprintf("snap%02d", i)
+		if err := os.MkdirAll(filepath.Join(dir, tag), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		m, _ := json.Marshal(snapshot.Manifest{Tag: tag, SourceVM: "vm-sb1"})
+		if err := os.WriteFile(filepath.Join(dir, tag, snapshot.ManifestFile), m, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantAPIError(t, do(t, s, call{method: "POST", path: "/sandboxes/sb1/snapshots", body: `{"name":"one-more"}`, header: key}), http.StatusTooManyRequests, "delete some first")
+	wantAPIError(t, do(t, s, call{method: "POST", path: "/sandboxes/sb1/snapshots", body: `{"name":"snap03"}`, header: key}), http.StatusConflict, "exists already")
+
+	w := do(t, s, call{method: "GET", path: "/snapshots?limit=10&nextToken=snap09", header: key})
+	var page []snapshotJSON
+	if err := json.Unmarshal(w.Body.Bytes(), &page); err != nil || len(page) != 10 || page[0].SnapshotID != "snap10" || w.Header().Get("x-next-token") != "snap19" {
+		t.Errorf("second page: %d %s (next %q)", w.Code, w.Body, w.Header().Get("x-next-token"))
+	}
+	w = do(t, s, call{method: "GET", path: "/snapshots?name=snap42", header: key})
+	if err := json.Unmarshal(w.Body.Bytes(), &page); err != nil || len(page) != 1 || page[0].SnapshotID != "snap42" || page[0].Names[0] != "snap42" {
+		t.Errorf("by name: %s", w.Body)
+	}
+	w = do(t, s, call{method: "GET", path: "/snapshots?sandboxID=other", header: key})
+	if strings.TrimSpace(w.Body.String()) != "[]" {
+		t.Errorf("another sandbox's: %s", w.Body)
+	}
+	if w := do(t, s, call{method: "DELETE", path: "/templates/snap42", header: key}); w.Code != http.StatusNoContent {
+		t.Errorf("DELETE /templates/snap42: %d %s", w.Code, w.Body)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "snap42")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("snapshot dir after delete: %v", err)
+	}
+	wantAPIError(t, do(t, s, call{method: "DELETE", path: "/templates/snap42", header: key}), http.StatusNotFound, "not found")
 }
