@@ -1,10 +1,15 @@
 package sandboxapi
 
 import (
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // serveData is the data plane of sandbox id: envd on EnvdPort, the
@@ -26,7 +31,13 @@ func (s *Server) serveData(w http.ResponseWriter, r *http.Request, id, port stri
 		return
 	}
 	tok := r.Header.Get("X-Access-Token")
-	if tok == "" || subtle.ConstantTimeCompare([]byte(tok), []byte(sb.Token)) != 1 {
+	signed := tok == "" && r.URL.Path == "/files" && r.URL.Query().Has("signature")
+	if signed {
+		if err := checkSignature(r, sb.Token, time.Now()); err != nil {
+			writeError(w, http.StatusUnauthorized, err.Error())
+			return
+		}
+	} else if tok == "" || subtle.ConstantTimeCompare([]byte(tok), []byte(sb.Token)) != 1 {
 		writeError(w, http.StatusUnauthorized, "invalid or missing access token (X-Access-Token)")
 		return
 	}
@@ -72,4 +83,34 @@ func (s *Server) serveData(w http.ResponseWriter, r *http.Request, id, port stri
 		return
 	}
 	handler(w, r, sb)
+}
+
+// checkSignature checks the signature of a presigned /files URL (the
+// SDK's uploadUrl and downloadUrl): "v1_" and the unpadded base64 of the
+// SHA-256 of PATH:OPERATION:USER:TOKEN[:EXPIRATION], where the operation
+// is read for GET and write for POST, and an expiration, if signed in,
+// is a Unix time not yet past.
+func checkSignature(r *http.Request, token string, now time.Time) error {
+	q := r.URL.Query()
+	op := "read"
+	if r.Method == http.MethodPost {
+		op = "write"
+	}
+	raw := q.Get("path") + ":" + op + ":" + q.Get("username") + ":" + token
+	if exp := q.Get("signature_expiration"); exp != "" {
+		n, err := strconv.ParseInt(exp, 10, 64)
+		if err != nil {
+			return fmt.Errorf("signature_expiration %q: not a Unix time", exp)
+		}
+		if now.Unix() > n {
+			return errors.New("signature expired: ask for a new URL")
+		}
+		raw += ":" + exp
+	}
+	sum := sha256.Sum256([]byte(raw))
+	want := "v1_" + base64.RawStdEncoding.EncodeToString(sum[:])
+	if subtle.ConstantTimeCompare([]byte(q.Get("signature")), []byte(want)) != 1 {
+		return errors.New("invalid signature for this path, operation and user")
+	}
+	return nil
 }

@@ -2,6 +2,8 @@ package sandboxapi
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -10,9 +12,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -767,4 +771,57 @@ func TestSnapshotsListDeleteAndCap(t *testing.T) {
 		t.Errorf("snapshot dir after delete: %v", err)
 	}
 	wantAPIError(t, do(t, s, call{method: "DELETE", path: "/templates/snap42", header: key}), http.StatusNotFound, "not found")
+}
+
+// TestPresignedFiles: a /files URL signed as the SDK's downloadUrl and
+// uploadUrl sign it needs no token; a wrong, expired or misused one is
+// refused.
+func TestPresignedFiles(t *testing.T) {
+	s := newTestServer(t)
+	sb := addSandbox(t, s, "sb1", time.Now(), nil)
+	sign := func(path, op, user, exp string) string {
+		raw := path + ":" + op + ":" + user + ":" + sb.Token
+		if exp != "" {
+			raw += ":" + exp
+		}
+		sum := sha256.Sum256([]byte(raw))
+		return "v1_" + strings.TrimRight(base64.StdEncoding.EncodeToString(sum[:]), "=")
+	}
+	h := map[string]string{"E2b-Sandbox-Id": "sb1"}
+	future := strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10)
+	past := strconv.FormatInt(time.Now().Add(-time.Hour).Unix(), 10)
+	q := func(path, sig, user, exp string) string {
+		v := url.Values{"path": {path}, "signature": {sig}}
+		if user != "" {
+			v.Set("username", user)
+		}
+		if exp != "" {
+			v.Set("signature_expiration", exp)
+		}
+		return "/files?" + v.Encode()
+	}
+	// Signed right: past the check, to the guest (whose VM is gone here).
+	for _, c := range []call{
+		{method: "GET", path: q("/a b", sign("/a b", "read", "", ""), "", "")},
+		{method: "GET", path: q("/x", sign("/x", "read", "user", future), "user", future)},
+	} {
+		c.header = h
+		wantAPIError(t, do(t, s, c), http.StatusBadGateway, "no such VM")
+	}
+	for _, tc := range []struct {
+		c   call
+		msg string
+	}{
+		{call{method: "GET", path: q("/x", sign("/y", "read", "", ""), "", "")}, "invalid signature"},
+		{call{method: "GET", path: q("/x", sign("/x", "write", "", ""), "", "")}, "invalid signature"},
+		{call{method: "POST", path: q("/x", sign("/x", "read", "", ""), "", "")}, "invalid signature"},
+		{call{method: "GET", path: q("/x", sign("/x", "read", "", ""), "root", "")}, "invalid signature"},
+		{call{method: "GET", path: q("/x", sign("/x", "read", "", past), "", past)}, "expired"},
+		{call{method: "GET", path: q("/x", sign("/x", "read", "", ""), "", "soon")}, "not a Unix time"},
+	} {
+		tc.c.header = h
+		wantAPIError(t, do(t, s, tc.c), http.StatusUnauthorized, tc.msg)
+	}
+	// A signature opens /files only.
+	wantAPIError(t, do(t, s, call{method: "GET", path: "/health?path=/x&signature=" + sign("/x", "read", "", ""), header: h}), http.StatusUnauthorized, "access token")
 }

@@ -96,6 +96,18 @@ assert.equal(await sbx.files.read("/tree/moved/t2"), "top\n");
 await assert.rejects(sbx.files.list("/tree/missing"), NotFoundError);
 log("list depth, getInfo, rename ok");
 
+// Presigned URLs, as the SDK signs them, need no token. With
+// E2B_SANDBOX_URL the URL does not name the sandbox, so the header does.
+const up = await sbx.uploadUrl("/signed/up.txt", { useSignatureExpiration: 60 });
+const sandboxHeader = { "E2b-Sandbox-Id": sbx.sandboxId };
+let res2 = await fetch(up, { method: "POST", headers: { ...sandboxHeader, "Content-Type": "application/octet-stream" }, body: "signed upload" });
+assert.equal(res2.status, 200, await res2.text());
+res2 = await fetch(await sbx.downloadUrl("/signed/up.txt"), { headers: sandboxHeader });
+assert.equal(await res2.text(), "signed upload");
+res2 = await fetch((await sbx.downloadUrl("/signed/up.txt")).replace("up.txt", "other.txt"), { headers: sandboxHeader });
+assert.equal(res2.status, 401, "a signature is for its path only");
+log("uploadUrl + downloadUrl ok");
+
 // Directory watches: one directory, and a tree (new subdirectories too).
 const flat = [];
 const wflat = await sbx.files.watchDir("/tree", (e) => flat.push(`${e.type} ${e.name}`), { timeoutMs: 0 });
