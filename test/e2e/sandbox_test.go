@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -309,12 +310,15 @@ func TestSandboxSurvivesServeRestart(t *testing.T) {
 
 	// A command through the new serve, in Connect's streaming framing.
 	data := map[string]string{"E2b-Sandbox-Id": id, "X-Access-Token": created.EnvdAccessToken}
+	// dataWith is the data-plane headers with a Content-Type.
+	dataWith := func(ct string) map[string]string {
+		h := maps.Clone(data)
+		h["Content-Type"] = ct
+		return h
+	}
 	req := `{"process":{"cmd":"/bin/sh","args":["-c","echo $GREETING $((6*7)); exit 5"]}}`
 	env := append([]byte{0, 0, 0, 0, byte(len(req))}, req...)
-	h := map[string]string{"Content-Type": "application/connect+json"}
-	for k, v := range data {
-		h[k] = v
-	}
+	h := dataWith("application/connect+json")
 	code, body = apiCall(t, "POST", url+"/process.Process/Start", string(env), h)
 	if code != http.StatusOK {
 		t.Fatalf("process.Process/Start: %d %s", code, body)
@@ -379,10 +383,7 @@ func TestSandboxSurvivesServeRestart(t *testing.T) {
 	}
 
 	// Files: octet-stream up, plain GET down.
-	h = map[string]string{"Content-Type": "application/octet-stream"}
-	for k, v := range data {
-		h[k] = v
-	}
+	h = dataWith("application/octet-stream")
 	if code, body := apiCall(t, "POST", url+"/files?path=/tmp/dir/f.txt", "file body", h); code != http.StatusOK {
 		t.Fatalf("POST /files: %d %s", code, body)
 	}
@@ -396,11 +397,7 @@ func TestSandboxSurvivesServeRestart(t *testing.T) {
 	// A polled watcher (what the Python SDK's watch_dir uses): events
 	// wait for GetWatcherEvents; a removed watcher is gone.
 	rpc := func(method, body string) (int, string) {
-		h := map[string]string{"Content-Type": "application/json"}
-		for k, v := range data {
-			h[k] = v
-		}
-		code, b := apiCall(t, "POST", url+"/filesystem.Filesystem/"+method, body, h)
+		code, b := apiCall(t, "POST", url+"/filesystem.Filesystem/"+method, body, dataWith("application/json"))
 		return code, string(b)
 	}
 	code, reply := rpc("CreateWatcher", `{"path":"/tmp/dir"}`)
@@ -410,10 +407,7 @@ func TestSandboxSurvivesServeRestart(t *testing.T) {
 	if code != http.StatusOK || json.Unmarshal([]byte(reply), &watcher) != nil || watcher.ID == "" {
 		t.Fatalf("CreateWatcher: %d %s", code, reply)
 	}
-	h = map[string]string{"Content-Type": "application/octet-stream"}
-	for k, v := range data {
-		h[k] = v
-	}
+	h = dataWith("application/octet-stream")
 	if code, body := apiCall(t, "POST", url+"/files?path=/tmp/dir/new.txt", "x", h); code != http.StatusOK {
 		t.Fatalf("POST /files: %d %s", code, body)
 	}
