@@ -168,6 +168,13 @@ func (s *stream) end(e *connectError) error {
 	return err
 }
 
+// close makes later sends fail; it waits for a send under way.
+func (s *stream) close() {
+	s.mu.Lock()
+	s.done = true
+	s.mu.Unlock()
+}
+
 func (s *stream) write(flags byte, msg []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

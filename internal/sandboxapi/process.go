@@ -74,7 +74,8 @@ func (c *ptyConfig) winsize() (rows, cols uint16, e *connectError) {
 const keepaliveEvery = 30 * time.Second
 
 // keepalive sends msg on st every keepaliveEvery until the returned stop
-// is called.
+// is called. Stop also closes st, waiting for a send under way: nothing
+// is written to the response once the handler has returned.
 func keepalive(st *stream, msg any) (stop func()) {
 	done := make(chan struct{})
 	go func() {
@@ -89,7 +90,10 @@ func keepalive(st *stream, msg any) (stop func()) {
 			}
 		}
 	}()
-	return func() { close(done) }
+	return func() {
+		close(done)
+		st.close()
+	}
 }
 
 // deadline reads Connect-Timeout-Ms: 0 when absent.
