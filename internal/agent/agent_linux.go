@@ -55,7 +55,6 @@ func run(log *slog.Logger) error {
 	}
 	params := cmdline()
 	if params["debug"] == "1" {
-		podmanDebug = true
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	if err := guestmod.LoadAll(log); err != nil {

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,33 +29,12 @@ const containerName = "fcvm"
 // outputLimit bounds unacknowledged container output held in guest memory.
 const outputLimit = 8 << 20
 
-// podmanGlobal are podman's global flags in the guest: storage on the ext4
-// upper disk (podman's overlay driver refuses an overlayfs root), runtime
-// state in tmpfs, no systemd.
-func podmanGlobal() []string {
-	g := []string{}
-	if podmanDebug {
-		g = append(g, "--log-level", "debug")
-	}
-	return append(g,
-		"--root", upperMount+"/containers/storage",
-		"--runroot", "/run/containers/storage",
-		"--cgroup-manager", "cgroupfs",
-		"--events-backend", "file",
-		"--storage-driver", "overlay",
-	)
-}
-
-// podmanDebug (fcvm.debug=1 on the kernel command line) makes podman log
-// what it does to the container's stderr.
-var podmanDebug bool
-
 type container struct {
 	out *outputLog
-	cmd *exec.Cmd
+	cmd *exec.Cmd // crun run
 
-	// up is closed once the container runs (podman has started its
-	// process) or podman has exited; done once podman has exited.
+	// up is closed once the container runs (crun has started its
+	// process) or crun has exited; done once crun has exited.
 	up   chan struct{}
 	done chan struct{}
 
@@ -65,64 +43,24 @@ type container struct {
 	tty   *os.File
 }
 
+// kill ends the container: its init, and with it its PID namespace.
 func (c *container) kill() {
-	if c.cmd.Process != nil {
-		exec.Command("podman", append(podmanGlobal(), "kill", "--signal", "KILL", containerName)...).Run()
-		c.cmd.Process.Kill()
+	if pid := containerPID(); pid > 0 {
+		unix.Kill(pid, unix.SIGKILL)
 	}
 }
 
-// podmanRunArgs turns a plan into podman's arguments.
-func podmanRunArgs(p *channel.Plan) ([]string, error) {
-	argv := append(append([]string(nil), p.Entrypoint...), p.Cmd...)
-	if len(argv) == 0 {
-		return nil, errors.New("no command: the image has no entrypoint or cmd; give one after the image name")
+// containerPID is the container's init as crun wrote it, or 0.
+func containerPID() int {
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		return 0
 	}
-	// The agent keeps the output, so podman logs nothing. Without a
-	// terminal the container's stdio are the agent's pipes themselves
-	// (passthrough): podman's attach copying through conmon costs two
-	// thirds of the log throughput under TCG (16 MiB: 6 s vs 2 s).
-	// podman refuses passthrough with a terminal.
-	logDriver := "passthrough"
-	if p.TTY {
-		logDriver = "none"
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return 0
 	}
-	a := append(podmanGlobal(), "run", "--name", containerName, "--replace",
-		"--cidfile", cidFile,
-		"--log-driver", logDriver,
-		"--security-opt", "label=disable",
-	)
-	if p.Network != nil {
-		a = append(a, "--network", "host")
-	} else {
-		a = append(a, "--network", "none")
-	}
-	if p.Hostname != "" {
-		a = append(a, "--hostname", p.Hostname)
-	}
-	for _, e := range p.Env {
-		a = append(a, "--env", e)
-	}
-	if p.Workdir != "" {
-		a = append(a, "--workdir", p.Workdir)
-	}
-	if p.User != "" {
-		a = append(a, "--user", p.User)
-	}
-	for i, v := range p.Volumes {
-		a = append(a, "--volume", fmt.Sprintf("/mnt/volumes/%d:%s", i, v.Guest))
-	}
-	if p.Interactive {
-		a = append(a, "--interactive")
-	}
-	if p.TTY {
-		a = append(a, "--tty")
-	}
-	// --rootfs is a boolean: the first argument after "--" is the root
-	// (overlaid, :O, because the image disk is read-only) and the rest is
-	// the command, already resolved from entrypoint and cmd on the host.
-	a = append(a, "--rootfs", "--", imageMount+":O")
-	return append(a, argv...), nil
+	return pid
 }
 
 func (a *Agent) start(p *channel.Plan, conn net.Conn) error {
@@ -151,7 +89,8 @@ func (a *Agent) start(p *channel.Plan, conn net.Conn) error {
 // to run; the first podman command of a boot under TCG takes seconds.
 const startTimeout = 3 * time.Minute
 
-// launch starts podman for p unless a container exists already.
+// launch starts the container for p with crun unless a container exists
+// already.
 func (a *Agent) launch(p *channel.Plan) (c *container, already bool, err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -171,53 +110,68 @@ func (a *Agent) launch(p *channel.Plan) (c *container, already bool, err error) 
 	if err := a.mountVolumes(p.Volumes); err != nil {
 		return nil, false, err
 	}
-	args, err := podmanRunArgs(p)
+	if err := writeBundle(p); err != nil {
+		return nil, false, err
+	}
+	c = &container{out: newOutputLog(outputLimit), up: make(chan struct{}), done: make(chan struct{})}
+	args := []string{"run", "--bundle", bundleDir, "--pid-file", pidFile}
+	var console *consoleSocket
+	if p.TTY {
+		if console, err = newConsoleSocket(filepath.Join(bundleDir, "console.sock")); err != nil {
+			return nil, false, err
+		}
+		defer console.Close()
+		args = append(args, "--console-socket", console.path)
+	}
+	c.cmd = exec.Command("crun", append(args, containerName)...)
+	c.cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// Without a terminal the container's stdio are crun's: the agent's
+	// pipes. With one, crun's own stdio carry only its errors.
+	stdout, err := c.cmd.StdoutPipe()
 	if err != nil {
 		return nil, false, err
 	}
-	os.Remove(cidFile)
-	reapOnce.Do(func() { go reapConmons() })
-	c = &container{out: newOutputLog(outputLimit), up: make(chan struct{}), done: make(chan struct{})}
-	c.cmd = exec.Command("podman", args...)
-	c.cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	var copies sync.WaitGroup
-	if p.TTY {
-		ptmx, err := pty.StartWithSize(c.cmd, &pty.Winsize{Rows: max(p.Rows, 24), Cols: max(p.Cols, 80)})
-		if err != nil {
-			return nil, false, fmt.Errorf("start podman: %w", err)
+	stderr, err := c.cmd.StderrPipe()
+	if err != nil {
+		return nil, false, err
+	}
+	if p.Interactive && !p.TTY {
+		if c.stdin, err = c.cmd.StdinPipe(); err != nil {
+			return nil, false, err
 		}
-		c.tty = ptmx
-		c.stdin = ptmx
-		copies.Add(1)
-		go func() { defer copies.Done(); pump(c.out, channel.FrameStdout, ptmx) }()
+	}
+	errTail := &tailWriter{}
+	if err := startChild(c.cmd); err != nil {
+		return nil, false, fmt.Errorf("start crun: %w", err)
+	}
+	var pipes sync.WaitGroup
+	pipes.Add(2)
+	go func() { defer pipes.Done(); pump(c.out, channel.FrameStdout, stdout) }()
+	go func() { defer pipes.Done(); pump(c.out, channel.FrameStderr, io.TeeReader(stderr, errTail)) }()
+	crunDone := make(chan struct{}) // crun has closed its stdio: it has exited
+	go func() { pipes.Wait(); close(crunDone) }()
+	ttyDone := make(chan struct{})
+	if console == nil {
+		close(ttyDone)
 	} else {
-		stdout, err := c.cmd.StdoutPipe()
+		ptmx, err := console.receive(crunDone, startTimeout)
 		if err != nil {
-			return nil, false, err
+			c.kill()
+			c.cmd.Process.Kill()
+			<-crunDone
+			waitChild(c.cmd)
+			return nil, false, fmt.Errorf("container terminal: %w: %s", err, bytes.TrimSpace(errTail.tail()))
 		}
-		stderr, err := c.cmd.StderrPipe()
-		if err != nil {
-			return nil, false, err
-		}
-		if p.Interactive {
-			if c.stdin, err = c.cmd.StdinPipe(); err != nil {
-				return nil, false, err
-			}
-		}
-		if err := c.cmd.Start(); err != nil {
-			return nil, false, fmt.Errorf("start podman: %w", err)
-		}
-		copies.Add(2)
-		go func() { defer copies.Done(); pump(c.out, channel.FrameStdout, stdout) }()
-		go func() { defer copies.Done(); pump(c.out, channel.FrameStderr, stderr) }()
+		c.tty, c.stdin = ptmx, ptmx
+		go func() { defer close(ttyDone); pump(c.out, channel.FrameStdout, ptmx) }()
 	}
 	a.ctr = c
 	a.plan = p
-	a.log.Info("container started", "args", args)
+	a.log.Info("container started", "entrypoint", p.Entrypoint, "cmd", p.Cmd)
 	go func() {
-		copies.Wait()
-		err := c.cmd.Wait()
+		<-crunDone
+		err := waitChild(c.cmd)
 		code := 0
 		if err != nil {
 			var ee *exec.ExitError
@@ -226,12 +180,19 @@ func (a *Agent) launch(p *channel.Plan) (c *container, already bool, err error) 
 				if code < 0 {
 					code = 128 + int(ee.Sys().(syscall.WaitStatus).Signal())
 				}
+				if rc, ok := runtimeFailure(code, errTail.tail()); ok {
+					code = rc
+				}
 			} else {
 				code = 125
 				c.out.write(channel.FrameStderr, []byte(fmt.Sprintf("fc-agent: %v\n", err)))
 			}
 		}
 		if c.tty != nil {
+			// The terminal's output ends with the last process holding
+			// it, which may outlive the main one: take what is there.
+			c.tty.SetReadDeadline(time.Now().Add(2 * time.Second))
+			<-ttyDone
 			c.tty.Close()
 		}
 		a.log.Info("container exited", "code", code)
@@ -242,38 +203,26 @@ func (a *Agent) launch(p *channel.Plan) (c *container, already bool, err error) 
 	return c, false, nil
 }
 
-// cidFile is where podman writes the container's ID.
-const cidFile = "/run/fcvm.cid"
-
-// watchRunning closes c.up once the OCI runtime has started the
-// container's process, or podman has exited. The runtime's state directory
-// says so without running podman (a podman command costs a second under
-// TCG): crun and runc both keep an exec.fifo there from create until
-// start. podman records the state under the container's lock, which
-// podman exec takes too, so an exec that follows sees it running.
+// watchRunning closes c.up once crun has started the container's process,
+// or crun has exited: crun keeps an exec.fifo in its state directory from
+// create until start.
 func (c *container) watchRunning(log *slog.Logger) {
 	defer close(c.up)
-	tick := time.NewTicker(20 * time.Millisecond)
+	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
+	state := filepath.Join(runtimeStateDir, containerName)
 	for {
 		select {
 		case <-c.done:
 			return
 		case <-tick.C:
 		}
-		b, err := os.ReadFile(cidFile)
-		id := strings.TrimSpace(string(b))
-		if err != nil || id == "" {
+		if _, err := os.Stat(filepath.Join(state, "status")); err != nil {
 			continue
 		}
-		for _, st := range []string{"/run/crun/" + id + "/status", "/run/runc/" + id + "/state.json"} {
-			if _, err := os.Stat(st); err != nil {
-				continue
-			}
-			if _, err := os.Stat(filepath.Join(filepath.Dir(st), "exec.fifo")); errors.Is(err, os.ErrNotExist) {
-				log.Info("container running", "id", id[:min(12, len(id))])
-				return
-			}
+		if _, err := os.Stat(filepath.Join(state, "exec.fifo")); errors.Is(err, os.ErrNotExist) {
+			log.Info("container running")
+			return
 		}
 	}
 }
@@ -343,8 +292,10 @@ func (a *Agent) attach(req *channel.AttachRequest, conn net.Conn) error {
 					pty.Setsize(c.tty, &pty.Winsize{Rows: rows, Cols: cols})
 				}
 			case channel.FrameSignal:
-				if sig, err := channel.ParseUint32(f.Payload); err == nil && c.cmd.Process != nil {
-					c.cmd.Process.Signal(syscall.Signal(sig))
+				if sig, err := channel.ParseUint32(f.Payload); err == nil {
+					if pid := containerPID(); pid > 0 {
+						unix.Kill(pid, syscall.Signal(sig))
+					}
 				}
 			}
 		}
@@ -375,24 +326,22 @@ func (a *Agent) attach(req *channel.AttachRequest, conn net.Conn) error {
 	}
 }
 
+// signal delivers sig to the container's main process, as podman kill
+// does; SIGKILL and SIGSTOP reach it like any other.
 func (a *Agent) signal(sig int, conn net.Conn) error {
 	c, err := a.container()
 	if err != nil {
 		return err
 	}
-	if exited, _ := c.out.status(); !exited && c.cmd.Process != nil {
-		switch s := syscall.Signal(sig); s {
-		case syscall.SIGKILL, syscall.SIGSTOP:
-			// These end or stop podman run itself rather than reach
-			// the container through it: podman kill delivers them.
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if out, err := exec.CommandContext(ctx, "podman", append(podmanGlobal(), "kill", "--signal", strconv.Itoa(sig), containerName)...).CombinedOutput(); err != nil {
-				return fmt.Errorf("podman kill --signal %d: %w: %s", sig, err, bytes.TrimSpace(out))
+	if exited, _ := c.out.status(); !exited {
+		select {
+		case <-c.up:
+		case <-time.After(startTimeout):
+		}
+		if pid := containerPID(); pid > 0 {
+			if err := unix.Kill(pid, syscall.Signal(sig)); err != nil && !errors.Is(err, unix.ESRCH) {
+				return fmt.Errorf("signal %d to the container: %w", sig, err)
 			}
-		default:
-			// podman run proxies signals to the container.
-			c.cmd.Process.Signal(s)
 		}
 	}
 	return channel.Reply(conn, nil)

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
@@ -22,44 +23,10 @@ import (
 	"github.com/fcvm/fcvm/internal/channel"
 )
 
-// execArgs builds the command line for an exec request: podman exec in the
-// container, or the command itself in the VM. marker tags the command's
-// environment so that its processes can be found for signals.
-func execArgs(req *channel.ExecRequest, marker string) []string {
-	if req.InVM {
-		return req.Cmd
-	}
-	a := append([]string{"podman"}, podmanGlobal()...)
-	a = append(a, "exec")
-	if req.Stdin {
-		a = append(a, "--interactive")
-	}
-	if req.TTY {
-		a = append(a, "--tty")
-	}
-	if req.Detach {
-		a = append(a, "--detach")
-	}
-	for _, e := range req.Env {
-		a = append(a, "--env", e)
-	}
-	if marker != "" {
-		a = append(a, "--env", markerVar+"="+marker)
-	}
-	if req.Workdir != "" {
-		a = append(a, "--workdir", req.Workdir)
-	}
-	if req.User != "" {
-		a = append(a, "--user", req.User)
-	}
-	a = append(a, containerName)
-	return append(a, req.Cmd...)
-}
-
 // markerVar is set in the environment of every command run by exec in the
-// container. podman exec does not pass signals on, and the command runs
-// under conmon, not under it, so the agent finds the command's processes
-// by this tag in /proc/PID/environ.
+// container. The command runs in the container's PID namespace under crun
+// exec, which does not pass signals on, so the agent finds the command's
+// processes by this tag in /proc/PID/environ.
 const markerVar = "FCVM_EXEC"
 
 // markedPIDs lists the processes whose environment carries marker.
@@ -108,16 +75,56 @@ func (p *execProc) signal(sig syscall.Signal) {
 	}
 }
 
-// reapOnce starts reapConmons once.
-var reapOnce sync.Once
+// The agent is PID 1: orphans of the guest (crun's intermediate
+// processes, a detached exec's command once its parent is gone) become its
+// children, and it must reap them or keep a zombie each. A blanket
+// wait4(-1) would steal the exit status of the children it waits for
+// through os/exec, so those are registered (startChild) and left alone.
+var (
+	// reapMu is held for reading while a child starts and registers,
+	// and for writing while orphans are reaped, so a child that exits
+	// at once is never taken for an orphan.
+	reapMu   sync.RWMutex
+	kidsMu   sync.Mutex // guards kids
+	kids     = map[int]int{}
+	reapOnce sync.Once
+)
 
-// reapConmons reaps orphaned conmon processes for as long as the agent
-// runs. conmon daemonises, so every container and every exec session
-// leaves one whose parent is PID 1, the agent, which must reap it or keep
-// a zombie per exec. A blanket wait4(-1) would steal the exit status of
-// the agent's own children (podman run, podman exec) from exec.Cmd.Wait;
-// the agent never starts conmon itself, so reaping by name is safe.
-func reapConmons() {
+// startChild starts cmd as a child the agent waits for itself
+// (waitChild).
+func startChild(cmd *exec.Cmd) error {
+	return startChildWith(cmd, cmd.Start)
+}
+
+// startChildWith is startChild for a command that start starts (a pty
+// helper).
+func startChildWith(cmd *exec.Cmd, start func() error) error {
+	reapOnce.Do(func() { go reapOrphans() })
+	reapMu.RLock()
+	defer reapMu.RUnlock()
+	if err := start(); err != nil {
+		return err
+	}
+	kidsMu.Lock()
+	kids[cmd.Process.Pid]++
+	kidsMu.Unlock()
+	return nil
+}
+
+// waitChild waits for a child startChild started.
+func waitChild(cmd *exec.Cmd) error {
+	err := cmd.Wait()
+	kidsMu.Lock()
+	if kids[cmd.Process.Pid]--; kids[cmd.Process.Pid] <= 0 {
+		delete(kids, cmd.Process.Pid)
+	}
+	kidsMu.Unlock()
+	return err
+}
+
+// reapOrphans reaps zombie children the agent did not start through
+// startChild, for as long as the agent runs.
+func reapOrphans() {
 	sig := make(chan os.Signal, 16)
 	signal.Notify(sig, syscall.SIGCHLD)
 	tick := time.NewTicker(10 * time.Second)
@@ -126,6 +133,7 @@ func reapConmons() {
 		case <-sig:
 		case <-tick.C:
 		}
+		reapMu.Lock()
 		ents, _ := os.ReadDir("/proc")
 		for _, e := range ents {
 			pid, err := strconv.Atoi(e.Name())
@@ -133,28 +141,42 @@ func reapConmons() {
 				continue
 			}
 			b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-			if err == nil && bytes.HasPrefix(b, []byte(e.Name()+" (conmon) Z 1 ")) {
+			if err != nil {
+				continue
+			}
+			// pid (comm) state ppid ...; comm may hold spaces and parens.
+			i := bytes.LastIndexByte(b, ')')
+			if i < 0 || !bytes.HasPrefix(b[i:], []byte(") Z 1 ")) {
+				continue
+			}
+			kidsMu.Lock()
+			own := kids[pid] > 0
+			kidsMu.Unlock()
+			if !own {
 				var ws syscall.WaitStatus
 				syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
 			}
 		}
+		reapMu.Unlock()
 	}
 }
 
-// exec runs one command, streaming its stdio as frames.
+// exec runs one command, streaming its stdio as frames: in the VM, or in
+// the container through crun exec with the container's own process spec.
 func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Conn) error {
 	if req == nil || len(req.Cmd) == 0 {
 		return errors.New("exec: no command")
 	}
-	reapOnce.Do(func() { go reapConmons() })
+	argv := req.Cmd
 	var marker string
+	var console *consoleSocket
 	if !req.InVM {
 		c, err := a.container()
 		if err != nil {
 			return err
 		}
-		// Right after start podman may not have started the container's
-		// process yet; podman exec would refuse it.
+		// Right after start crun may not have started the container's
+		// process yet.
 		select {
 		case <-c.up:
 		case <-ctx.Done():
@@ -163,15 +185,17 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 		b := make([]byte, 8)
 		rand.Read(b)
 		marker = hex.EncodeToString(b)
-	}
-	argv := execArgs(req, marker)
-	// errTail, set on the fast path, keeps the end of stderr, where the
-	// runtime reports a command it could not start.
-	var errTail *tailWriter
-	if fastExecOK(req) {
-		if fast, spec, ok := runtimeExecArgs(req, marker); ok {
-			argv, errTail = fast, &tailWriter{}
-			defer os.Remove(spec)
+		var spec string
+		if argv, spec, err = runtimeExecArgs(req, marker); err != nil {
+			return err
+		}
+		defer os.Remove(spec)
+		if req.TTY {
+			if console, err = newConsoleSocket(filepath.Join(runtimeExecDir, marker+".sock")); err != nil {
+				return err
+			}
+			defer console.Close()
+			argv = append(argv[:2:2], append([]string{"--console-socket", console.path}, argv[2:]...)...)
 		}
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
@@ -187,9 +211,9 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 	send := out.Send
 	var stdin io.WriteCloser
 	var tty *os.File
-	var copies sync.WaitGroup
-	copyOut := func(t channel.FrameType, r io.Reader) {
-		defer copies.Done()
+	var pipes, ttyCopy sync.WaitGroup
+	copyOut := func(wg *sync.WaitGroup, t channel.FrameType, r io.Reader) {
+		defer wg.Done()
 		buf := make([]byte, 32<<10)
 		for {
 			n, err := r.Read(buf)
@@ -204,18 +228,24 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 			}
 		}
 	}
-	if req.TTY {
+	// errTail keeps the end of crun's stderr, where it reports a command
+	// it could not start.
+	errTail := &tailWriter{}
+	if req.TTY && req.Rows == 0 {
+		req.Rows, req.Cols = 24, 80
+	}
+	if req.TTY && req.InVM {
+		cmd.SysProcAttr.Setctty = true
 		var err error
-		if cmd.SysProcAttr.Setctty = true; req.Rows == 0 {
-			req.Rows, req.Cols = 24, 80
-		}
-		tty, err = pty.StartWithAttrs(cmd, &pty.Winsize{Rows: req.Rows, Cols: req.Cols}, cmd.SysProcAttr)
-		if err != nil {
+		if err = startChildWith(cmd, func() error {
+			tty, err = pty.StartWithAttrs(cmd, &pty.Winsize{Rows: req.Rows, Cols: req.Cols}, cmd.SysProcAttr)
+			return err
+		}); err != nil {
 			return a.execFailed(conn, err)
 		}
 		stdin = tty
-		copies.Add(1)
-		go copyOut(channel.FrameStdout, tty)
+		ttyCopy.Add(1)
+		go copyOut(&ttyCopy, channel.FrameStdout, tty)
 	} else {
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {
@@ -225,36 +255,48 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 		if err != nil {
 			return err
 		}
-		if req.Stdin {
+		if req.Stdin && console == nil {
 			if stdin, err = cmd.StdinPipe(); err != nil {
 				return err
 			}
 		}
-		if err := cmd.Start(); err != nil {
+		if err := startChild(cmd); err != nil {
 			return a.execFailed(conn, err)
 		}
-		copies.Add(2)
-		go copyOut(channel.FrameStdout, stdout)
-		if errTail != nil {
-			stderr = io.NopCloser(io.TeeReader(stderr, errTail))
+		pipes.Add(2)
+		go copyOut(&pipes, channel.FrameStdout, stdout)
+		go copyOut(&pipes, channel.FrameStderr, io.TeeReader(stderr, errTail))
+		if console != nil {
+			crunDone := make(chan struct{})
+			go func() { pipes.Wait(); close(crunDone) }()
+			if tty, err = console.receive(crunDone, startTimeout); err != nil {
+				proc.signal(syscall.SIGKILL)
+				<-crunDone
+				waitChild(cmd)
+				return fmt.Errorf("exec terminal: %w: %s", err, bytes.TrimSpace(errTail.tail()))
+			}
+			stdin = tty
+			ttyCopy.Add(1)
+			go copyOut(&ttyCopy, channel.FrameStdout, tty)
 		}
-		go copyOut(channel.FrameStderr, stderr)
 	}
 	if err := send(channel.FrameOK, nil); err != nil {
 		proc.signal(syscall.SIGKILL)
 	}
-	go a.execInput(conn, proc, stdin, tty)
-	if tty == nil {
-		copies.Wait()
+	if req.Detach && !req.InVM {
+		// podman exec -d prints the session's ID.
+		send(channel.FrameStdout, []byte(marker+marker+marker+marker+"\n"))
 	}
-	err := cmd.Wait()
+	go a.execInput(conn, proc, stdin, tty)
+	pipes.Wait()
+	err := waitChild(cmd)
 	close(proc.done)
 	if tty != nil {
 		// The pty's output ends with the last process holding it, which
 		// may outlive the command (a background job): do not wait for
 		// more than what is already there.
 		tty.SetReadDeadline(time.Now().Add(2 * time.Second))
-		copies.Wait()
+		ttyCopy.Wait()
 		tty.Close()
 	}
 	code := 0
@@ -267,7 +309,7 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 		if code < 0 {
 			code = 128 + int(ee.Sys().(syscall.WaitStatus).Signal())
 		}
-		if errTail != nil {
+		if !req.InVM {
 			if c, ok := runtimeFailure(code, errTail.tail()); ok {
 				code = c
 			}

@@ -10,64 +10,56 @@ import (
 	"strings"
 	"sync"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/fcvm/fcvm/internal/channel"
 )
 
-// The fast exec path: the agent asks the OCI runtime (crun) to run the
-// command in the container directly, as podman exec itself does in the
-// end, without paying for podman's start-up (about a second per exec under
-// TCG). The process spec is the container's own (environment, working
-// directory, user, capabilities, rlimits, no_new_privileges, seccomp and
-// AppArmor come with the container), with the request's command,
-// environment additions and working directory, which is what podman exec
-// builds too. Requests that need more of podman (a terminal through
-// conmon, --detach, a --user resolved against the container's passwd and
-// group files) still go through podman exec.
+// Exec in the container: the agent asks crun to run the command in the
+// container directly, as podman exec itself does in the end, without
+// podman's start-up (about a second per exec under TCG). The process spec
+// is the container's own (environment, working directory, user,
+// capabilities, rlimits, no_new_privileges, seccomp), with the request's
+// command, environment additions, working directory, user and terminal,
+// which is what podman exec builds too.
 
 // runtimeStateDir is crun's state: one dir per container, holding the
 // config.json the container runs with.
 const runtimeStateDir = "/run/crun"
 
-// runtimeExecDir holds the process specs of running fast execs.
+// runtimeExecDir holds the process specs of running execs.
 const runtimeExecDir = "/run/fcvm-exec"
 
-// fastExecOK reports whether req can take the fast path.
-func fastExecOK(req *channel.ExecRequest) bool {
-	return !req.InVM && !req.TTY && !req.Detach && req.User == ""
-}
-
-// runtimeExecArgs returns crun's command line for req in the container
-// whose ID is in cidFile, with marker in the command's environment, and
-// the process spec file to remove once the command has exited. ok is false
-// when the container's state cannot be read (the caller falls back to
-// podman exec).
-func runtimeExecArgs(req *channel.ExecRequest, marker string) (argv []string, spec string, ok bool) {
-	b, err := os.ReadFile(cidFile)
-	id := strings.TrimSpace(string(b))
-	if err != nil || id == "" || strings.ContainsAny(id, "/.") {
-		return nil, "", false
-	}
-	proc, err := execProcess(filepath.Join(runtimeStateDir, id, "config.json"), req, marker)
+// runtimeExecArgs returns crun's command line for req in the container,
+// with marker in the command's environment, and the process spec file to
+// remove once the command has exited.
+func runtimeExecArgs(req *channel.ExecRequest, marker string) (argv []string, spec string, err error) {
+	proc, err := execProcess(filepath.Join(runtimeStateDir, containerName, "config.json"), filepath.Join(bundleDir, "rootfs"), req, marker)
 	if err != nil {
-		return nil, "", false
+		return nil, "", err
 	}
 	if err := os.MkdirAll(runtimeExecDir, 0o700); err != nil {
-		return nil, "", false
+		return nil, "", err
 	}
 	spec = filepath.Join(runtimeExecDir, marker+".json")
 	if err := os.WriteFile(spec, proc, 0o600); err != nil {
-		return nil, "", false
+		return nil, "", err
 	}
-	return []string{"crun", "exec", "--process", spec, id}, spec, true
+	argv = []string{"crun", "exec", "--process", spec}
+	if req.Detach {
+		argv = append(argv, "--detach")
+	}
+	return append(argv, containerName), spec, nil
 }
 
 // execProcess is the container's process spec from configPath with req's
-// command, environment and working directory. Fields fcvm does not know
+// command, environment, working directory, terminal and user (resolved
+// against the container's files under root). Fields fcvm does not know
 // are kept as they are.
-func execProcess(configPath string, req *channel.ExecRequest, marker string) ([]byte, error) {
+func execProcess(configPath, root string, req *channel.ExecRequest, marker string) ([]byte, error) {
 	b, err := os.ReadFile(configPath)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read the container's state: %w", err)
 	}
 	var config struct {
 		Process map[string]json.RawMessage `json:"process"`
@@ -90,10 +82,27 @@ func execProcess(configPath string, req *channel.ExecRequest, marker string) ([]
 	}
 	set("args", req.Cmd)
 	set("env", env)
-	set("terminal", false)
+	set("terminal", req.TTY)
 	delete(p, "consoleSize")
+	if req.TTY {
+		set("consoleSize", specs.Box{Height: uint(req.Rows), Width: uint(req.Cols)})
+	}
 	if req.Workdir != "" {
 		set("cwd", req.Workdir)
+	}
+	if req.User != "" {
+		u, err := resolveUser(root, req.User)
+		if err != nil {
+			return nil, err
+		}
+		var caps specs.LinuxCapabilities
+		if raw, ok := p["capabilities"]; ok {
+			if err := json.Unmarshal(raw, &caps); err != nil {
+				return nil, fmt.Errorf("read %s: capabilities: %w", configPath, err)
+			}
+		}
+		set("user", processUser(u))
+		set("capabilities", processCaps(caps.Bounding, u.Uid))
 	}
 	return json.Marshal(p)
 }
@@ -120,16 +129,16 @@ func mergeEnv(base, add []string) []string {
 }
 
 // runtimeFailure recognises crun's own report that the command could not
-// start (exit 255 and its message last on stderr) and gives podman's exit
-// code for it: 127 not found, 126 not executable.
+// start (exit 1 from crun run, 255 from crun exec, and its message last on
+// stderr) and gives podman's exit code for it: 127 not found, 126 not
+// executable.
 var (
-	notFoundRE   = regexp.MustCompile("executable file `[^`]*` not found in \\$PATH: No such file or directory\\s*$")
-	notExecRE    = regexp.MustCompile("(open executable|exec `[^`]*`): Permission denied\\s*$")
-	crunStartErr = 255
+	notFoundRE = regexp.MustCompile("executable file `[^`]*` not found in \\$PATH: No such file or directory\\s*$")
+	notExecRE  = regexp.MustCompile("(open executable|exec `[^`]*`): (Permission denied|Operation not permitted)\\s*$")
 )
 
 func runtimeFailure(code int, stderrTail []byte) (int, bool) {
-	if code != crunStartErr {
+	if code != 1 && code != 255 {
 		return 0, false
 	}
 	switch {

@@ -24,7 +24,7 @@ func TestExecProcess(t *testing.T) {
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	b, err := execProcess(path, &channel.ExecRequest{Cmd: []string{"sh", "-c", "env"}, Env: []string{"FOO=new", "BAR=1"}, Workdir: "/tmp"}, "m1")
+	b, err := execProcess(path, t.TempDir(), &channel.ExecRequest{Cmd: []string{"sh", "-c", "env"}, Env: []string{"FOO=new", "BAR=1"}, Workdir: "/tmp"}, "m1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,12 +54,12 @@ func TestExecProcess(t *testing.T) {
 		}
 	}
 	// Without a workdir the container's stays.
-	b, _ = execProcess(path, &channel.ExecRequest{Cmd: []string{"true"}}, "m2")
+	b, _ = execProcess(path, t.TempDir(), &channel.ExecRequest{Cmd: []string{"true"}}, "m2")
 	json.Unmarshal(b, &p)
 	if p["cwd"] != "/srv" {
 		t.Errorf("cwd %v, want the container's /srv", p["cwd"])
 	}
-	if _, err := execProcess(filepath.Join(t.TempDir(), "none.json"), &channel.ExecRequest{Cmd: []string{"true"}}, "m3"); err == nil {
+	if _, err := execProcess(filepath.Join(t.TempDir(), "none.json"), t.TempDir(), &channel.ExecRequest{Cmd: []string{"true"}}, "m3"); err == nil {
 		t.Error("a missing config gave a process")
 	}
 }
@@ -74,32 +74,16 @@ func TestRuntimeFailure(t *testing.T) {
 		{255, "executable file `nosuch` not found in $PATH: No such file or directory", 127, true},
 		{255, "some output\nexecutable file `x y` not found in $PATH: No such file or directory\n", 127, true},
 		{255, "open executable: Permission denied", 126, true},
+		{1, "open executable: Operation not permitted\n", 126, true},
+		{1, "executable file `nosuch` not found in $PATH: No such file or directory\n", 127, true},
 		{255, "the command's own error", 0, false},
-		{1, "executable file `nosuch` not found in $PATH: No such file or directory", 0, false},
+		{2, "executable file `nosuch` not found in $PATH: No such file or directory", 0, false},
 		// The message must be the last thing on stderr.
 		{255, "executable file `x` not found in $PATH: No such file or directory\nthen the command went on", 0, false},
 	} {
 		got, ok := runtimeFailure(tc.code, []byte(tc.tail))
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("runtimeFailure(%d, %q) = %d, %v; want %d, %v", tc.code, tc.tail, got, ok, tc.want, tc.ok)
-		}
-	}
-}
-
-func TestFastExecOK(t *testing.T) {
-	for _, tc := range []struct {
-		req  channel.ExecRequest
-		want bool
-	}{
-		{channel.ExecRequest{Cmd: []string{"true"}}, true},
-		{channel.ExecRequest{Cmd: []string{"cat"}, Stdin: true, Env: []string{"A=1"}, Workdir: "/"}, true},
-		{channel.ExecRequest{Cmd: []string{"sh"}, TTY: true}, false},
-		{channel.ExecRequest{Cmd: []string{"id"}, User: "1000"}, false},
-		{channel.ExecRequest{Cmd: []string{"sleep"}, Detach: true}, false},
-		{channel.ExecRequest{Cmd: []string{"ls"}, InVM: true}, false},
-	} {
-		if got := fastExecOK(&tc.req); got != tc.want {
-			t.Errorf("fastExecOK(%+v) = %v", tc.req, got)
 		}
 	}
 }

@@ -1,0 +1,363 @@
+package agent
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/moby/sys/user"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/fcvm/fcvm/internal/channel"
+)
+
+// The container's OCI bundle, as podman 4.3 (the guest's) generates it for
+// `podman run --rootfs DIR:O` with the rootfs's containers.conf: what the
+// container sees is podman's, without podman running. The host has
+// already resolved the image config into the plan.
+
+// defaultCaps is podman's default capability set, as the guest's
+// containers-common (/usr/share/containers/containers.conf) lists it.
+var defaultCaps = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+	"CAP_NET_BIND_SERVICE", "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP",
+	"CAP_SETUID", "CAP_SYS_CHROOT",
+}
+
+// maskedPaths and readonlyPaths are podman's.
+var (
+	maskedPaths = []string{
+		"/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+		"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+		"/proc/scsi", "/sys/firmware", "/sys/fs/selinux", "/sys/dev/block",
+	}
+	readonlyPaths = []string{
+		"/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+		"/proc/sysrq-trigger",
+	}
+)
+
+const (
+	// defaultPath is podman's PATH for an image that sets none.
+	defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	// rlimitDefault is podman's nofile and nproc for rootful containers,
+	// lowered to what the kernel allows (fs.nr_open, kernel.pid_max).
+	rlimitDefault = 1 << 20
+	// pidsLimit is podman's default pids cgroup limit.
+	pidsLimit = 2048
+	// shmSize is podman's default /dev/shm size.
+	shmSize = "65536k"
+)
+
+// specInput is what the container's spec is made of besides the plan.
+type specInput struct {
+	// Root is the container's root directory.
+	Root string
+	// Files holds the hosts, hostname and resolv.conf files bound into
+	// the container, and the empty .containerenv.
+	Files string
+	// User is the plan's user resolved against the container's passwd
+	// and group files.
+	User *user.ExecUser
+	// Seccomp is the filter (see convertSeccomp).
+	Seccomp *specs.LinuxSeccomp
+	// NoFile and NProc are the rlimits (see rlimitDefault).
+	NoFile, NProc uint64
+}
+
+// containerSpec is the OCI runtime spec of the plan's container.
+func containerSpec(p *channel.Plan, in specInput) (*specs.Spec, error) {
+	args := append(append([]string(nil), p.Entrypoint...), p.Cmd...)
+	if len(args) == 0 {
+		return nil, errors.New("no command: the image has no entrypoint or cmd; give one after the image name")
+	}
+	cwd := p.Workdir
+	if cwd == "" {
+		cwd = "/"
+	}
+	proc := &specs.Process{
+		Terminal: p.TTY,
+		User:     processUser(in.User),
+		Args:     args,
+		Env:      containerEnv(p.Env, p.Hostname, in.User.Home),
+		Cwd:      cwd,
+		Capabilities: processCaps(defaultCaps, in.User.Uid),
+		Rlimits: []specs.POSIXRlimit{
+			{Type: "RLIMIT_NOFILE", Hard: in.NoFile, Soft: in.NoFile},
+			{Type: "RLIMIT_NPROC", Hard: in.NProc, Soft: in.NProc},
+		},
+	}
+	if p.TTY {
+		proc.ConsoleSize = &specs.Box{Height: uint(max(p.Rows, 24)), Width: uint(max(p.Cols, 80))}
+	}
+	nosuid := []string{"nosuid", "noexec", "nodev"}
+	mounts := []specs.Mount{
+		{Destination: "/proc", Type: "proc", Source: "proc", Options: nosuid},
+		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "noexec", "strictatime", "mode=755", "size=65536k"}},
+		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
+		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: nosuid},
+		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=" + shmSize}},
+		{Destination: "/run/.containerenv", Type: "bind", Source: filepath.Join(in.Files, "containerenv"), Options: []string{"bind", "rprivate"}},
+		{Destination: "/etc/hostname", Type: "bind", Source: filepath.Join(in.Files, "hostname"), Options: []string{"bind", "rprivate"}},
+		{Destination: "/etc/hosts", Type: "bind", Source: filepath.Join(in.Files, "hosts"), Options: []string{"bind", "rprivate"}},
+	}
+	// podman gives a container on the host's network the host's
+	// resolver, and one without a network none (the image's file stays).
+	if p.Network != nil {
+		mounts = append(mounts, specs.Mount{Destination: "/etc/resolv.conf", Type: "bind", Source: filepath.Join(in.Files, "resolv.conf"), Options: []string{"bind", "rprivate"}})
+	}
+	mounts = append(mounts, specs.Mount{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"rprivate", "nosuid", "noexec", "nodev", "relatime", "ro"}})
+	for i, v := range p.Volumes {
+		opts := []string{"rbind", "rprivate"}
+		if v.ReadOnly {
+			opts = append(opts, "ro")
+		}
+		mounts = append(mounts, specs.Mount{Destination: v.Guest, Type: "bind", Source: fmt.Sprintf("%s/%d", volumeRoot, i), Options: opts})
+	}
+	namespaces := []specs.LinuxNamespace{{Type: specs.PIDNamespace}}
+	if p.Network == nil {
+		// --network none: a namespace of its own with only loopback.
+		namespaces = append(namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace})
+	}
+	namespaces = append(namespaces,
+		specs.LinuxNamespace{Type: specs.IPCNamespace},
+		specs.LinuxNamespace{Type: specs.UTSNamespace},
+		specs.LinuxNamespace{Type: specs.MountNamespace},
+		specs.LinuxNamespace{Type: specs.CgroupNamespace},
+	)
+	pids := int64(pidsLimit)
+	return &specs.Spec{
+		Version:  specs.Version,
+		Process:  proc,
+		Root:     &specs.Root{Path: in.Root},
+		Hostname: p.Hostname,
+		Mounts:   mounts,
+		Linux: &specs.Linux{
+			Sysctl: map[string]string{"net.ipv4.ping_group_range": "0 0"},
+			Resources: &specs.LinuxResources{
+				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
+				Pids:    &specs.LinuxPids{Limit: &pids},
+			},
+			CgroupsPath:   "/fcvm/" + containerName,
+			Namespaces:    namespaces,
+			MaskedPaths:   maskedPaths,
+			ReadonlyPaths: readonlyPaths,
+			Seccomp:       in.Seccomp,
+		},
+	}, nil
+}
+
+// processUser is the spec's user for u.
+func processUser(u *user.ExecUser) specs.User {
+	umask := uint32(0o022)
+	su := specs.User{UID: uint32(u.Uid), GID: uint32(u.Gid), Umask: &umask}
+	for _, g := range u.Sgids {
+		if g != u.Gid {
+			su.AdditionalGids = append(su.AdditionalGids, uint32(g))
+		}
+	}
+	return su
+}
+
+// processCaps is podman's capability sets for a process of uid: the
+// bounding set always; effective and permitted only for root.
+func processCaps(caps []string, uid int) *specs.LinuxCapabilities {
+	c := &specs.LinuxCapabilities{Bounding: caps}
+	if uid == 0 {
+		c.Effective, c.Permitted = caps, caps
+	}
+	return c
+}
+
+// containerEnv is the plan's environment (the image's with -e applied)
+// over podman's defaults, with HOSTNAME and HOME as podman adds them.
+func containerEnv(env []string, hostname, home string) []string {
+	out := mergeEnv([]string{defaultPath, "TERM=xterm", "container=podman"}, env)
+	has := func(k string) bool {
+		for _, kv := range out {
+			if strings.HasPrefix(kv, k+"=") {
+				return true
+			}
+		}
+		return false
+	}
+	if hostname != "" && !has("HOSTNAME") {
+		out = append(out, "HOSTNAME="+hostname)
+	}
+	if !has("HOME") {
+		if home == "" {
+			home = "/"
+		}
+		out = append(out, "HOME="+home)
+	}
+	return out
+}
+
+// maxUserFile bounds what is read of the container's passwd and group
+// files (the image's, hostile).
+const maxUserFile = 4 << 20
+
+// resolveUser resolves spec (podman's --user: name or uid, optionally
+// :group) against the passwd and group files under root, as podman does:
+// an unknown numeric uid runs with gid 0 and HOME /. The files are opened
+// inside root, so an image's symlinks cannot point elsewhere.
+func resolveUser(root, spec string) (*user.ExecUser, error) {
+	if spec == "" {
+		spec = "0"
+	}
+	open := func(name string) io.Reader {
+		dir, err := os.Open(root)
+		if err != nil {
+			return nil
+		}
+		defer dir.Close()
+		fd, err := unix.Openat2(int(dir.Fd()), name, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
+		if err != nil {
+			return nil
+		}
+		f := os.NewFile(uintptr(fd), name)
+		defer f.Close()
+		b, err := io.ReadAll(io.LimitReader(f, maxUserFile))
+		if err != nil {
+			return nil
+		}
+		return bytes.NewReader(b)
+	}
+	u, err := user.GetExecUser(spec, &user.ExecUser{Home: "/"}, open("etc/passwd"), open("etc/group"))
+	if err != nil {
+		return nil, fmt.Errorf("resolve user %q: %w", spec, err)
+	}
+	return u, nil
+}
+
+// rlimitMax is a kernel limit from /proc/sys, capped at rlimitDefault.
+func rlimitMax(path string) uint64 {
+	b, err := os.ReadFile(path)
+	var n uint64
+	if err == nil {
+		fmt.Sscan(string(b), &n)
+	}
+	if n == 0 || n > rlimitDefault {
+		return rlimitDefault
+	}
+	return n
+}
+
+// Where the container lives in the guest.
+const (
+	// bundleDir is the OCI bundle (tmpfs): config.json, the files bound
+	// into the container, the root's mount point.
+	bundleDir = "/run/fcvm-ctr"
+	// pidFile is where crun writes the container's init.
+	pidFile = bundleDir + "/pid"
+	// rootDiskDir holds the container root's upper and work directories
+	// on the VM's writable disk (the image disk is read-only), so the
+	// container's writes go to disk rather than memory.
+	rootDiskDir = upperMount + "/container"
+)
+
+// writeBundle makes the container's root (an overlay of the image on the
+// upper disk, fresh each boot as podman's :O was) and its bundle.
+func writeBundle(p *channel.Plan) error {
+	root := filepath.Join(bundleDir, "rootfs")
+	if err := os.RemoveAll(rootDiskDir); err != nil {
+		return fmt.Errorf("clear %s: %w", rootDiskDir, err)
+	}
+	for _, d := range []string{root, rootDiskDir + "/upper", rootDiskDir + "/work"} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("container root: %w", err)
+		}
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s/upper,workdir=%s/work", imageMount, rootDiskDir, rootDiskDir)
+	if err := mount("overlay", root, "overlay", 0, opts); err != nil {
+		return fmt.Errorf("container root: %w", err)
+	}
+	if p.Workdir != "" {
+		// podman makes a missing working directory.
+		if err := mkdirInRoot(root, p.Workdir); err != nil {
+			return fmt.Errorf("working directory %s: %w", p.Workdir, err)
+		}
+	}
+	u, err := resolveUser(root, p.User)
+	if err != nil {
+		return err
+	}
+	hosts, err := os.ReadFile("/etc/hosts")
+	if err != nil {
+		return fmt.Errorf("read /etc/hosts: %w", err)
+	}
+	if p.Network == nil && p.Hostname != "" {
+		hosts = fmt.Appendf(hosts, "127.0.0.1\t%s\n", p.Hostname)
+	}
+	resolv, _ := os.ReadFile("/etc/resolv.conf")
+	for name, b := range map[string][]byte{"hosts": hosts, "hostname": []byte(p.Hostname), "resolv.conf": resolv, "containerenv": nil} {
+		if err := os.WriteFile(filepath.Join(bundleDir, name), b, 0o644); err != nil {
+			return fmt.Errorf("write bundle: %w", err)
+		}
+	}
+	profile, err := os.ReadFile(seccompProfile)
+	if err != nil {
+		return fmt.Errorf("seccomp profile: %w", err)
+	}
+	sc, err := convertSeccomp(profile, defaultCaps, runtime.GOARCH, kernelRelease())
+	if err != nil {
+		return err
+	}
+	spec, err := containerSpec(p, specInput{
+		Root: root, Files: bundleDir, User: u, Seccomp: sc,
+		NoFile: rlimitMax("/proc/sys/fs/nr_open"), NProc: rlimitMax("/proc/sys/kernel/pid_max"),
+	})
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(bundleDir, "config.json"), b, 0o600); err != nil {
+		return fmt.Errorf("write bundle: %w", err)
+	}
+	return nil
+}
+
+// mkdirInRoot makes dir and its parents inside root, resolving every
+// component (the image's symlinks included) within root.
+func mkdirInRoot(root, dir string) error {
+	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(rfd)
+	how := &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
+	cur := "."
+	for _, name := range strings.Split(filepath.Clean("/"+dir), "/")[1:] {
+		next := filepath.Join(cur, name)
+		fd, err := unix.Openat2(rfd, next, how)
+		if errors.Is(err, unix.ENOENT) {
+			pfd, perr := unix.Openat2(rfd, cur, how)
+			if perr != nil {
+				return perr
+			}
+			err = unix.Mkdirat(pfd, name, 0o755)
+			unix.Close(pfd)
+			if err != nil && !errors.Is(err, unix.EEXIST) {
+				return err
+			}
+			fd, err = unix.Openat2(rfd, next, how)
+		}
+		if err != nil {
+			return err
+		}
+		unix.Close(fd)
+		cur = next
+	}
+	return nil
+}
