@@ -52,8 +52,12 @@ const (
 	rlimitDefault = 1 << 20
 	// pidsLimit is podman's default pids cgroup limit.
 	pidsLimit = 2048
-	// shmSize is podman's default /dev/shm size.
-	shmSize = "65536k"
+	// shmSize is podman's default /dev/shm size ("65536k", which podman
+	// mounts as 65536000 bytes).
+	shmSize = "64000k"
+	// ociVersion is the spec version the guest's crun (1.8) accepts, the
+	// one podman 4.3 writes.
+	ociVersion = "1.0.2-dev"
 )
 
 // specInput is what the container's spec is made of besides the plan.
@@ -135,7 +139,7 @@ func containerSpec(p *channel.Plan, in specInput) (*specs.Spec, error) {
 	)
 	pids := int64(pidsLimit)
 	return &specs.Spec{
-		Version:  specs.Version,
+		Version:  ociVersion,
 		Process:  proc,
 		Root:     &specs.Root{Path: in.Root},
 		Hostname: p.Hostname,

@@ -134,7 +134,7 @@ func TestContainerSpec(t *testing.T) {
 			t.Errorf("mount %s: %+v, want type %s", dst, mounts[dst], want)
 		}
 	}
-	if !slices.Contains(mounts["/sys"].Options, "ro") || !slices.Contains(mounts["/dev/shm"].Options, "size=65536k") || !slices.Contains(mounts["/sys/fs/cgroup"].Options, "ro") {
+	if !slices.Contains(mounts["/sys"].Options, "ro") || !slices.Contains(mounts["/dev/shm"].Options, "size=64000k") || !slices.Contains(mounts["/sys/fs/cgroup"].Options, "ro") {
 		t.Errorf("/sys, /dev/shm or cgroup options: %v %v %v", mounts["/sys"].Options, mounts["/dev/shm"].Options, mounts["/sys/fs/cgroup"].Options)
 	}
 	if mounts["/etc/hosts"].Source != "/f/hosts" || mounts["/data"].Source != volumeRoot+"/0" || slices.Contains(mounts["/data"].Options, "ro") || !slices.Contains(mounts["/ro"].Options, "ro") {

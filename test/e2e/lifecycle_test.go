@@ -164,6 +164,17 @@ func (h *hostPodman) cmd(ctx context.Context, args ...string) *exec.Cmd {
 	return cmd
 }
 
+// hostPodmanConf is the host podman's containers.conf: file locks, and the
+// default capabilities Debian's containers-common lists (what the guest's
+// podman gave containers). CONTAINERS_CONF replaces the system's files, so
+// without them podman would fall back to its compiled-in, larger set.
+const hostPodmanConf = `[containers]
+default_capabilities = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"]
+
+[engine]
+lock_type = "file"
+`
+
 // startHostPodman loads the archive into a private podman storage and
 // starts a container that sleeps. Host podman needs runc (crun refuses
 // this host's hybrid cgroups) and explicit rlimits (the sandbox forbids
@@ -179,7 +190,7 @@ func startHostPodman(t *testing.T, archive string) (*hostPodman, error) {
 		conf: filepath.Join(dir, "containers.conf"),
 		name: "parity",
 	}
-	if err := os.WriteFile(h.conf, []byte("[engine]\nlock_type = \"file\"\n"), 0o644); err != nil {
+	if err := os.WriteFile(h.conf, []byte(hostPodmanConf), 0o644); err != nil {
 		return nil, err
 	}
 	r := runQuiet(h.cmd(t.Context(), "load", "-q", "-i", archive), nil)
@@ -223,6 +234,16 @@ func testExecParity(t *testing.T, host *hostPodman, vm string) {
 		{name: "stdin not given without -i", cmd: []string{"cat"}, stdin: []byte("ignored\n")},
 		{name: "large output", cmd: []string{"seq", "1", "700000"}},
 		{name: "tty without a terminal", flags: []string{"-t"}, cmd: []string{"sh", "-c", "echo hi; echo there"}},
+		// What the container may do: podman's capabilities (root's, and
+		// a user's bounding set only), its seccomp filter, no
+		// no_new_privileges, its masked and read-only /proc paths.
+		{name: "capabilities and seccomp", cmd: []string{"grep", "-E", "^(Cap|Seccomp|NoNewPrivs):", "/proc/self/status"}},
+		{name: "capabilities of a user", flags: []string{"-u", "1000"}, cmd: []string{"grep", "-E", "^(Cap|Seccomp|NoNewPrivs):", "/proc/self/status"}},
+		{name: "user and groups", flags: []string{"-u", "app"}, cmd: []string{"sh", "-c", `id; echo "$HOME"`}},
+		{name: "masked and read-only paths", cmd: []string{"sh", "-c", `wc -c </proc/kcore; ls /sys/firmware | wc -l; echo 1 >/proc/sys/kernel/domainname; echo $?; touch /sys/x; echo $?`}},
+		{name: "seccomp refuses", cmd: []string{"sh", "-c", `unshare -U true 2>/dev/null; echo $?; swapoff -a 2>&1 | wc -l`}},
+		{name: "killed 137", cmd: []string{"sh", "-c", "kill -9 $$"}},
+		{name: "shm", cmd: []string{"sh", "-c", "df -k /dev/shm | tail -1 | tr -s ' ' | cut -d' ' -f2; grep -E ' /dev/(shm|mqueue|pts) ' /proc/mounts | cut -d' ' -f3"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
