@@ -42,7 +42,7 @@ func Main() {
 
 func run(log *slog.Logger) error {
 	t0 := time.Now()
-	// The kernel starts PID 1 with no PATH; podman and its helpers need one.
+	// The kernel starts PID 1 with no PATH; crun and its helpers need one.
 	os.Setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 	if err := earlyMounts(); err != nil {
 		return err

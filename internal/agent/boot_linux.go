@@ -125,7 +125,7 @@ func switchRoot(disks map[string]string) error {
 	return unix.Chdir("/")
 }
 
-// rootMounts sets up what podman and containers expect in the final root.
+// rootMounts sets up what crun and containers expect in the final root.
 func rootMounts() error {
 	for _, m := range []struct {
 		src, dst, fs string

@@ -87,11 +87,11 @@ func containerSpec(p *channel.Plan, in specInput) (*specs.Spec, error) {
 		cwd = "/"
 	}
 	proc := &specs.Process{
-		Terminal: p.TTY,
-		User:     processUser(in.User),
-		Args:     args,
-		Env:      containerEnv(p.Env, p.Hostname, in.User.Home),
-		Cwd:      cwd,
+		Terminal:     p.TTY,
+		User:         processUser(in.User),
+		Args:         args,
+		Env:          containerEnv(p.Env, p.Hostname, in.User.Home),
+		Cwd:          cwd,
 		Capabilities: processCaps(defaultCaps, in.User.Uid),
 		Rlimits: []specs.POSIXRlimit{
 			{Type: "RLIMIT_NOFILE", Hard: in.NoFile, Soft: in.NoFile},
@@ -127,9 +127,13 @@ func containerSpec(p *channel.Plan, in specInput) (*specs.Spec, error) {
 		mounts = append(mounts, specs.Mount{Destination: v.Guest, Type: "bind", Source: fmt.Sprintf("%s/%d", volumeRoot, i), Options: opts})
 	}
 	namespaces := []specs.LinuxNamespace{{Type: specs.PIDNamespace}}
+	var sysctl map[string]string
 	if p.Network == nil {
-		// --network none: a namespace of its own with only loopback.
+		// --network none: a namespace of its own with only loopback,
+		// where podman lets no group open ICMP sockets (the VM's own
+		// namespace keeps its setting, as podman's --network host).
 		namespaces = append(namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace})
+		sysctl = map[string]string{"net.ipv4.ping_group_range": "0 0"}
 	}
 	namespaces = append(namespaces,
 		specs.LinuxNamespace{Type: specs.IPCNamespace},
@@ -145,7 +149,7 @@ func containerSpec(p *channel.Plan, in specInput) (*specs.Spec, error) {
 		Hostname: p.Hostname,
 		Mounts:   mounts,
 		Linux: &specs.Linux{
-			Sysctl: map[string]string{"net.ipv4.ping_group_range": "0 0"},
+			Sysctl: sysctl,
 			Resources: &specs.LinuxResources{
 				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
 				Pids:    &specs.LinuxPids{Limit: &pids},

@@ -178,8 +178,8 @@ func TestContainerSpec(t *testing.T) {
 	if s.Process.Cwd != "/" || s.Process.Terminal || s.Process.ConsoleSize != nil || !slices.Equal(s.Process.User.AdditionalGids, []uint32{10}) {
 		t.Errorf("process %+v", s.Process)
 	}
-	if slices.Contains(ns(s), specs.NetworkNamespace) {
-		t.Error("a network namespace with the host's network")
+	if slices.Contains(ns(s), specs.NetworkNamespace) || len(s.Linux.Sysctl) != 0 {
+		t.Errorf("a network namespace or net sysctls %v with the host's network", s.Linux.Sysctl)
 	}
 	found := false
 	for _, m := range s.Mounts {

@@ -23,7 +23,7 @@ import (
 	"github.com/fcvm/fcvm/internal/channel"
 )
 
-// containerName is the one container of the VM, as podman knows it.
+// containerName is the one container of the VM, as crun knows it.
 const containerName = "fcvm"
 
 // outputLimit bounds unacknowledged container output held in guest memory.
@@ -86,7 +86,7 @@ func (a *Agent) start(p *channel.Plan, conn net.Conn) error {
 }
 
 // startTimeout bounds how long a start request waits for the container
-// to run; the first podman command of a boot under TCG takes seconds.
+// to run: generous, for a loaded TCG guest.
 const startTimeout = 3 * time.Minute
 
 // launch starts the container for p with crun unless a container exists

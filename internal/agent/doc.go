@@ -9,9 +9,13 @@
 //
 // # The container
 //
-// The host sends a Plan; the agent runs it with podman, with the image disk
-// as the container's root (--rootfs /mnt/image:O) and the image config
-// already resolved into flags by the host. Start is idempotent: a second
+// The host sends a Plan, the image config already resolved into it. The
+// agent writes an OCI bundle with the spec podman would have generated
+// (bundle_linux.go: podman's capabilities, seccomp profile, masked paths,
+// mounts and rlimits; the user from the image's passwd and group) and runs
+// it with crun, the image disk overlaid with the upper disk as the root.
+// Every exec goes through crun exec with the container's own process spec;
+// podman never runs. Start is idempotent: a second
 // start (after a reconnect, after a snapshot restore) reports the existing
 // container rather than running it again.
 //

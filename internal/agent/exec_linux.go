@@ -206,6 +206,9 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	proc := &execProc{cmd: cmd, marker: marker, done: make(chan struct{})}
+	if req.Detach && !req.InVM {
+		return execDetached(conn, cmd)
+	}
 
 	out := channel.NewStream(conn)
 	send := out.Send
@@ -283,10 +286,6 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 	if err := send(channel.FrameOK, nil); err != nil {
 		proc.signal(syscall.SIGKILL)
 	}
-	if req.Detach && !req.InVM {
-		// podman exec -d prints the session's ID.
-		send(channel.FrameStdout, []byte(marker+marker+marker+marker+"\n"))
-	}
 	go a.execInput(conn, proc, stdin, tty)
 	pipes.Wait()
 	err := waitChild(cmd)
@@ -316,6 +315,58 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 		}
 	}
 	return send(channel.FrameExit, channel.Uint32(uint32(code)))
+}
+
+// execDetached runs crun exec --detach and reports as podman exec -d does:
+// the session's ID, or why the command could not start. The command's
+// stdio are a pipe the agent drains for as long as it runs (podman
+// discards a detached session's output too); the end of it is crun's
+// message when crun fails.
+func execDetached(conn net.Conn, cmd *exec.Cmd) error {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = w, w
+	err = startChild(cmd)
+	w.Close()
+	if err != nil {
+		r.Close()
+		return fmt.Errorf("exec: %w", err)
+	}
+	tail := &tailWriter{}
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		io.Copy(tail, r)
+		r.Close()
+	}()
+	err = waitChild(cmd)
+	out := channel.NewStream(conn)
+	if err := out.Send(channel.FrameOK, nil); err != nil {
+		return nil
+	}
+	if err == nil {
+		id := make([]byte, 32)
+		rand.Read(id)
+		out.Send(channel.FrameStdout, []byte(hex.EncodeToString(id)+"\n"))
+		return out.Send(channel.FrameExit, channel.Uint32(0))
+	}
+	code := 125
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	}
+	// crun failed, so nothing else holds the pipe: its message is there.
+	select {
+	case <-drained:
+	case <-time.After(2 * time.Second):
+	}
+	if c, ok := runtimeFailure(code, tail.tail()); ok {
+		code = c
+	}
+	out.Send(channel.FrameStderr, tail.tail())
+	return out.Send(channel.FrameExit, channel.Uint32(uint32(code)))
 }
 
 // execInput takes stdin, resizes and signals from the host until the

@@ -41,7 +41,7 @@ func announce(log *slog.Logger, n *channel.NetPlan) {
 
 // setupNetwork configures the guest's one interface statically from the
 // plan (no DHCP wait), its default route and its resolver. The container
-// shares this network (podman --network host).
+// shares this network (as podman's --network host).
 func (a *Agent) setupNetwork(n *channel.NetPlan) error {
 	if n == nil {
 		return nil

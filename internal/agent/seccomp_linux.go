@@ -3,7 +3,6 @@ package agent
 import (
 	"encoding/json"
 	"fmt"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -128,6 +127,3 @@ func kernelRelease() string {
 	}
 	return unix.ByteSliceToString(u.Release[:])
 }
-
-// nativeArch is the architecture the profile's conditions are resolved for.
-var nativeArch = runtime.GOARCH

@@ -13,8 +13,8 @@ import (
 
 // Volumes: the host opens one KindVolume stream per -v directory as soon
 // as a session starts, before it sends start. The agent mounts stream i
-// with fuse-pipe at volumeRoot/i, and podman binds that directory to the
-// container's path (podmanRunArgs). start waits until every volume of its
+// with fuse-pipe at volumeRoot/i, and the container's spec binds that
+// directory to the container's path (containerSpec). start waits until every volume of its
 // plan is mounted, so the container never sees an empty directory.
 //
 // A fuse-pipe mount is tied to its stream: the host's node IDs belong to
@@ -32,7 +32,7 @@ const (
 	volumeWait = 30 * time.Second
 )
 
-// volumeRoot holds the volumes' mount points in the VM; podmanRunArgs
+// volumeRoot holds the volumes' mount points in the VM; containerSpec
 // names the same directory.
 const volumeRoot = "/mnt/volumes"
 
@@ -53,7 +53,7 @@ type guestVolumes struct {
 
 	mu sync.Mutex // guards the fields below
 	m  map[int]*guestVolume
-	// inUse is set once start has handed the mounts to podman: from then
+	// inUse is set once start has handed the mounts to crun: from then
 	// on a mount is never replaced under the container.
 	inUse bool
 	// changed is closed (and replaced) whenever a volume is mounted or
@@ -208,7 +208,7 @@ func (v *guestVolumes) wait(plan []channel.VolumePlan, timeout time.Duration) er
 	}
 }
 
-// mountVolumes makes sure the plan's volumes are mounted before podman
+// mountVolumes makes sure the plan's volumes are mounted before crun
 // runs; the host has already opened their streams.
 func (a *Agent) mountVolumes(plan []channel.VolumePlan) error {
 	return a.vols.wait(plan, volumeWait)
