@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -74,21 +75,9 @@ func execProcess(configPath, root string, req *channel.ExecRequest, marker strin
 			return nil, fmt.Errorf("read %s: env: %w", configPath, err)
 		}
 	}
-	env = mergeEnv(env, req.Env)
-	env = append(env, markerVar+"="+marker)
 	set := func(k string, v any) {
 		b, _ := json.Marshal(v)
 		p[k] = b
-	}
-	set("args", req.Cmd)
-	set("env", env)
-	set("terminal", req.TTY)
-	delete(p, "consoleSize")
-	if req.TTY {
-		set("consoleSize", specs.Box{Height: uint(req.Rows), Width: uint(req.Cols)})
-	}
-	if req.Workdir != "" {
-		set("cwd", req.Workdir)
 	}
 	if req.User != "" {
 		u, err := resolveUser(root, req.User)
@@ -103,6 +92,20 @@ func execProcess(configPath, root string, req *channel.ExecRequest, marker strin
 		}
 		set("user", processUser(u))
 		set("capabilities", processCaps(caps.Bounding, u.Uid))
+		// podman exec gives the user's HOME, unless -e sets one.
+		env = mergeEnv(env, []string{"HOME=" + cmp.Or(u.Home, "/")})
+	}
+	env = mergeEnv(env, req.Env)
+	env = append(env, markerVar+"="+marker)
+	set("args", req.Cmd)
+	set("env", env)
+	set("terminal", req.TTY)
+	delete(p, "consoleSize")
+	if req.TTY {
+		set("consoleSize", specs.Box{Height: uint(req.Rows), Width: uint(req.Cols)})
+	}
+	if req.Workdir != "" {
+		set("cwd", req.Workdir)
 	}
 	return json.Marshal(p)
 }

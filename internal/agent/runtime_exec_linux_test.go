@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/fcvm/fcvm/internal/channel"
 )
 
@@ -58,6 +60,32 @@ func TestExecProcess(t *testing.T) {
 	json.Unmarshal(b, &p)
 	if p["cwd"] != "/srv" {
 		t.Errorf("cwd %v, want the container's /srv", p["cwd"])
+	}
+	// -u: the user and groups from the container's files, podman's
+	// capabilities for them, their HOME; -t: a terminal of the size asked.
+	b, err = execProcess(path, fixtureRoot(t), &channel.ExecRequest{Cmd: []string{"id"}, User: "app", TTY: true, Rows: 30, Cols: 100}, "m4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var up struct {
+		User         specs.User
+		Capabilities specs.LinuxCapabilities
+		Env          []string
+		Terminal     bool
+		ConsoleSize  *specs.Box
+	}
+	json.Unmarshal(b, &up)
+	if up.User.UID != 1000 || up.User.GID != 1000 || !slices.Equal(up.User.AdditionalGids, []uint32{10, 29}) {
+		t.Errorf("user %+v", up.User)
+	}
+	if !slices.Equal(up.Capabilities.Bounding, []string{"CAP_CHOWN"}) || len(up.Capabilities.Effective) != 0 {
+		t.Errorf("capabilities %+v", up.Capabilities)
+	}
+	if !slices.Contains(up.Env, "HOME=/home/app") || !up.Terminal || up.ConsoleSize == nil || up.ConsoleSize.Height != 30 || up.ConsoleSize.Width != 100 {
+		t.Errorf("env %q terminal %v size %+v", up.Env, up.Terminal, up.ConsoleSize)
+	}
+	if _, err := execProcess(path, fixtureRoot(t), &channel.ExecRequest{Cmd: []string{"id"}, User: "nosuch"}, "m5"); err == nil {
+		t.Error("an unknown user ran")
 	}
 	if _, err := execProcess(filepath.Join(t.TempDir(), "none.json"), t.TempDir(), &channel.ExecRequest{Cmd: []string{"true"}}, "m3"); err == nil {
 		t.Error("a missing config gave a process")

@@ -16,9 +16,11 @@ import (
 
 // RootfsPackages are installed into the base rootfs on top of Debian
 // minbase, by apt in the chroot, without their Recommends.
-// podman runs one container with --rootfs DIR:O and --network none or
-// host; crun is its runtime, runc the fallback; catatonit is podman's
-// --init; fuse-overlayfs gives container storage on an overlayfs root.
+// fc-agent runs the container with crun on a bundle of its own; podman
+// brings the seccomp profile the agent converts (containers-common's
+// /usr/share/containers/seccomp.json) and is what BenchmarkGuestPodman
+// measures; runc, catatonit (an --init) and fuse-overlayfs are there for
+// podman.
 var RootfsPackages = []string{
 	"podman", "crun", "runc", "conmon", "fuse-overlayfs", "catatonit",
 	"iproute2", "ca-certificates",
