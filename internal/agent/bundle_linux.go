@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 
 	"github.com/moby/sys/user"
@@ -92,7 +93,7 @@ func containerSpec(p *channel.Plan, in specInput) (*specs.Spec, error) {
 		Args:         args,
 		Env:          containerEnv(p.Env, p.Hostname, in.User.Home),
 		Cwd:          cwd,
-		Capabilities: processCaps(defaultCaps, in.User.Uid),
+		Capabilities: processCaps(containerCaps(p.Shape), in.User.Uid),
 		Rlimits: []specs.POSIXRlimit{
 			{Type: "RLIMIT_NOFILE", Hard: in.NoFile, Soft: in.NoFile},
 			{Type: "RLIMIT_NPROC", Hard: in.NProc, Soft: in.NProc},
@@ -114,8 +115,9 @@ func containerSpec(p *channel.Plan, in specInput) (*specs.Spec, error) {
 		{Destination: "/etc/hosts", Type: "bind", Source: filepath.Join(in.Files, "hosts"), Options: []string{"bind", "rprivate"}},
 	}
 	// podman gives a container on the host's network the host's
-	// resolver, and one without a network none (the image's file stays).
-	if p.Network != nil {
+	// resolver, and one without a network none (the image's file stays)
+	// unless --dns names one.
+	if p.Network != nil || len(p.Shape.DNS) > 0 {
 		mounts = append(mounts, specs.Mount{Destination: "/etc/resolv.conf", Type: "bind", Source: filepath.Join(in.Files, "resolv.conf"), Options: []string{"bind", "rprivate"}})
 	}
 	mounts = append(mounts, specs.Mount{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"rprivate", "nosuid", "noexec", "nodev", "relatime", "ro"}})
@@ -142,7 +144,7 @@ func containerSpec(p *channel.Plan, in specInput) (*specs.Spec, error) {
 		specs.LinuxNamespace{Type: specs.CgroupNamespace},
 	)
 	pids := int64(pidsLimit)
-	return &specs.Spec{
+	spec := &specs.Spec{
 		Version:  ociVersion,
 		Process:  proc,
 		Root:     &specs.Root{Path: in.Root},
@@ -160,7 +162,116 @@ func containerSpec(p *channel.Plan, in specInput) (*specs.Spec, error) {
 			ReadonlyPaths: readonlyPaths,
 			Seccomp:       in.Seccomp,
 		},
-	}, nil
+	}
+	if err := applyShape(spec, p.Shape); err != nil {
+		return nil, err
+	}
+	return spec, nil
+}
+
+// initPath is catatonit, podman's --init, in the guest; podman binds it to
+// containerInit in the container.
+const (
+	initPath      = "/usr/libexec/podman/catatonit"
+	containerInit = "/run/podman-init"
+)
+
+// containerCaps is the container's bounding set: podman's defaults (or
+// every capability, privileged) with --cap-add and --cap-drop applied as
+// podman applies them (ALL in either; a drop of ALL keeps the adds).
+func containerCaps(s channel.Shape) []string {
+	set := slices.Clone(defaultCaps)
+	if s.Privileged {
+		set = slices.Clone(channel.Capabilities)
+	}
+	names := func(l []string) (out []string, all bool) {
+		for _, c := range l {
+			n, err := channel.CapName(c)
+			if err != nil {
+				continue // Validate refused it on the host
+			}
+			if n == "ALL" {
+				all = true
+				continue
+			}
+			out = append(out, n)
+		}
+		return out, all
+	}
+	add, addAll := names(s.CapAdd)
+	drop, dropAll := names(s.CapDrop)
+	if addAll {
+		set = slices.Clone(channel.Capabilities)
+	}
+	if dropAll {
+		set = nil
+	}
+	for _, c := range add {
+		if !slices.Contains(set, c) {
+			set = append(set, c)
+		}
+	}
+	if !dropAll {
+		set = slices.DeleteFunc(set, func(c string) bool { return slices.Contains(drop, c) })
+	}
+	slices.Sort(set) // as podman lists them
+	return set
+}
+
+// applyShape applies run's container flags to spec as podman does.
+func applyShape(spec *specs.Spec, s channel.Shape) error {
+	if s.Privileged {
+		spec.Linux.MaskedPaths, spec.Linux.ReadonlyPaths = nil, nil
+		spec.Linux.Resources.Devices = []specs.LinuxDeviceCgroup{{Allow: true, Access: "rwm"}}
+		for i, m := range spec.Mounts {
+			if m.Destination == "/sys" || m.Destination == "/sys/fs/cgroup" {
+				spec.Mounts[i].Options = slices.DeleteFunc(slices.Clone(m.Options), func(o string) bool { return o == "ro" })
+			}
+		}
+	}
+	tmpfs := func(dir string, opts []string) {
+		has := func(l ...string) bool {
+			return slices.ContainsFunc(opts, func(o string) bool { return slices.Contains(l, o) })
+		}
+		for _, d := range [][]string{{"rw", "ro"}, {"noexec", "exec"}, {"nosuid", "suid"}, {"nodev", "dev"}} {
+			if !has(d...) {
+				opts = append(opts, d[0])
+			}
+		}
+		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: dir, Type: "tmpfs", Source: "tmpfs", Options: opts})
+	}
+	if s.ReadOnly {
+		spec.Root.Readonly = true
+		// podman's read-only-tmpfs: where programs expect to write.
+		for _, d := range []string{"/run", "/tmp", "/var/tmp"} {
+			tmpfs(d, []string{"rw", "exec", "nosuid", "nodev"})
+		}
+	}
+	for _, t := range s.Tmpfs {
+		dir, o, _ := strings.Cut(t, ":")
+		var opts []string
+		if o != "" {
+			opts = strings.Split(o, ",")
+		}
+		tmpfs(dir, opts)
+	}
+	for _, u := range s.Ulimits {
+		name, soft, hard, err := channel.Ulimit(u)
+		if err != nil {
+			return err
+		}
+		i := slices.IndexFunc(spec.Process.Rlimits, func(r specs.POSIXRlimit) bool { return r.Type == name })
+		if i < 0 {
+			spec.Process.Rlimits = append(spec.Process.Rlimits, specs.POSIXRlimit{Type: name})
+			i = len(spec.Process.Rlimits) - 1
+		}
+		spec.Process.Rlimits[i].Soft, spec.Process.Rlimits[i].Hard = soft, hard
+	}
+	if s.Init {
+		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: containerInit, Type: "bind", Source: initPath, Options: []string{"bind", "ro"}})
+		spec.Process.Args = append([]string{containerInit, "--"}, spec.Process.Args...)
+	}
+	return nil
 }
 
 // processUser is the spec's user for u.
@@ -305,19 +416,39 @@ func writeBundle(p *channel.Plan) error {
 	if p.Network == nil && p.Hostname != "" {
 		hosts = fmt.Appendf(hosts, "127.0.0.1\t%s\n", p.Hostname)
 	}
+	var added []byte
+	for _, h := range p.Shape.AddHosts {
+		name, ip, _ := strings.Cut(h, ":")
+		added = fmt.Appendf(added, "%s\t%s\n", ip, name)
+	}
+	hosts = append(added, hosts...)
 	resolv, _ := os.ReadFile("/etc/resolv.conf")
+	if len(p.Shape.DNS) > 0 {
+		resolv = nil
+		for _, d := range p.Shape.DNS {
+			resolv = fmt.Appendf(resolv, "nameserver %s\n", d)
+		}
+	}
+	if p.Shape.Init {
+		if _, err := os.Stat(initPath); err != nil {
+			return fmt.Errorf("--init: %w", err)
+		}
+	}
 	for name, b := range map[string][]byte{"hosts": hosts, "hostname": []byte(p.Hostname), "resolv.conf": resolv, "containerenv": nil} {
 		if err := os.WriteFile(filepath.Join(bundleDir, name), b, 0o644); err != nil {
 			return fmt.Errorf("write bundle: %w", err)
 		}
 	}
-	profile, err := os.ReadFile(seccompProfile)
-	if err != nil {
-		return fmt.Errorf("seccomp profile: %w", err)
-	}
-	sc, err := convertSeccomp(profile, defaultCaps, runtime.GOARCH, kernelRelease())
-	if err != nil {
-		return err
+	// The filter depends on the capabilities; --privileged runs without.
+	var sc *specs.LinuxSeccomp
+	if !p.Shape.Privileged {
+		profile, err := os.ReadFile(seccompProfile)
+		if err != nil {
+			return fmt.Errorf("seccomp profile: %w", err)
+		}
+		if sc, err = convertSeccomp(profile, containerCaps(p.Shape), runtime.GOARCH, kernelRelease()); err != nil {
+			return err
+		}
 	}
 	spec, err := containerSpec(p, specInput{
 		Root: root, Files: bundleDir, User: u, Seccomp: sc,

@@ -278,3 +278,66 @@ func TestMkdirInRoot(t *testing.T) {
 		t.Errorf("made %v outside the root", ents)
 	}
 }
+
+// TestShape: run's container flags change the spec as podman's do.
+func TestShape(t *testing.T) {
+	for _, tc := range []struct {
+		shape channel.Shape
+		want  []string
+	}{
+		{channel.Shape{}, defaultCaps},
+		{channel.Shape{CapAdd: []string{"net_raw", "CAP_SYS_ADMIN"}, CapDrop: []string{"chown", "KILL"}},
+			[]string{"CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_ADMIN", "CAP_SYS_CHROOT"}},
+		{channel.Shape{CapDrop: []string{"all"}, CapAdd: []string{"setuid"}}, []string{"CAP_SETUID"}},
+		{channel.Shape{CapDrop: []string{"ALL"}}, nil},
+	} {
+		if got := containerCaps(tc.shape); !slices.Equal(got, tc.want) {
+			t.Errorf("caps for %+v: %v, want %v", tc.shape, got, tc.want)
+		}
+	}
+	if got := containerCaps(channel.Shape{Privileged: true}); len(got) != len(channel.Capabilities) {
+		t.Errorf("privileged: %d capabilities, want all %d", len(got), len(channel.Capabilities))
+	}
+	if got := containerCaps(channel.Shape{CapAdd: []string{"ALL"}, CapDrop: []string{"mknod"}}); len(got) != len(channel.Capabilities)-1 || slices.Contains(got, "CAP_MKNOD") {
+		t.Errorf("ALL less mknod: %v", got)
+	}
+
+	root0 := &user.ExecUser{Home: "/root"}
+	plan := &channel.Plan{Cmd: []string{"sleep", "1"}, Shape: channel.Shape{
+		Privileged: true, ReadOnly: true, Init: true,
+		Tmpfs:   []string{"/scratch", "/big:size=1m,exec"},
+		Ulimits: []string{"nofile=100:200", "core=-1", "nproc=50"},
+		DNS:     []string{"192.0.2.53"},
+	}}
+	s, err := containerSpec(plan, specInput{Root: "/r", Files: "/f", User: root0, NoFile: 1 << 20, NProc: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Root.Readonly || s.Linux.MaskedPaths != nil || s.Linux.ReadonlyPaths != nil || !s.Linux.Resources.Devices[0].Allow {
+		t.Errorf("read-only %v masked %v readonly %v devices %+v", s.Root.Readonly, s.Linux.MaskedPaths, s.Linux.ReadonlyPaths, s.Linux.Resources.Devices)
+	}
+	if !slices.Equal(s.Process.Args, []string{containerInit, "--", "sleep", "1"}) {
+		t.Errorf("--init args %q", s.Process.Args)
+	}
+	mounts := map[string]specs.Mount{}
+	for _, m := range s.Mounts {
+		mounts[m.Destination] = m
+	}
+	for dst, want := range map[string][]string{
+		"/scratch": {"rw", "noexec", "nosuid", "nodev"},
+		"/big":     {"size=1m", "exec", "rw", "nosuid", "nodev"},
+		"/tmp":     {"rw", "exec", "nosuid", "nodev"},
+		"/sys":     {"nosuid", "noexec", "nodev"},
+	} {
+		if !slices.Equal(mounts[dst].Options, want) {
+			t.Errorf("mount %s options %v, want %v", dst, mounts[dst].Options, want)
+		}
+	}
+	if mounts[containerInit].Source != initPath || mounts["/etc/resolv.conf"].Source != "/f/resolv.conf" {
+		t.Errorf("init %+v resolv.conf %+v", mounts[containerInit], mounts["/etc/resolv.conf"])
+	}
+	want := []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 100, Hard: 200}, {Type: "RLIMIT_NPROC", Soft: 50, Hard: 50}, {Type: "RLIMIT_CORE", Soft: ^uint64(0), Hard: ^uint64(0)}}
+	if !reflect.DeepEqual(s.Process.Rlimits, want) {
+		t.Errorf("rlimits %+v, want %+v", s.Process.Rlimits, want)
+	}
+}

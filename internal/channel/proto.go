@@ -64,6 +64,9 @@ type Plan struct {
 	Labels      map[string]string `json:"labels,omitempty"`
 	Network     *NetPlan          `json:"network,omitempty"`
 	Volumes     []VolumePlan      `json:"volumes,omitempty"`
+	// Shape is what run's container flags change (--cap-add, --read-only,
+	// ...).
+	Shape Shape `json:"shape,omitzero"`
 	// ClockUnixNano is the host's clock when it sent the plan; the guest
 	// steps its clock to it (guests have no RTC under microvm).
 	ClockUnixNano int64 `json:"clock_unix_nano,omitempty"`

@@ -64,6 +64,7 @@ func newRunCmd(env *Env) *cobra.Command {
 	f.StringArrayVarP(&o.volumes, "volume", "v", nil, "share a host directory: HOST-DIR:CONTAINER-DIR[:ro] (repeatable)")
 	f.BoolVar(&o.TLSVerify, "tls-verify", true, "require HTTPS and verify certificates when pulling")
 	addHealthFlags(f, o)
+	addShapeFlags(f, &o.Shape)
 	return cmd
 }
 

@@ -50,6 +50,9 @@ type Options struct {
 	Volumes []state.Volume
 	// DiskMiB is the size of the writable upper disk.
 	DiskMiB int
+	// Shape is what podman's container flags change in the container
+	// (--cap-add, --read-only, --ulimit, ...), applied by the guest.
+	Shape channel.Shape
 	// Progress receives image pull progress.
 	Progress io.Writer
 	// Health is the optional health check (health.go).
@@ -67,6 +70,9 @@ const (
 
 // Validate checks the options that need no I/O.
 func (o *Options) Validate() error {
+	if err := o.Shape.Validate(); err != nil {
+		return err
+	}
 	if o.CPUs < 1 || o.CPUs > MaxCPUs {
 		return fmt.Errorf("--cpus %d: must be between 1 and %d", o.CPUs, MaxCPUs)
 	}
@@ -393,6 +399,7 @@ func buildPlan(o Options, img *image.Image) (*channel.Plan, error) {
 		Cols:          o.Cols,
 		Labels:        o.Labels,
 		Volumes:       volumePlans(o.Volumes), // volumes.go
+		Shape:         o.Shape,
 		ClockUnixNano: time.Now().UnixNano(),
 	}
 	if o.Entrypoint != nil {

@@ -20,7 +20,9 @@ import (
 // rename) on real VMs, compared with host podman on the same image where
 // podman can run it here: exit codes as wait sees them, the output of
 // kill and port, and the errors of bad input. Two VMs are booted at once
-// and shared: one publishing ports, one without a network.
+// and shared: one publishing ports, one without a network whose container
+// run's container flags shape (shapeFlags), compared with host podman's
+// container of the same flags.
 func TestParity(t *testing.T) {
 	needSetup(t)
 	for _, tool := range []string{"podman", "runc"} {
@@ -45,6 +47,9 @@ func TestParity(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if args[1] == noneVM {
+				args = append(append(args[:4:4], shapeFlags...), args[4:]...)
+			}
 			r := runQuiet(fcvmCmd(t.Context(), dataDir, append([]string{"run", "-d"}, args...)...), nil)
 			if r.code != 0 {
 				errs[i] = fmt.Errorf("run -d %s: %s", args[1], r)
@@ -93,6 +98,36 @@ func TestParity(t *testing.T) {
 			want := strings.ReplaceAll(pr.stdout, fmt.Sprint(hostPort), fmt.Sprint(tcpPort))
 			if pr.code != 0 || "80/tcp -> "+fr.stdout != want {
 				t.Errorf("port differs from podman's: fcvm 80/tcp -> %q, podman %q (%s)", fr.stdout, want, pr)
+			}
+		}
+	})
+
+	t.Run("container flags", func(t *testing.T) {
+		name := "shape"
+		if r := host.run(t, name, "none", append(slices.Clone(shapeFlags), "--", "sleep", "100000")...); r.code != 0 {
+			t.Fatalf("podman run %v: %s", shapeFlags, r)
+		}
+		for _, cmd := range []string{
+			`grep -E '^Cap(Bnd|Eff):' /proc/self/status`,
+			`ulimit -n; ulimit -Hn`,
+			`grep -w db /etc/hosts; grep nameserver /etc/resolv.conf`,
+			`touch /x; echo $?; touch /scratch/a /tmp/b /run/c /var/tmp/d && echo writable`,
+			`tr '\0' ' ' </proc/1/cmdline; echo`,
+		} {
+			want := runQuiet(host.cmd(t.Context(), "exec", name, "sh", "-c", cmd), nil)
+			got := runQuiet(fcvmCmd(t.Context(), dataDir, "exec", noneVM, "sh", "-c", cmd), nil)
+			if got.code != want.code || got.stdout != want.stdout || got.stderr != want.stderr {
+				t.Errorf("%s:\nfcvm   %s\npodman %s", cmd, short(got), short(want))
+			}
+		}
+		// A bad flag is refused before anything starts.
+		for _, c := range []struct{ flag, has string }{
+			{"--cap-add=CAP_NOPE", "--cap-add"}, {"--ulimit=nofile=x", "--ulimit"},
+			{"--tmpfs=rel", "--tmpfs"}, {"--add-host=db", "--add-host"}, {"--dns=name", "--dns"},
+		} {
+			r := fcvm(t, "run", "--rm", "--network", "none", c.flag, ref, "true")
+			if r.code != 125 || !strings.Contains(r.stderr, c.has) || strings.Count(r.stderr, "\n") != 1 {
+				t.Errorf("run %s: want exit 125 and one line naming %s: %s", c.flag, c.has, r)
 			}
 		}
 	})
@@ -246,6 +281,11 @@ func TestParity(t *testing.T) {
 		}
 	})
 }
+
+// shapeFlags are podman's flags that shape a container, as the parity
+// test gives them to fcvm and host podman alike.
+var shapeFlags = []string{"--cap-add", "net_raw", "--cap-drop", "CHOWN", "--read-only", "--tmpfs", "/scratch",
+	"--ulimit", "nofile=1000:2000", "--add-host", "db:10.1.2.3", "--dns", "192.0.2.53", "--init"}
 
 // guestUptime is the guest's /proc/uptime in seconds.
 func guestUptime(t *testing.T, vm string) float64 {
