@@ -73,6 +73,9 @@ func (o *Options) Validate() error {
 	if err := o.Shape.Validate(); err != nil {
 		return err
 	}
+	if o.Network == "none" && len(o.Shape.DNS) > 0 {
+		return errors.New("--dns: conflicts with --network none (no resolver to name), as in podman")
+	}
 	if o.CPUs < 1 || o.CPUs > MaxCPUs {
 		return fmt.Errorf("--cpus %d: must be between 1 and %d", o.CPUs, MaxCPUs)
 	}

@@ -110,7 +110,7 @@ func TestParity(t *testing.T) {
 		for _, cmd := range []string{
 			`grep -E '^Cap(Bnd|Eff):' /proc/self/status`,
 			`ulimit -n; ulimit -Hn`,
-			`grep -w db /etc/hosts; grep nameserver /etc/resolv.conf`,
+			`grep -w db /etc/hosts`,
 			`touch /x; echo $?; touch /scratch/a /tmp/b /run/c /var/tmp/d && echo writable`,
 			`tr '\0' ' ' </proc/1/cmdline; echo`,
 		} {
@@ -124,6 +124,7 @@ func TestParity(t *testing.T) {
 		for _, c := range []struct{ flag, has string }{
 			{"--cap-add=CAP_NOPE", "--cap-add"}, {"--ulimit=nofile=x", "--ulimit"},
 			{"--tmpfs=rel", "--tmpfs"}, {"--add-host=db", "--add-host"}, {"--dns=name", "--dns"},
+			{"--dns=192.0.2.53", "conflicts with --network none"}, // podman's conflict too
 		} {
 			r := fcvm(t, "run", "--rm", "--network", "none", c.flag, ref, "true")
 			if r.code != 125 || !strings.Contains(r.stderr, c.has) || strings.Count(r.stderr, "\n") != 1 {
@@ -285,7 +286,7 @@ func TestParity(t *testing.T) {
 // shapeFlags are podman's flags that shape a container, as the parity
 // test gives them to fcvm and host podman alike.
 var shapeFlags = []string{"--cap-add", "net_raw", "--cap-drop", "CHOWN", "--read-only", "--tmpfs", "/scratch",
-	"--ulimit", "nofile=1000:2000", "--add-host", "db:10.1.2.3", "--dns", "192.0.2.53", "--init"}
+	"--ulimit", "nofile=1000:2000", "--add-host", "db:10.1.2.3", "--init"}
 
 // guestUptime is the guest's /proc/uptime in seconds.
 func guestUptime(t *testing.T, vm string) float64 {
