@@ -109,7 +109,7 @@ func TestParity(t *testing.T) {
 		}
 		for _, cmd := range []string{
 			`grep -E '^Cap(Bnd|Eff):' /proc/self/status`,
-			`ulimit -n; ulimit -Hn`,
+			`ulimit -c; ulimit -Hc`,
 			`grep -w db /etc/hosts`,
 			`touch /x; echo $?; touch /scratch/a /tmp/b /run/c /var/tmp/d && echo writable`,
 			`tr '\0' ' ' </proc/1/cmdline; echo`,
@@ -284,9 +284,11 @@ func TestParity(t *testing.T) {
 }
 
 // shapeFlags are podman's flags that shape a container, as the parity
-// test gives them to fcvm and host podman alike.
+// test gives them to fcvm and host podman alike (the ulimit is one the
+// host podman's run does not set already: podman merges a repeated one
+// oddly).
 var shapeFlags = []string{"--cap-add", "net_raw", "--cap-drop", "CHOWN", "--read-only", "--tmpfs", "/scratch",
-	"--ulimit", "nofile=1000:2000", "--add-host", "db:10.1.2.3", "--init"}
+	"--ulimit", "core=1000:2000", "--add-host", "db:10.1.2.3", "--init"}
 
 // guestUptime is the guest's /proc/uptime in seconds.
 func guestUptime(t *testing.T, vm string) float64 {
