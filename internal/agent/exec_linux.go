@@ -170,6 +170,10 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 	argv := req.Cmd
 	var marker string
 	var console *consoleSocket
+	if !req.InVM && req.Detach {
+		// Nothing would read a detached command's terminal.
+		req.TTY = false
+	}
 	if !req.InVM {
 		c, err := a.container()
 		if err != nil {

@@ -120,6 +120,18 @@ func TestParity(t *testing.T) {
 				t.Errorf("%s:\nfcvm   %s\npodman %s", cmd, short(got), short(want))
 			}
 		}
+		// The main process that cannot start: podman's exit codes.
+		for _, c := range []struct {
+			cmd  string
+			want int
+		}{{"nosuch-command", 127}, {"/etc/passwd", 126}} {
+			r := fcvm(t, "run", "--rm", "--network", "none", ref, c.cmd)
+			pr := runQuiet(host.cmd(t.Context(), "run", "--rm", "--runtime", "runc", "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096",
+				"--network", "none", host.image(t), c.cmd), nil)
+			if r.code != c.want || pr.code != c.want {
+				t.Errorf("run %s: fcvm exit %d, podman %d, want %d (%s)", c.cmd, r.code, pr.code, c.want, r)
+			}
+		}
 		// A bad flag is refused before anything starts.
 		for _, c := range []struct{ flag, has string }{
 			{"--cap-add=CAP_NOPE", "--cap-add"}, {"--ulimit=nofile=x", "--ulimit"},
