@@ -387,6 +387,7 @@ const (
 // upper disk, fresh each boot as podman's :O was) and its bundle.
 func writeBundle(p *channel.Plan) error {
 	root := filepath.Join(bundleDir, "rootfs")
+	os.Remove(pidFile) // its absence says crun failed (launch)
 	if err := os.RemoveAll(rootDiskDir); err != nil {
 		return fmt.Errorf("clear %s: %w", rootDiskDir, err)
 	}

@@ -182,6 +182,11 @@ func (a *Agent) launch(p *channel.Plan) (c *container, already bool, err error) 
 				}
 				if rc, ok := runtimeFailure(code, errTail.tail()); ok {
 					code = rc
+				} else if _, err := os.Stat(pidFile); code == 1 && err != nil {
+					// crun failed before there was a container
+					// (its message is on stderr): podman's code for
+					// an OCI runtime error.
+					code = 126
 				}
 			} else {
 				code = 125

@@ -122,14 +122,15 @@ func TestParity(t *testing.T) {
 		}
 		// The main process that cannot start: podman's exit codes.
 		for _, c := range []struct {
-			cmd  string
+			args []string
 			want int
-		}{{"nosuch-command", 127}, {"/etc/passwd", 126}} {
-			r := fcvm(t, "run", "--rm", "--network", "none", ref, c.cmd)
-			pr := runQuiet(host.cmd(t.Context(), "run", "--rm", "--runtime", "runc", "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096",
-				"--network", "none", host.image(t), c.cmd), nil)
+		}{{[]string{"nosuch-command"}, 127}, {[]string{"/etc/passwd"}, 126}, {[]string{"-w", "/etc/passwd", "true"}, 126}} {
+			i := len(c.args) - 1
+			r := fcvm(t, append(append(append([]string{"run", "--rm", "--network", "none"}, c.args[:i]...), ref), c.args[i:]...)...)
+			pr := runQuiet(host.cmd(t.Context(), append(append(append([]string{"run", "--rm", "--runtime", "runc", "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096",
+				"--network", "none"}, c.args[:i]...), host.image(t)), c.args[i:]...)...), nil)
 			if r.code != c.want || pr.code != c.want {
-				t.Errorf("run %s: fcvm exit %d, podman %d, want %d (%s)", c.cmd, r.code, pr.code, c.want, r)
+				t.Errorf("run %s: fcvm exit %d, podman %d, want %d (%s)", c.args, r.code, pr.code, c.want, r)
 			}
 		}
 		// A bad flag is refused before anything starts.
