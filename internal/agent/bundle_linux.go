@@ -401,10 +401,10 @@ func writeBundle(p *channel.Plan) error {
 		return fmt.Errorf("container root: %w", err)
 	}
 	if p.Workdir != "" {
-		// podman makes a missing working directory.
-		if err := mkdirInRoot(root, p.Workdir); err != nil {
-			return fmt.Errorf("working directory %s: %w", p.Workdir, err)
-		}
+		// podman makes a missing working directory. One that cannot be
+		// made (a file is in the way) is crun's to report, as the
+		// container's failure to start.
+		mkdirInRoot(root, p.Workdir)
 	}
 	u, err := resolveUser(root, p.User)
 	if err != nil {
