@@ -11,8 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -45,22 +43,9 @@ type container struct {
 
 // kill ends the container: its init, and with it its PID namespace.
 func (c *container) kill() {
-	if pid := containerPID(); pid > 0 {
+	if pid, err := containerPID(); err == nil {
 		unix.Kill(pid, unix.SIGKILL)
 	}
-}
-
-// containerPID is the container's init as crun wrote it, or 0.
-func containerPID() int {
-	b, err := os.ReadFile(pidFile)
-	if err != nil {
-		return 0
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		return 0
-	}
-	return pid
 }
 
 func (a *Agent) start(p *channel.Plan, conn net.Conn) error {
@@ -298,7 +283,7 @@ func (a *Agent) attach(req *channel.AttachRequest, conn net.Conn) error {
 				}
 			case channel.FrameSignal:
 				if sig, err := channel.ParseUint32(f.Payload); err == nil {
-					if pid := containerPID(); pid > 0 {
+					if pid, err := containerPID(); err == nil {
 						unix.Kill(pid, syscall.Signal(sig))
 					}
 				}
@@ -343,7 +328,7 @@ func (a *Agent) signal(sig int, conn net.Conn) error {
 		case <-c.up:
 		case <-time.After(startTimeout):
 		}
-		if pid := containerPID(); pid > 0 {
+		if pid, err := containerPID(); err == nil {
 			if err := unix.Kill(pid, syscall.Signal(sig)); err != nil && !errors.Is(err, unix.ESRCH) {
 				return fmt.Errorf("signal %d to the container: %w", sig, err)
 			}
