@@ -3,7 +3,7 @@ BIN := bin
 
 .PHONY: build test demo
 build:
-	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/fcvm ./cmd/fc-agent
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/fcvm ./cmd/fc-agent ./cmd/containerd-shim-fcvm-v2
 
 test:
 	bash scripts/test.sh

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/fcvm/fcvm/internal/datadir"
+	"github.com/fcvm/fcvm/internal/image"
 	"github.com/fcvm/fcvm/internal/snapshot"
 	"github.com/fcvm/fcvm/internal/state"
 	"github.com/fcvm/fcvm/internal/supervisor"
@@ -187,4 +188,15 @@ func (e *Engine) Wait(ctx context.Context, nameOrID string) (int, error) {
 // Snapshot snapshots the running VM nameOrID as tag; the VM goes on.
 func (e *Engine) Snapshot(ctx context.Context, nameOrID, tag string) (*snapshot.Manifest, error) {
 	return supervisor.CreateSnapshot(ctx, e.log, e.dirs, nameOrID, tag)
+}
+
+// ImageFromTree returns an image whose disk holds the directory tree root,
+// built once per key (see image.Store.FromTree); launch it with
+// supervisor.Options.Prebuilt.
+func (e *Engine) ImageFromTree(ctx context.Context, key, root string) (*image.Image, error) {
+	images, err := image.Open(e.dirs.Images(), e.log)
+	if err != nil {
+		return nil, err
+	}
+	return images.FromTree(ctx, key, root)
 }

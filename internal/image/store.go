@@ -289,18 +289,29 @@ func (s *Store) build(ctx context.Context, f *fetched, id string, cfg *v1.Config
 	if err := x.fixup(ctx, disk); err != nil {
 		return fmt.Errorf("build image disk %s: %w", shortID(id), err)
 	}
-	if err := os.Chmod(disk, 0o444); err != nil {
-		return err
-	}
-	if err := syncFile(disk); err != nil {
-		return err
-	}
 	t2 := time.Now()
 	progress(progressW, "Wrote %s disk\n", humanSize(size))
 	if err := os.RemoveAll(rootfs); err != nil {
 		return fmt.Errorf("build image %s: %w", shortID(id), err)
 	}
 	rec := record{ID: id, Digest: f.digest, Config: configOf(cfg), Size: size, Created: cfg.Created.Time, Pulled: time.Now().UTC()}
+	if err := s.commit(tmp, rec); err != nil {
+		return err
+	}
+	s.log.Debug("image disk built", "id", id, "extract", t1.Sub(t0), "mkfs", t2.Sub(t1), "files", x.entries, "bytes", x.bytes, "disk", size)
+	return nil
+}
+
+// commit makes the temp dir tmp, holding a finished disk, the image rec
+// describes.
+func (s *Store) commit(tmp string, rec record) error {
+	disk := filepath.Join(tmp, diskFile)
+	if err := os.Chmod(disk, 0o444); err != nil {
+		return err
+	}
+	if err := syncFile(disk); err != nil {
+		return err
+	}
 	b, err := json.MarshalIndent(rec, "", "  ")
 	if err != nil {
 		return err
@@ -310,10 +321,9 @@ func (s *Store) build(ctx context.Context, f *fetched, id string, cfg *v1.Config
 	}
 	// The temp dir becomes the image: its lock file goes with it.
 	os.Remove(filepath.Join(tmp, tempLock))
-	if err := os.Rename(tmp, s.imageDir(id)); err != nil {
-		return fmt.Errorf("build image %s: %w", shortID(id), err)
+	if err := os.Rename(tmp, s.imageDir(rec.ID)); err != nil {
+		return fmt.Errorf("build image %s: %w", shortID(rec.ID), err)
 	}
-	s.log.Debug("image disk built", "id", id, "extract", t1.Sub(t0), "mkfs", t2.Sub(t1), "files", x.entries, "bytes", x.bytes, "disk", size)
 	return atomicfile.SyncDir(s.dir)
 }
 

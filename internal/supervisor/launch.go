@@ -26,8 +26,12 @@ import (
 
 // Options are the run flags.
 type Options struct {
-	Name       string
-	Image      string
+	Name  string
+	Image string
+	// Prebuilt, when set, is the image to boot, already built by the
+	// caller (the containerd shim builds one from a rootfs); Image then
+	// only names it in the record.
+	Prebuilt   *image.Image
 	Cmd        []string
 	Entrypoint *string // nil: the image's
 	Env        []string
@@ -289,13 +293,15 @@ func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options)
 	}
 	t.phase("checks")
 
-	images, err := image.Open(dirs.Images(), log)
-	if err != nil {
-		return nil, err
-	}
-	img, err := images.Ensure(ctx, o.Image, image.PullOptions{TLSVerify: o.TLSVerify, Progress: o.Progress})
-	if err != nil {
-		return nil, err
+	img := o.Prebuilt
+	if img == nil {
+		images, err := image.Open(dirs.Images(), log)
+		if err != nil {
+			return nil, err
+		}
+		if img, err = images.Ensure(ctx, o.Image, image.PullOptions{TLSVerify: o.TLSVerify, Progress: o.Progress}); err != nil {
+			return nil, err
+		}
 	}
 	t.phase("image")
 	plan, err := buildPlan(o, img)
