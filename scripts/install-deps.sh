@@ -13,3 +13,15 @@ apt-get install -y -q --no-install-recommends \
 
 # The E2B SDK the sandbox API e2e test drives (npm part).
 bash "$(dirname "$0")/install-e2b.sh"
+
+# containerd from Debian's package, unpacked (not installed: that would
+# start a system service) for the containerd shim e2e test, which runs it
+# with its own config, root, state and socket.
+containerd_dir=${FCVM_CONTAINERD_DIR:-/var/cache/fcvm/containerd}
+if [ ! -x "$containerd_dir/usr/bin/containerd" ]; then
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -q containerd)
+  mkdir -p "$containerd_dir"
+  dpkg -x "$tmp"/containerd_*.deb "$containerd_dir"
+  rm -rf "$tmp"
+fi

@@ -121,6 +121,9 @@ func (manager) Start(ctx context.Context, id string, opts shim.StartOpts) (_ str
 			return "", fmt.Errorf("create shim socket: %w", err)
 		}
 	}
+	// The server inherits the socket; this process's copy closes without
+	// unlinking it.
+	socket.SetUnlinkOnClose(false)
 	defer socket.Close()
 	defer func() {
 		if retErr != nil {

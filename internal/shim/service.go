@@ -274,6 +274,8 @@ const (
 func launchOptions(spec *specs.Spec) (supervisor.Options, error) {
 	p := spec.Process
 	o := supervisor.Options{
+		// The disk is built later (rootfsImage); its ID then names it.
+		Image:      "containerd-rootfs",
 		Entrypoint: &p.Args[0],
 		Cmd:        p.Args[1:],
 		Env:        p.Env,
