@@ -14,6 +14,7 @@ package shim
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -174,6 +175,12 @@ func (manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	}
 	if err := eng.Remove(vmName(ns, id), true); err != nil && !isNotFound(err) {
 		return shim.StopStatus{}, fmt.Errorf("remove VM of %s: %w", id, err)
+	}
+	// A server killed outright left its socket behind.
+	if address, err := shim.ReadAddress("address"); err == nil {
+		if err := shim.RemoveSocket(address); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return shim.StopStatus{}, fmt.Errorf("remove shim socket of %s: %w", id, err)
+		}
 	}
 	if cwd, err := os.Getwd(); err == nil {
 		if err := mount.UnmountAll(filepath.Join(cwd, "rootfs"), 0); err != nil {
