@@ -44,7 +44,7 @@ func TestMain(m *testing.M) {
 	binDir = tmp
 	_, here, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(here), "..", "..")
-	build := exec.Command("go", "build", "-o", binDir+"/", "./cmd/fcvm", "./cmd/fc-agent")
+	build := exec.Command("go", "build", "-o", binDir+"/", "./cmd/fcvm", "./cmd/fc-agent", "./cmd/containerd-shim-fcvm-v2")
 	build.Dir = root
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
