@@ -26,8 +26,12 @@ type pipes struct {
 
 // openPipes opens the FIFOs at the paths given; an empty path is none.
 func openPipes(ctx context.Context, stdin, stdout, stderr string) (_ *pipes, err error) {
-	ctx, cancel := context.WithTimeout(ctx, fifoOpenTimeout)
-	defer cancel()
+	// The FIFO package watches ctx until each open completes, and the
+	// stdin reader's open completes after OpenFifo returns (when the
+	// client opens its end): ctx must not end with this function, only
+	// when the bound passes.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	time.AfterFunc(fifoOpenTimeout, cancel)
 	p := &pipes{}
 	defer func() {
 		if err != nil {
@@ -74,11 +78,19 @@ func writerOr(w io.WriteCloser) io.Writer {
 	return w
 }
 
-// closeStdin ends the process's input (CloseIO): the reader sees an error
-// and the guest end of file.
+// stdinDrain is how long CloseIO leaves the stdin FIFO open: the client
+// calls it once its input ended, and what it wrote before may still be in
+// the FIFO. A client that closed its end makes the reader see end of file
+// at once; the drain only bounds one that keeps its end open.
+const stdinDrain = 5 * time.Second
+
+// closeStdin ends the process's input (CloseIO): the guest sees end of
+// file once what the client wrote is read. The shim keeps no write end of
+// its own (the runc shim does, and ctr then hangs: it calls CloseIO only
+// if its input ends after Create returned, and a VM's Create is long).
 func (p *pipes) closeStdin() {
 	if p.stdin != nil {
-		p.stdin.Close()
+		time.AfterFunc(stdinDrain, func() { p.stdin.Close() })
 	}
 }
 
