@@ -57,8 +57,9 @@ type container struct {
 	vm               *supervisor.VM
 	resize           chan [2]uint16
 	// gone is closed once the VM is torn down (after its exit, or by
-	// Delete of a task never started).
-	gone chan struct{}
+	// Delete of a task never started); teardownOnce guards it.
+	gone         chan struct{}
+	teardownOnce sync.Once
 }
 
 // proc is the init process or an exec.
@@ -368,21 +369,22 @@ func (s *service) finish(c *container, code int, runErr error) {
 
 // teardown powers the VM off and removes everything it made; once.
 func (s *service) teardown(c *container) {
-	select {
-	case <-c.gone:
-		return
-	default:
-	}
-	for _, x := range c.execs {
-		if x.x != nil {
-			x.x.Close()
+	c.teardownOnce.Do(func() {
+		s.mu.Lock()
+		for _, p := range c.execs {
+			p.mu.Lock()
+			if p.x != nil {
+				p.x.Close()
+			}
+			p.mu.Unlock()
 		}
-	}
-	c.vm.PowerOff(5 * time.Second)
-	if err := c.vm.Teardown(true); err != nil {
-		s.log.Warn("teardown", "id", c.id, "err", err)
-	}
-	close(c.gone)
+		s.mu.Unlock()
+		c.vm.PowerOff(5 * time.Second)
+		if err := c.vm.Teardown(true); err != nil {
+			s.log.Warn("teardown", "id", c.id, "err", err)
+		}
+		close(c.gone)
+	})
 }
 
 // teardownAll is the shim's exit: a VM still there goes with it.

@@ -326,7 +326,6 @@ func TestContainerdShim(t *testing.T) {
 		if r.code == 0 || !strings.Contains(r.stderr, `exec: "/no/such/entrypoint": no such file or directory in the image`) {
 			t.Errorf("missing entrypoint: want a clear error, got %s", r)
 		}
-		c.ctr(nil, "container", "rm", "broken")
 		c.assertGone("broken", 0)
 	})
 
