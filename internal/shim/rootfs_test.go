@@ -1,0 +1,155 @@
+package shim
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containerd/containerd/api/types"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// tree makes a small rootfs: an executable, a plain file, a symlink that
+// points outside the root (resolved inside it), and a directory.
+func tree(t *testing.T) string {
+	t.Helper()
+	root := t.TempDir()
+	for _, d := range []string{"bin", "etc", "usr/local/bin"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(filepath.Join(root, "bin/sh"), []byte("#!"), 0o755))
+	must(os.WriteFile(filepath.Join(root, "etc/motd"), []byte("hi"), 0o644))
+	must(os.Symlink("/bin/sh", filepath.Join(root, "usr/local/bin/app")))
+	// /etc/passwd exists on the host and is not executable: an escape would
+	// resolve it; inside the root it does not exist.
+	must(os.Symlink("/../../../../etc/passwd", filepath.Join(root, "bin/escape")))
+	return root
+}
+
+func TestFindCommand(t *testing.T) {
+	root := tree(t)
+	for _, tc := range []struct {
+		args    []string
+		env     []string
+		cwd     string
+		wantErr string
+	}{
+		{args: []string{"sh"}},
+		{args: []string{"/bin/sh", "-c", "true"}},
+		{args: []string{"app"}},               // a symlink to an absolute path, resolved in the root
+		{args: []string{"./sh"}, cwd: "/bin"}, // relative to the process's cwd
+		{args: []string{"sh"}, env: []string{"PATH=/usr/local/bin"}, wantErr: "executable file not found"},
+		{args: []string{"nope"}, wantErr: `"nope": executable file not found in $PATH`},
+		{args: []string{"/no/such/entrypoint"}, wantErr: "no such file or directory in the image"},
+		{args: []string{"/etc/motd"}, wantErr: "not an executable file"},
+		{args: []string{"/etc"}, wantErr: "not an executable file"},
+		{args: []string{"/bin/escape"}, wantErr: "no such file or directory in the image"},
+		{args: []string{"/../../bin/sh"}},
+	} {
+		err := findCommand(root, &specs.Process{Args: tc.args, Env: tc.env, Cwd: tc.cwd})
+		switch {
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%v: %v", tc.args, err)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%v: error %v, want one saying %q", tc.args, err, tc.wantErr)
+		}
+	}
+}
+
+func TestRootfsKey(t *testing.T) {
+	dir := t.TempDir()
+	l1, l2, upper := filepath.Join(dir, "l1"), filepath.Join(dir, "l2"), filepath.Join(dir, "upper")
+	for _, d := range []string{l1, l2, upper} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	overlay := func(lower string) []*types.Mount {
+		return []*types.Mount{{Type: "overlay", Source: "overlay", Options: []string{"index=off", "workdir=" + dir, "upperdir=" + upper, "lowerdir=" + lower}}}
+	}
+	k1, err := rootfsKey(overlay(l1 + ":" + l2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := rootfsKey(overlay(l1 + ":" + l2))
+	other, _ := rootfsKey(overlay(l2 + ":" + l1))
+	if k1 != again || k1 == other {
+		t.Errorf("keys: same chain %q vs %q, reordered %q", k1, again, other)
+	}
+	// A layer removed and made again at the same path is another key.
+	os.Remove(l2)
+	os.Mkdir(l2, 0o755)
+	if k, _ := rootfsKey(overlay(l1 + ":" + l2)); k == k1 {
+		t.Error("a recreated layer kept its key")
+	}
+	if _, err := rootfsKey([]*types.Mount{{Type: "bind", Source: l1, Options: []string{"ro", "rbind"}}}); err != nil {
+		t.Errorf("bind: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(upper, "changed"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rootfsKey(overlay(l1)); err == nil || !strings.Contains(err.Error(), "holds changes") {
+		t.Errorf("upper with changes: %v", err)
+	}
+	if _, err := rootfsKey([]*types.Mount{{Type: "zfs", Source: "pool/x"}}); err == nil {
+		t.Error("zfs mount accepted")
+	}
+	if _, err := rootfsKey(overlay(filepath.Join(dir, "missing"))); err == nil {
+		t.Error("missing layer accepted")
+	}
+}
+
+func TestLaunchOptions(t *testing.T) {
+	spec := &specs.Spec{Process: &specs.Process{
+		Args: []string{"/bin/sh", "-c", "echo hi"}, Env: []string{"A=1"}, Cwd: "/srv",
+		User: specs.User{UID: 1000, GID: 100}, ConsoleSize: &specs.Box{Height: 24, Width: 80},
+	}}
+	o, err := launchOptions(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *o.Entrypoint != "/bin/sh" || strings.Join(o.Cmd, " ") != "-c echo hi" || o.User != "1000:100" ||
+		o.Workdir != "/srv" || o.Network != "none" || o.Rows != 24 || o.Cols != 80 {
+		t.Errorf("options: %+v", o)
+	}
+	spec.Annotations = map[string]string{annotationMemory: "256", "io.kubernetes.cri.container-type": "container"}
+	if o, err := launchOptions(spec); err != nil || o.MemoryMiB != 256 {
+		t.Errorf("memory annotation: %v %d", err, o.MemoryMiB)
+	}
+	for ann, want := range map[string]string{
+		"fcvm.io/cpu":         "annotation fcvm.io/cpu: unknown",
+		annotationCPUs:        "want a number",
+		annotationNetwork:     "--network",
+		annotationMemory:      "want a number",
+	} {
+		v := "x"
+		spec.Annotations = map[string]string{ann: v}
+		if _, err := launchOptions(spec); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("annotation %s=%s: error %v, want one saying %q", ann, v, err, want)
+		}
+	}
+}
+
+func TestReadSpec(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := readSpec(dir); err == nil {
+		t.Error("missing config.json accepted")
+	}
+	os.WriteFile(filepath.Join(dir, "config.json"), []byte(`{"process":{"args":[]}}`), 0o644)
+	if _, err := readSpec(dir); err == nil || !strings.Contains(err.Error(), "no process args") {
+		t.Errorf("no args: %v", err)
+	}
+	os.WriteFile(filepath.Join(dir, "config.json"), []byte(`{"process":{"args":["sh"]}}`), 0o644)
+	if s, err := readSpec(dir); err != nil || s.Process.Args[0] != "sh" {
+		t.Errorf("spec: %v", err)
+	}
+}
