@@ -126,10 +126,10 @@ func TestLaunchOptions(t *testing.T) {
 		t.Errorf("memory annotation: %v %d", err, o.MemoryMiB)
 	}
 	for ann, want := range map[string]string{
-		"fcvm.io/cpu":         "annotation fcvm.io/cpu: unknown",
-		annotationCPUs:        "want a number",
-		annotationNetwork:     "--network",
-		annotationMemory:      "want a number",
+		"fcvm.io/cpu":     "annotation fcvm.io/cpu: unknown",
+		annotationCPUs:    "want a number",
+		annotationNetwork: "--network",
+		annotationMemory:  "want a number",
 	} {
 		v := "x"
 		spec.Annotations = map[string]string{ann: v}
