@@ -573,27 +573,25 @@ func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 
 // Pause freezes the VM's vCPUs.
 func (s *service) Pause(ctx context.Context, r *taskAPI.PauseRequest) (*ptypes.Empty, error) {
-	c, _, err := s.get(r.ID, "")
-	if err != nil {
-		return nil, err
-	}
-	if err := s.eng.Pause(ctx, c.name); err != nil {
-		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "%v", err)
-	}
-	s.send(&eventstypes.TaskPaused{ContainerID: c.id})
-	return empty, nil
+	return s.vmOp(ctx, r.ID, s.eng.Pause, func(id string) any { return &eventstypes.TaskPaused{ContainerID: id} })
 }
 
 // Resume thaws the VM.
 func (s *service) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (*ptypes.Empty, error) {
-	c, _, err := s.get(r.ID, "")
+	return s.vmOp(ctx, r.ID, s.eng.Unpause, func(id string) any { return &eventstypes.TaskResumed{ContainerID: id} })
+}
+
+// vmOp applies an engine verb to container id's VM and publishes the
+// event that says it happened.
+func (s *service) vmOp(ctx context.Context, id string, op func(context.Context, string) error, event func(string) any) (*ptypes.Empty, error) {
+	c, _, err := s.get(id, "")
 	if err != nil {
 		return nil, err
 	}
-	if err := s.eng.Unpause(ctx, c.name); err != nil {
+	if err := op(ctx, c.name); err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "%v", err)
 	}
-	s.send(&eventstypes.TaskResumed{ContainerID: c.id})
+	s.send(event(c.id))
 	return empty, nil
 }
 
