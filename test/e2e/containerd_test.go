@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"github.com/creack/pty"
 
 	"github.com/fcvm/fcvm/internal/imagetest"
+	"github.com/fcvm/fcvm/internal/network"
 )
 
 // containerdDir is where scripts/install-deps.sh unpacks Debian's
@@ -337,6 +339,14 @@ func TestContainerdShim(t *testing.T) {
 		c.assertGone("once", 0)
 	})
 
+	t.Run("run-tty", func(t *testing.T) {
+		out, code := c.ctrTTY(append(run, "--rm", "-t", img, "tty1", "sh", "-c", "tty; exit 6")...)
+		if code != 6 || !strings.Contains(out, "/dev/pts/") {
+			t.Errorf("ctr run -t: want a terminal and exit 6, got exit %d %q", code, out)
+		}
+		c.assertGone("tty1", 0)
+	})
+
 	t.Run("detached", func(t *testing.T) {
 		r := c.ctr(nil, append(run, "-d", img, "long", "sh", "-c", `trap "echo got-term; exit 3" TERM; while true; do sleep 1; done`)...)
 		if r.code != 0 {
@@ -377,10 +387,20 @@ func TestContainerdShim(t *testing.T) {
 	})
 
 	t.Run("restart-and-kill-shim", func(t *testing.T) {
-		if r := c.ctr(nil, append(run, "-d", img, "survivor", "sleep", "1000")...); r.code != 0 {
+		// Bridged, so a network namespace, a veth pair and an nftables
+		// table are there to be reclaimed.
+		if r := c.ctr(nil, append(run, "-d", "--annotation", "fcvm.io/network=bridged", img, "survivor", "sleep", "1000")...); r.code != 0 {
 			t.Fatalf("ctr run -d: %s\n%s", r, c.log())
 		}
 		pid, _ := c.task("survivor")
+		rec := findVM(t, "ctrd-default-survivor")
+		if rec == nil {
+			t.Fatal("no fcvm record for survivor")
+		}
+		netns := filepath.Join("/run/netns", network.NetNSName(rec.ID))
+		if _, err := os.Stat(netns); err != nil {
+			t.Fatalf("bridged VM without its namespace: %v", err)
+		}
 		// containerd restarts; the shim goes on and containerd reconnects
 		// to it by the address file in the bundle.
 		c.stop()
@@ -401,5 +421,14 @@ func TestContainerdShim(t *testing.T) {
 		c.waitTask("survivor", "")
 		c.ctr(nil, "container", "rm", "survivor")
 		c.assertGone("survivor", pid)
+		if _, err := os.Stat(netns); err == nil {
+			t.Errorf("network namespace %s left behind", netns)
+		}
+		if out, _ := exec.Command("nft", "list", "tables").Output(); strings.Contains(string(out), " "+network.TableName(rec.ID)+"\n") {
+			t.Errorf("nftables table %s left behind", network.TableName(rec.ID))
+		}
+		if _, err := net.InterfaceByName(network.LinkName(rec.ID)); err == nil {
+			t.Errorf("link %s left behind", network.LinkName(rec.ID))
+		}
 	})
 }
