@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	cgroupstats "github.com/containerd/cgroups/v3/cgroup2/stats"
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	tasktypes "github.com/containerd/containerd/api/types/task"
@@ -26,6 +27,7 @@ import (
 	"github.com/containerd/containerd/runtime"
 	"github.com/containerd/containerd/runtime/v2/shim"
 	"github.com/containerd/ttrpc"
+	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/fcvm/fcvm/internal/channel"
@@ -685,9 +687,31 @@ func (s *service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.Wa
 	return &taskAPI.WaitResponse{ExitStatus: code, ExitedAt: protobuf.ToTimestamp(at)}, nil
 }
 
-// Stats is not supported yet: the VMM's cgroup is not the container's.
+// Stats reports what the host sees of the VM, in cgroup v2 metrics
+// form: memory is the VMM's resident set (guest memory the guest touched
+// plus the VMM's own), usage limit the VM's memory size, one process (the
+// VMM). The guest's own view (its processes, their CPU time) is not there.
 func (s *service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {
-	return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "stats of %s: not supported by fcvm yet (fcvm inspect shows the VMM's RSS and PSS)", r.ID)
+	c, _, err := s.get(r.ID, "")
+	if err != nil {
+		return nil, err
+	}
+	rec, err := s.eng.Inspect(c.name)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	mem, err := rec.VMM.Memory()
+	if err != nil {
+		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "stats of %s: the VMM is not running: %v", r.ID, err)
+	}
+	stats, err := typeurl.MarshalAny(&cgroupstats.Metrics{
+		Pids:   &cgroupstats.PidsStat{Current: 1},
+		Memory: &cgroupstats.MemoryStat{Usage: mem.RSSKiB << 10, UsageLimit: uint64(rec.MemoryMiB) << 20},
+	})
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return &taskAPI.StatsResponse{Stats: protobuf.FromAny(stats)}, nil
 }
 
 // Connect tells containerd the shim's and the task's PIDs.

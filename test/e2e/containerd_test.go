@@ -362,6 +362,17 @@ func TestContainerdShim(t *testing.T) {
 		if r := c.ctr(nil, "task", "ps", "long"); r.code != 0 || !strings.Contains(r.stdout, strconv.Itoa(pid)) {
 			t.Errorf("task ps: want PID %d, got %s", pid, r)
 		}
+		if r := c.ctr(nil, "task", "metrics", "long"); r.code != 0 || !strings.Contains(r.stdout, "memory.usage ") || strings.Contains(r.stdout, "memory.usage          0\n") {
+			t.Errorf("task metrics: want the VMM's memory, got %s", r)
+		}
+		c.ctr(nil, "task", "pause", "long")
+		if _, st := c.task("long"); st != "PAUSED" {
+			t.Errorf("after task pause: %q, want PAUSED", st)
+		}
+		c.ctr(nil, "task", "resume", "long")
+		if _, st := c.task("long"); st != "RUNNING" {
+			t.Errorf("after task resume: %q, want RUNNING", st)
+		}
 		r = c.ctr(nil, "task", "exec", "--exec-id", "e1", "long", "sh", "-c", "echo exec-out; echo exec-err >&2; exit 5")
 		if r.code != 5 || r.stdout != "exec-out\n" || r.stderr != "exec-err\n" {
 			t.Errorf("task exec: want exit 5 and streams apart, got %s", r)
