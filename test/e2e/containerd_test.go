@@ -266,28 +266,28 @@ func (c *ctrd) waitTask(id, want string) {
 
 // assertGone checks that container id left nothing: no fcvm record, no
 // VMM (vmmPID), no shim, no bundle, no mount.
-func (c *ctrd) assertGone(id string, vmmPID int) {
-	c.t.Helper()
-	if rec := findVM(c.t, "ctrd-default-"+id); rec != nil {
-		c.t.Errorf("fcvm record of %s left behind: %+v", id, rec)
+func (c *ctrd) assertGone(t *testing.T, id string, vmmPID int) {
+	t.Helper()
+	if rec := findVM(t, "ctrd-default-"+id); rec != nil {
+		t.Errorf("fcvm record of %s left behind: %+v", id, rec)
 		if rec.ID != "" {
-			assertNothingLeft(c.t, rec.Name, rec.ID)
+			assertNothingLeft(t, rec.Name, rec.ID)
 		}
 	}
 	if vmmPID > 0 {
 		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", vmmPID)); err == nil && strings.Contains(string(b), "qemu") {
-			c.t.Errorf("VMM %d of %s still running", vmmPID, id)
+			t.Errorf("VMM %d of %s still running", vmmPID, id)
 		}
 	}
 	if pids := c.shims(id); len(pids) > 0 {
-		c.t.Errorf("shim of %s still running: %v", id, pids)
+		t.Errorf("shim of %s still running: %v", id, pids)
 	}
 	bundle := filepath.Join(c.dir, "state", "io.containerd.runtime.v2.task", "default", id)
 	if _, err := os.Stat(bundle); err == nil {
-		c.t.Errorf("bundle %s left behind", bundle)
+		t.Errorf("bundle %s left behind", bundle)
 	}
 	if ms := mountsUnder(c.dir); len(ms) > 0 {
-		c.t.Errorf("mounts left behind: %v", ms)
+		t.Errorf("mounts left behind: %v", ms)
 	}
 }
 
@@ -328,7 +328,7 @@ func TestContainerdShim(t *testing.T) {
 		if r.code == 0 || !strings.Contains(r.stderr, `exec: "/no/such/entrypoint": no such file or directory in the image`) {
 			t.Errorf("missing entrypoint: want a clear error, got %s", r)
 		}
-		c.assertGone("broken", 0)
+		c.assertGone(t, "broken", 0)
 	})
 
 	t.Run("run-rm", func(t *testing.T) {
@@ -336,7 +336,7 @@ func TestContainerdShim(t *testing.T) {
 		if r.code != 7 || r.stdout != "out from-stdin\n" || r.stderr != "err\n" {
 			t.Errorf("ctr run --rm: want exit 7, stdout %q, stderr %q; got %s", "out from-stdin\n", "err\n", r)
 		}
-		c.assertGone("once", 0)
+		c.assertGone(t, "once", 0)
 	})
 
 	t.Run("run-tty", func(t *testing.T) {
@@ -344,7 +344,7 @@ func TestContainerdShim(t *testing.T) {
 		if code != 6 || !strings.Contains(out, "/dev/pts/") {
 			t.Errorf("ctr run -t: want a terminal and exit 6, got exit %d %q", code, out)
 		}
-		c.assertGone("tty1", 0)
+		c.assertGone(t, "tty1", 0)
 	})
 
 	t.Run("detached", func(t *testing.T) {
@@ -394,7 +394,7 @@ func TestContainerdShim(t *testing.T) {
 			t.Errorf("task delete: want the exit code 3 of the TERM trap, got %s", r)
 		}
 		c.ctr(nil, "container", "rm", "long")
-		c.assertGone("long", pid)
+		c.assertGone(t, "long", pid)
 	})
 
 	t.Run("restart-and-kill-shim", func(t *testing.T) {
@@ -430,8 +430,17 @@ func TestContainerdShim(t *testing.T) {
 		}
 		syscall.Kill(shims[0], syscall.SIGKILL)
 		c.waitTask("survivor", "")
+		// containerd cleans up after a dead shim in the background, by
+		// running `containerd-shim-fcvm-v2 delete`: wait for it to end.
+		deadline := time.Now().Add(2 * time.Minute)
+		for len(c.shims("survivor")) > 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("containerd's cleanup of the dead shim did not end: %v", c.shims("survivor"))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
 		c.ctr(nil, "container", "rm", "survivor")
-		c.assertGone("survivor", pid)
+		c.assertGone(t, "survivor", pid)
 		if _, err := os.Stat(netns); err == nil {
 			t.Errorf("network namespace %s left behind", netns)
 		}
