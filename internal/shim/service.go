@@ -41,7 +41,10 @@ var empty = &ptypes.Empty{}
 // service is the task API of one shim: one container (one VM) and the
 // exec processes in it.
 type service struct {
-	ctx    context.Context // the shim's life; VMs and execs run under it
+	// ctx is the shim's life: VMs and execs run under it, and end
+	// ends it (shim exit).
+	ctx    context.Context
+	end    context.CancelFunc
 	eng    *engine.Engine
 	log    *slog.Logger
 	events chan any
@@ -105,7 +108,10 @@ func newService(ctx context.Context, eng *engine.Engine, log *slog.Logger, pub s
 	if err != nil {
 		return nil, err
 	}
-	s := &service{ctx: ctx, eng: eng, log: log, events: make(chan any, 128), sd: sd}
+	// Not the plugin's context: containerd's shutdown cancels that only
+	// after the callbacks below, one of which waits for the VM to end.
+	life, end := context.WithCancel(namespaces.WithNamespace(context.Background(), ns))
+	s := &service{ctx: life, end: end, eng: eng, log: log, events: make(chan any, 128), sd: sd}
 	go s.forward(namespaces.WithNamespace(context.Background(), ns), pub)
 	sd.RegisterCallback(func(context.Context) error {
 		s.teardownAll()
@@ -389,7 +395,9 @@ func (s *service) teardown(c *container) {
 	})
 }
 
-// teardownAll is the shim's exit: a VM still there goes with it.
+// teardownAll is the shim's exit (Shutdown, or SIGTERM): a VM still there
+// goes with it, boundedly; what a shim that exits first leaves,
+// containerd's `shim delete` reclaims.
 func (s *service) teardownAll() {
 	s.mu.Lock()
 	c := s.c
@@ -397,9 +405,15 @@ func (s *service) teardownAll() {
 	if c == nil {
 		return
 	}
+	s.end() // a running container's Run returns, and finish tears down
 	if st, _, _, _ := c.init.snapshot(); st == tasktypes.Status_CREATED {
 		c.init.pipes.Close()
 		s.teardown(c)
+	}
+	select {
+	case <-c.gone:
+	case <-time.After(30 * time.Second):
+		s.log.Warn("VM still tearing down at shim exit", "id", c.id)
 	}
 }
 

@@ -232,8 +232,22 @@ func (c *ctrd) shims(id string) []int {
 	return pids
 }
 
-// taskPID is the task's PID as `ctr task ls` shows it (the VMM's), or 0
-// when the task is not listed; status is its status.
+// waitShimsGone waits until no shim process of container id runs:
+// containerd cleans up after a dead shim in the background, by running
+// `containerd-shim-fcvm-v2 delete`.
+func (c *ctrd) waitShimsGone(t *testing.T, id string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for len(c.shims(id)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("shim processes of %s still running: %v", id, c.shims(id))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// task is the task's PID as `ctr task ls` shows it (the VMM's), or 0
+// when the task is not listed, and its status.
 func (c *ctrd) task(id string) (pid int, status string) {
 	c.t.Helper()
 	r := c.ctrQuiet(nil, "task", "ls")
@@ -397,6 +411,23 @@ func TestContainerdShim(t *testing.T) {
 		c.assertGone(t, "long", pid)
 	})
 
+	t.Run("shim-sigterm", func(t *testing.T) {
+		if r := c.ctr(nil, append(run, "-d", img, "termed", "sleep", "1000")...); r.code != 0 {
+			t.Fatalf("ctr run -d: %s\n%s", r, c.log())
+		}
+		pid, _ := c.task("termed")
+		shims := c.shims("termed")
+		if len(shims) != 1 {
+			t.Fatalf("shims of termed: %v, want one", shims)
+		}
+		// A shim told to end takes its VM down before it exits.
+		syscall.Kill(shims[0], syscall.SIGTERM)
+		c.waitShimsGone(t, "termed")
+		c.waitTask("termed", "")
+		c.ctr(nil, "container", "rm", "termed")
+		c.assertGone(t, "termed", pid)
+	})
+
 	t.Run("restart-and-kill-shim", func(t *testing.T) {
 		// Bridged, so a network namespace, a veth pair and an nftables
 		// table are there to be reclaimed.
@@ -430,15 +461,7 @@ func TestContainerdShim(t *testing.T) {
 		}
 		syscall.Kill(shims[0], syscall.SIGKILL)
 		c.waitTask("survivor", "")
-		// containerd cleans up after a dead shim in the background, by
-		// running `containerd-shim-fcvm-v2 delete`: wait for it to end.
-		deadline := time.Now().Add(2 * time.Minute)
-		for len(c.shims("survivor")) > 0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("containerd's cleanup of the dead shim did not end: %v", c.shims("survivor"))
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+		c.waitShimsGone(t, "survivor")
 		c.ctr(nil, "container", "rm", "survivor")
 		c.assertGone(t, "survivor", pid)
 		if _, err := os.Stat(netns); err == nil {
