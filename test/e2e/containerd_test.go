@@ -41,9 +41,13 @@ type ctrd struct {
 	cmd  *exec.Cmd
 	// runEntries are what /run/containerd held before: containerd puts
 	// shim sockets and ctr its FIFOs there whatever its state dir says,
-	// and the test removes only what it added.
+	// and the test removes only what it added (the directories too).
 	runEntries map[string]bool
 }
+
+// containerdRunParents are the directories above containerdRunDirs, for
+// removing those the test made.
+var containerdRunParents = []string{"/run/containerd"}
 
 var containerdRunDirs = []string{"/run/containerd/s", "/run/containerd/fifo"}
 
@@ -58,7 +62,10 @@ func startContainerd(t *testing.T) *ctrd {
 		t.Fatal(err)
 	}
 	c := &ctrd{t: t, dir: dir, sock: filepath.Join(dir, "containerd.sock"), runEntries: map[string]bool{}}
-	for _, d := range containerdRunDirs {
+	for _, d := range append(containerdRunDirs, containerdRunParents...) {
+		if _, err := os.Stat(d); err == nil {
+			c.runEntries[d] = true
+		}
 		ents, _ := os.ReadDir(d)
 		for _, e := range ents {
 			c.runEntries[filepath.Join(d, e.Name())] = true
@@ -153,6 +160,11 @@ func (c *ctrd) cleanup() {
 			if p := filepath.Join(d, e.Name()); !c.runEntries[p] {
 				os.RemoveAll(p)
 			}
+		}
+	}
+	for _, d := range append(containerdRunDirs, containerdRunParents...) {
+		if !c.runEntries[d] {
+			os.Remove(d) // only if empty: another containerd may use it now
 		}
 	}
 	for _, m := range mountsUnder(c.dir) {
