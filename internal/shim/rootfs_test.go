@@ -121,9 +121,13 @@ func TestLaunchOptions(t *testing.T) {
 		o.Workdir != "/srv" || o.Network != "none" || o.Rows != 24 || o.Cols != 80 {
 		t.Errorf("options: %+v", o)
 	}
-	spec.Annotations = map[string]string{annotationMemory: "256", "io.kubernetes.cri.container-type": "container"}
+	spec.Annotations = map[string]string{annotationMemory: "256", "io.containerd.other": "x"}
 	if o, err := launchOptions(spec); err != nil || o.MemoryMiB != 256 {
 		t.Errorf("memory annotation: %v %d", err, o.MemoryMiB)
+	}
+	spec.Annotations = map[string]string{annotationCRIType: "sandbox"}
+	if _, err := launchOptions(spec); err == nil || !strings.Contains(err.Error(), "pods are not supported") {
+		t.Errorf("CRI sandbox: %v", err)
 	}
 	for ann, want := range map[string]string{
 		"fcvm.io/cpu":     "annotation fcvm.io/cpu: unknown",

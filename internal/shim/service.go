@@ -274,6 +274,8 @@ const (
 	annotationCPUs    = "fcvm.io/cpus"
 	annotationMemory  = "fcvm.io/memory-mib"
 	annotationNetwork = "fcvm.io/network"
+	// annotationCRIType marks a CRI pod's sandbox or container.
+	annotationCRIType = "io.kubernetes.cri.container-type"
 )
 
 // launchOptions maps the OCI spec onto fcvm's run options: the process
@@ -299,6 +301,9 @@ func launchOptions(spec *specs.Spec) (supervisor.Options, error) {
 	}
 	if p.ConsoleSize != nil {
 		o.Rows, o.Cols = uint16(p.ConsoleSize.Height), uint16(p.ConsoleSize.Width)
+	}
+	if t := spec.Annotations[annotationCRIType]; t != "" {
+		return o, fmt.Errorf("CRI %s: pods are not supported by fcvm's shim yet (one VM per container, started by ctr): run the pod with another runtime class", t)
 	}
 	for k, v := range spec.Annotations {
 		if !strings.HasPrefix(k, "fcvm.io/") {
