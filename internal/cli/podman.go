@@ -22,6 +22,7 @@ func newPodmanCmd(env *Env) *cobra.Command {
 		},
 	}
 	cmd.AddCommand(
+		newAttachCmd(env),
 		newExecCmd(env),
 		newImageCmd(env),
 		newInspectCmd(env),
@@ -31,8 +32,10 @@ func newPodmanCmd(env *Env) *cobra.Command {
 		newPauseCmd(env),
 		newPortCmd(env),
 		newRenameCmd(env),
+		newRestartCmd(env),
 		newRmCmd(env),
 		newRunCmd(env),
+		newStartCmd(env),
 		newStopCmd(env),
 		newUnpauseCmd(env),
 		newWaitCmd(env),

@@ -27,6 +27,8 @@ type Env struct {
 
 	// logOut is where Log writes (supervisor_log.go).
 	logOut *logOutput
+	// logLevel is --log-level, passed on to supervisors fcvm starts.
+	logLevel string
 }
 
 // ExitError carries an exit code other than 1 (a container's exit status)
@@ -51,6 +53,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 				return fmt.Errorf("parse --log-level %q: %w", logLevel, err)
 			}
 			env.Log = slog.New(slog.NewTextHandler(env.logOut, &slog.HandlerOptions{Level: lvl}))
+			env.logLevel = logLevel
 			dirs, err := datadir.Default()
 			if err != nil {
 				return err
@@ -84,6 +87,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 // commands lists every verb. Keep it sorted.
 func commands(env *Env) []*cobra.Command {
 	return []*cobra.Command{
+		newAttachCmd(env),
 		newDoctorCmd(env),
 		newExecCmd(env),
 		newGCCmd(env),
@@ -98,9 +102,11 @@ func commands(env *Env) []*cobra.Command {
 		newPodmanCmd(env),
 		newPortCmd(env),
 		newRenameCmd(env),
+		newRestartCmd(env),
 		newRmCmd(env),
 		newSetupCmd(env),
 		newSnapshotCmd(env),
+		newStartCmd(env),
 		newStopCmd(env),
 		newUnpauseCmd(env),
 		newWaitCmd(env),

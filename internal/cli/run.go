@@ -26,6 +26,9 @@ type runOptions struct {
 	volumes    []string // -v, parsed by parseVolumes (volume.go)
 	// waitHealthy makes -d return only once the container is healthy.
 	waitHealthy bool
+	stopSignal  string
+	stopTimeout int
+	cidfile     string
 }
 
 func newRunCmd(env *Env) *cobra.Command {
@@ -38,6 +41,9 @@ func newRunCmd(env *Env) *cobra.Command {
 			o.Image, o.Cmd = args[0], args[1:]
 			if cmd.Flags().Changed("entrypoint") {
 				o.Entrypoint = &o.entrypoint
+			}
+			if cmd.Flags().Changed("stop-timeout") {
+				o.StopTimeout = &o.stopTimeout
 			}
 			return runRun(cmd.Context(), env, o)
 		},
@@ -59,7 +65,13 @@ func newRunCmd(env *Env) *cobra.Command {
 	f.IntVar(&o.DiskMiB, "disk", 4096, "size of the VM's writable disk in MiB (sparse)")
 	f.StringVar(&o.VMM, "vmm", "auto", "VMM: auto, firecracker or qemu")
 	f.StringVar(&o.Network, "network", "rootless", "network: rootless, bridged (root) or none; pasta:--map-gw or slirp4netns:allow_host_loopback=true let the guest reach the host's loopback at 10.0.2.2")
-	f.StringArrayVarP(&o.Publish, "publish", "p", nil, "publish a guest port: [IP:]HOSTPORT:GUESTPORT[/tcp|/udp]")
+	f.StringArrayVarP(&o.Publish, "publish", "p", nil, "publish a guest port: [IP:]HOSTPORT:GUESTPORT[/tcp|/udp], or [IP::]GUESTPORT for a free host port (see fcvm port)")
+	f.StringVar(&o.Hostname, "hostname", "", "the container's host name (default: the short ID)")
+	f.BoolVar(&o.Replace, "replace", false, "remove a VM of the same --name first (stopping it if it runs)")
+	f.StringVar(&o.stopSignal, "stop-signal", "", "signal stop sends the container first (default SIGTERM)")
+	f.IntVar(&o.stopTimeout, "stop-timeout", 10, "seconds stop waits for the container before killing it")
+	f.StringVar(&o.cidfile, "cidfile", "", "write the VM's ID to this file (which must not exist)")
+	f.StringVar(&o.Restart, "restart", "", "restart policy when the container exits (with -d): no, on-failure[:MAX], always")
 	f.StringArrayVarP(&o.labels, "label", "l", nil, "set a label (K=V)")
 	f.StringArrayVarP(&o.volumes, "volume", "v", nil, "share a host directory: HOST-DIR:CONTAINER-DIR[:ro] (repeatable)")
 	f.BoolVar(&o.TLSVerify, "tls-verify", true, "require HTTPS and verify certificates when pulling")
@@ -133,6 +145,16 @@ func runRun(ctx context.Context, env *Env, o *runOptions) error {
 		return err
 	}
 	o.Remove = o.rm
+	if o.stopSignal != "" {
+		sig, err := parseSignal(o.stopSignal) // kill.go
+		if err != nil {
+			return fmt.Errorf("--stop-signal: %w", err)
+		}
+		o.StopSignal = int(sig)
+	}
+	if o.Restart != "" && o.Restart != "no" && !o.Detach {
+		return errors.New("--restart: needs -d (the restarts are the background supervisor's)")
+	}
 	if o.waitHealthy && (!o.Detach || o.Health.URL == "" && o.Health.Cmd == "") {
 		return errors.New("--wait-healthy: needs -d and a health check (--health-url or --health-cmd)")
 	}
@@ -147,15 +169,30 @@ func runRun(ctx context.Context, env *Env, o *runOptions) error {
 	if rawTTY {
 		o.Rows, o.Cols, _ = terminalSize(stdinFile)
 	}
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	// The --cidfile is made (exclusively) by the command the user ran,
+	// never by the detached supervisor it leaves.
+	var cid *cidFile
+	if o.cidfile != "" && !supervisor.IsDetachedSupervisor() {
+		if cid, err = createCIDFile(o.cidfile); err != nil {
+			return err
+		}
+		defer cid.abandon()
+	}
 	launch := func() (*supervisor.VM, error) { return env.engine().Launch(ctx, o.Options) }
 	if o.Detach {
-		return runDetached(ctx, env, launch, o.waitHealthy, o.rm)
+		return runDetached(ctx, env, launch, o.waitHealthy, o.rm, cid)
 	}
 	// Launch under a context that Ctrl-C cancels, so a pull or a boot can
 	// be interrupted and cleaned up.
 	vm, err := supervisor.Launch(ctx, env.Log, env.Dirs, o.Options)
 	if err != nil {
 		return err
+	}
+	if err := cid.write(vm.Record.ID); err != nil {
+		env.Log.Warn("write --cidfile", "err", err)
 	}
 	for _, p := range vm.Phases {
 		env.Log.Debug("launch phase", "phase", p.Name, "took", p.Dur)
@@ -201,10 +238,13 @@ func finishRun(env *Env, vm *supervisor.VM, rm bool, code int, runErr error) err
 
 // runDetached starts the detached supervisor of `run -d` or `snapshot run
 // -d` and prints the VM's ID, or, in that supervisor, runs the VM.
-func runDetached(ctx context.Context, env *Env, launch func() (*supervisor.VM, error), waitHealthy, rm bool) error {
+func runDetached(ctx context.Context, env *Env, launch func() (*supervisor.VM, error), waitHealthy, rm bool, cid *cidFile) error {
 	if !supervisor.IsDetachedSupervisor() {
 		id, err := supervisor.StartDetached(ctx)
 		if err != nil {
+			return err
+		}
+		if err := cid.write(id); err != nil {
 			return err
 		}
 		fmt.Fprintln(env.Stdout, id)
@@ -215,7 +255,65 @@ func runDetached(ctx context.Context, env *Env, launch func() (*supervisor.VM, e
 	if vm == nil {
 		return runErr
 	}
-	return finishRun(env, vm, rm, code, runErr)
+	return superviseRestarts(ctx, env, vm, rm, code, runErr)
+}
+
+// superviseRestarts finishes a detached VM's run and, as its --restart
+// policy says, boots it again and runs it, until the policy says no.
+func superviseRestarts(ctx context.Context, env *Env, vm *supervisor.VM, rm bool, code int, runErr error) error {
+	for {
+		err := finishRun(env, vm, rm, code, runErr)
+		next := vm.Next(ctx, code, runErr)
+		if next == nil {
+			return err
+		}
+		vm = next
+		code, runErr = vm.Run(ctx, supervisor.Stdio{}, nil)
+	}
+}
+
+// cidFile is run --cidfile: created exclusively before the VM starts (as
+// podman refuses a file that exists), filled with the ID once it is known,
+// removed if the run fails before that.
+type cidFile struct {
+	f *os.File
+}
+
+func createCIDFile(path string) (*cidFile, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if errors.Is(err, os.ErrExist) {
+		return nil, fmt.Errorf("--cidfile %s: the file exists: another VM may use it; remove it or choose another", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--cidfile: %w", err)
+	}
+	return &cidFile{f: f}, nil
+}
+
+// write stores id; a nil c (no --cidfile) does nothing.
+func (c *cidFile) write(id string) error {
+	if c == nil || c.f == nil {
+		return nil
+	}
+	_, err := c.f.WriteString(id)
+	if cerr := c.f.Close(); err == nil {
+		err = cerr
+	}
+	c.f = nil
+	if err != nil {
+		return fmt.Errorf("write --cidfile: %w", err)
+	}
+	return nil
+}
+
+// abandon removes the file if no ID was written to it.
+func (c *cidFile) abandon() {
+	if c == nil || c.f == nil {
+		return
+	}
+	c.f.Close()
+	os.Remove(c.f.Name())
+	c.f = nil
 }
 
 // addHealthFlags adds podman's --health-* flags and --wait-healthy.

@@ -61,7 +61,7 @@ func runSnapshotRun(ctx context.Context, env *Env, o *snapshotRunOptions) error 
 	}
 	launch := func() (*supervisor.VM, error) { return env.engine().LaunchClone(ctx, o.CloneOptions) }
 	if o.Detach {
-		return runDetached(ctx, env, launch, false, o.Remove)
+		return runDetached(ctx, env, launch, false, o.Remove, nil)
 	}
 	vm, err := launch()
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -22,10 +21,14 @@ func newStopCmd(env *Env) *cobra.Command {
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.names = args
+			if !cmd.Flags().Changed("time") {
+				o.timeout = -1
+			}
 			return runStop(cmd.Context(), env, o)
 		},
+		ValidArgsFunction: completeVMs(env),
 	}
-	cmd.Flags().IntVarP(&o.timeout, "time", "t", 10, "seconds to wait for the container to exit before killing it")
+	cmd.Flags().IntVarP(&o.timeout, "time", "t", 10, "seconds to wait for the container to exit before killing it (default: the VM's --stop-timeout)")
 	return cmd
 }
 
@@ -33,7 +36,7 @@ func runStop(ctx context.Context, env *Env, o *stopOptions) error {
 	e := env.engine()
 	var errs []error
 	for _, name := range o.names {
-		if err := e.Stop(ctx, name, time.Duration(o.timeout)*time.Second); err != nil {
+		if err := e.Stop(ctx, name, stopGrace(env, name, o.timeout)); err != nil {
 			errs = append(errs, err)
 			continue
 		}

@@ -149,17 +149,10 @@ func (e *Engine) Remove(nameOrID string, force bool) error {
 	if err != nil {
 		return err
 	}
-	if r.Effective().Live() {
-		if !force {
-			return fmt.Errorf("VM %s is running: stop it first with `fcvm stop %s`, or use `fcvm rm -f`", nameOrID, nameOrID)
-		}
-		if err := supervisor.Kill(r, 10*time.Second); err != nil {
-			return err
-		}
-	} else if err := supervisor.Reclaim(r); err != nil {
-		return err
+	if r.Effective().Live() && !force {
+		return fmt.Errorf("VM %s is running: stop it first with `fcvm stop %s`, or use `fcvm rm -f`", nameOrID, nameOrID)
 	}
-	return store.Remove(r.ID)
+	return supervisor.Remove(store, r, force)
 }
 
 // Wait blocks until the VM nameOrID has exited and returns its exit code

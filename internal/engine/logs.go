@@ -68,6 +68,9 @@ func tailLines(recs []containerlog.Record, n int) []containerlog.Record {
 	if n < 0 {
 		return recs
 	}
+	if n == 0 {
+		return nil
+	}
 	lines := 0
 	for i := len(recs) - 1; i >= 0; i-- {
 		d := recs[i].Data

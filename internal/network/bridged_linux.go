@@ -29,12 +29,14 @@ func setupBridged(cfg Config, n *Network, lv *live, upstreams []netip.AddrPort) 
 	}
 	// Bind the published ports first: a port in use fails before anything
 	// is made, and holding them keeps them ours until teardown.
-	for _, p := range cfg.Ports {
-		ln, pc, err := listen(p)
+	// A port without a host port gets the one the kernel picked, held
+	// from here on: no other process can take it before the rules exist.
+	for i := range cfg.Ports {
+		ln, pc, err := listen(&cfg.Ports[i])
 		if err != nil {
 			return err
 		}
-		lv.sockets = append(lv.sockets, sock{p, ln, pc})
+		lv.sockets = append(lv.sockets, sock{cfg.Ports[i], ln, pc})
 	}
 
 	pool := cfg.Pool

@@ -84,7 +84,7 @@ func runHolder(v string, status, lifeline *os.File) error {
 	// on the namespace's loopback (pasta's splice path) or its uplink
 	// address; a proxy takes it on to the guest.
 	for i, p := range cfg.Ports {
-		ln, pc, err := listen(Port{HostPort: nsPort(cfg.Ports, i), Proto: p.Proto})
+		ln, pc, err := listen(&Port{HostPort: nsPort(cfg.Ports, i), Proto: p.Proto})
 		if err != nil {
 			return fmt.Errorf("listen in the VM's namespace for %s: %w", p, err)
 		}

@@ -16,8 +16,21 @@ import (
 
 // listen binds a published port on the host: it is both the check that
 // the port is free (before the VM boots) and, in bridged mode, the socket
-// the proxy serves.
-func listen(p Port) (net.Listener, net.PacketConn, error) {
+// the proxy serves. A port without a host port (0) is bound to one the
+// kernel picks, which listen writes into *p.
+func listen(p *Port) (net.Listener, net.PacketConn, error) {
+	ln, pc, err := bind(*p)
+	if err == nil && p.HostPort == 0 {
+		if ln != nil {
+			p.HostPort = ln.Addr().(*net.TCPAddr).Port
+		} else {
+			p.HostPort = pc.LocalAddr().(*net.UDPAddr).Port
+		}
+	}
+	return ln, pc, err
+}
+
+func bind(p Port) (net.Listener, net.PacketConn, error) {
 	addr := net.JoinHostPort(p.HostIP, strconv.Itoa(p.HostPort))
 	if p.HostIP == "" {
 		addr = "0.0.0.0:" + strconv.Itoa(p.HostPort)
@@ -50,10 +63,11 @@ func listen(p Port) (net.Listener, net.PacketConn, error) {
 }
 
 // checkFree binds and releases every port (rootless mode: pasta binds them
-// for real right after).
+// for real right after), choosing the host ports not given. A chosen port
+// taken in between makes pasta fail, and the setup with it.
 func checkFree(ports []Port) error {
-	for _, p := range ports {
-		ln, pc, err := listen(p)
+	for i := range ports {
+		ln, pc, err := listen(&ports[i])
 		if err != nil {
 			return err
 		}

@@ -33,12 +33,13 @@ func (p Port) loopback() bool {
 }
 
 // ParsePublish parses one -p/--publish value in podman's syntax,
-// [IP:]HOSTPORT:GUESTPORT[/tcp|/udp], where either port may be a range
+// [[IP:][HOSTPORT]:]GUESTPORT[/tcp|/udp], where either port may be a range
 // (8080-8081:80-81) as long as both ranges have the same length. It returns
-// one Port per port of the range.
+// one Port per port of the range. Without a host port (-p 80, -p
+// 127.0.0.1::80) HostPort is 0: Setup binds a free one the kernel picks.
 func ParsePublish(spec string) ([]Port, error) {
 	bad := func(why string) error {
-		return fmt.Errorf("-p %q: %s (want [IP:]HOSTPORT:GUESTPORT[/tcp|/udp], e.g. -p 127.0.0.1:8080:80)", spec, why)
+		return fmt.Errorf("-p %q: %s (want [IP:]HOSTPORT:GUESTPORT[/tcp|/udp], e.g. -p 127.0.0.1:8080:80, or [IP::]GUESTPORT for a free host port)", spec, why)
 	}
 	rest, proto, hasProto := strings.Cut(spec, "/")
 	if !hasProto {
@@ -55,7 +56,7 @@ func ParsePublish(spec string) ([]Port, error) {
 	}
 	switch f := strings.Split(rest, ":"); len(f) {
 	case 1:
-		return nil, bad("no host port: fcvm does not pick one, give HOSTPORT:GUESTPORT")
+		guestPorts = f[0]
 	case 2:
 		hostPorts, guestPorts = f[0], f[1]
 	case 3:
@@ -74,16 +75,21 @@ func ParsePublish(spec string) ([]Port, error) {
 			hostIP = a.String()
 		}
 	}
+	glo, ghi, err := parseRange(guestPorts)
+	if err != nil {
+		return nil, bad("guest port " + err.Error())
+	}
 	if hostPorts == "" {
-		return nil, bad("no host port: fcvm does not pick one, give HOSTPORT:GUESTPORT")
+		// Random host ports, one per guest port.
+		ports := make([]Port, 0, ghi-glo+1)
+		for g := glo; g <= ghi; g++ {
+			ports = append(ports, Port{HostIP: hostIP, GuestPort: g, Proto: proto})
+		}
+		return ports, nil
 	}
 	hlo, hhi, err := parseRange(hostPorts)
 	if err != nil {
 		return nil, bad("host port " + err.Error())
-	}
-	glo, ghi, err := parseRange(guestPorts)
-	if err != nil {
-		return nil, bad("guest port " + err.Error())
 	}
 	if hhi-hlo != ghi-glo {
 		return nil, bad("host and guest port ranges differ in length")
@@ -133,6 +139,9 @@ func checkPorts(ports []Port) error {
 	}
 	seen := map[key]string{}
 	for _, p := range ports {
+		if p.HostPort == 0 {
+			continue // the kernel picks a free one
+		}
 		k := key{p.HostPort, p.Proto}
 		if ip, ok := seen[k]; ok && (ip == "" || p.HostIP == "" || ip == p.HostIP) {
 			return fmt.Errorf("-p %s: host port %d/%s is published twice", p, p.HostPort, p.Proto)

@@ -17,6 +17,11 @@ func TestParsePublish(t *testing.T) {
 		{"0.0.0.0:53:53/udp", []Port{{HostPort: 53, GuestPort: 53, Proto: "udp"}}},
 		{":8080:80/tcp", []Port{{HostPort: 8080, GuestPort: 80, Proto: "tcp"}}},
 		{"8000-8001:9000-9001", []Port{{HostPort: 8000, GuestPort: 9000, Proto: "tcp"}, {HostPort: 8001, GuestPort: 9001, Proto: "tcp"}}},
+		// No host port: Setup binds one the kernel picks.
+		{"80", []Port{{GuestPort: 80, Proto: "tcp"}}},
+		{"53/udp", []Port{{GuestPort: 53, Proto: "udp"}}},
+		{"::80", []Port{{GuestPort: 80, Proto: "tcp"}}},
+		{"127.0.0.1::80-81", []Port{{HostIP: "127.0.0.1", GuestPort: 80, Proto: "tcp"}, {HostIP: "127.0.0.1", GuestPort: 81, Proto: "tcp"}}},
 	} {
 		got, err := ParsePublish(tc.spec)
 		if err != nil {
@@ -31,9 +36,8 @@ func TestParsePublish(t *testing.T) {
 
 func TestParsePublishErrors(t *testing.T) {
 	for spec, want := range map[string]string{
-		"80":                  "no host port",
-		"":                    "no host port",
-		"::80":                "no host port",
+		"":                    "guest port",
+		"127.0.0.1::0":        "between 1 and 65535",
 		"8080:80/sctp":        `protocol "sctp"`,
 		"a:8080:80":           "not an IPv4 address",
 		"[::1]:8080:80":       "IPv6",

@@ -53,6 +53,9 @@ func setupRootless(ctx context.Context, cfg Config, n *Network, lv *live, upstre
 	}
 	udp := map[int]bool{}
 	for _, p := range cfg.Ports {
+		if p.HostPort == 0 {
+			continue // chosen by checkFree
+		}
 		if p.Proto == "udp" && udp[p.HostPort] {
 			return fmt.Errorf("-p %s: rootless mode publishes a UDP host port once, on one address: use one -p for port %d", p, p.HostPort)
 		}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -79,6 +80,9 @@ func Setup(ctx context.Context, cfg Config) (n *Network, err error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	// Setup fills in the host ports the kernel picks (HostPort 0): in its
+	// own copy, which n.Ports shares.
+	cfg.Ports = slices.Clone(cfg.Ports)
 	n = &Network{Mode: cfg.Mode, ID: cfg.ID, Ports: cfg.Ports, log: cfg.Log}
 	if cfg.Mode == ModeNone {
 		return n, nil

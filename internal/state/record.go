@@ -92,6 +92,16 @@ type Record struct {
 	Labels  map[string]string `json:"labels,omitempty"`
 	Health  string            `json:"health,omitempty"` // "", starting, healthy, unhealthy
 
+	// StopSignal is what stop sends the container first (run
+	// --stop-signal; 0: SIGTERM); StopTimeout the seconds stop waits by
+	// default (run --stop-timeout; nil: 10).
+	StopSignal  int  `json:"stop_signal,omitempty"`
+	StopTimeout *int `json:"stop_timeout,omitempty"`
+	// Restart is the --restart policy (no, on-failure[:N], always);
+	// Restarts counts the restarts the supervisor has made under it.
+	Restart  string `json:"restart,omitempty"`
+	Restarts int    `json:"restarts,omitempty"`
+
 	Snapshot string `json:"snapshot,omitempty"`  // clones: the snapshot tag
 	ServePID int    `json:"serve_pid,omitempty"` // clones: the memory server
 }

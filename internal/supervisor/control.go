@@ -150,7 +150,7 @@ func (vm *VM) control(ctx context.Context, conn net.Conn) {
 	}
 }
 
-// stop sends SIGTERM to the container and, if it has not exited after
+// stop sends SIGTERM (or the VM's --stop-signal) to the container and, if it has not exited after
 // grace, kills the VM. A paused VM is resumed first, as podman's stop
 // does for a paused container, so that the guest can take the signal.
 func (vm *VM) stop(ctx context.Context, grace time.Duration) {
@@ -159,8 +159,13 @@ func (vm *VM) stop(ctx context.Context, grace time.Duration) {
 			vm.log.Warn("resume before stop", "err", err)
 		}
 	}
+	vm.stopRequested.Store(true) // restart.go: no restart after a stop
+	sig := int(syscall.SIGTERM)
+	if vm.Record.StopSignal != 0 {
+		sig = vm.Record.StopSignal
+	}
 	if c, err := vm.sess.get(ctx); err == nil {
-		if s, _, err := c.Open(ctx, channel.Request{Kind: channel.KindSignal, Signal: int(syscall.SIGTERM)}); err == nil {
+		if s, _, err := c.Open(ctx, channel.Request{Kind: channel.KindSignal, Signal: sig}); err == nil {
 			s.Close()
 		}
 	}

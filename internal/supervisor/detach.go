@@ -34,6 +34,12 @@ func IsDetachedSupervisor() bool { return os.Getenv(DetachEnv) != "" }
 // supervisor and waits until it reports the container started, returning
 // the VM's ID, or failed, returning its error.
 func StartDetached(ctx context.Context) (string, error) {
+	return StartDetachedArgs(ctx, os.Args[1:])
+}
+
+// StartDetachedArgs is StartDetached with the supervisor's arguments
+// given: a command that acts on several VMs starts one supervisor each.
+func StartDetachedArgs(ctx context.Context, args []string) (string, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return "", fmt.Errorf("find fcvm executable: %w", err)
@@ -49,7 +55,7 @@ func StartDetached(ctx context.Context) (string, error) {
 		return "", err
 	}
 	defer devnull.Close()
-	cmd := exec.Command(exe, os.Args[1:]...)
+	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), DetachEnv+"=1")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, devnull
 	cmd.ExtraFiles = []*os.File{w} // fd 3

@@ -61,6 +61,17 @@ type Options struct {
 	Progress io.Writer
 	// Health is the optional health check (health.go).
 	Health HealthOptions
+	// Hostname is the container's (and the guest's) host name; "" is the
+	// short ID, as podman's default.
+	Hostname string
+	// Replace removes a VM of the same name first (run --replace).
+	Replace bool
+	// StopSignal and StopTimeout are what stop uses unless told (run
+	// --stop-signal, --stop-timeout); 0 and nil: SIGTERM and 10 s.
+	StopSignal  int
+	StopTimeout *int
+	// Restart is the --restart policy (restart.go).
+	Restart string
 	// Driver, when set, starts the VM instead of the one VMM names (tests,
 	// tuned drivers).
 	Driver vmm.Driver
@@ -107,7 +118,42 @@ func (o *Options) Validate() error {
 	if err := checkNetworkPrivileges(o.Network); err != nil { // net.go
 		return err
 	}
+	if err := validHostname(o.Hostname); err != nil {
+		return err
+	}
+	if o.StopTimeout != nil && *o.StopTimeout < 0 {
+		return fmt.Errorf("--stop-timeout %d: must be 0 or more seconds", *o.StopTimeout)
+	}
+	if _, err := ParseRestart(o.Restart); err != nil { // restart.go
+		return err
+	}
+	if o.Restart != "" && o.Restart != "no" && o.Remove {
+		return errors.New("--restart: a VM removed when it exits (--rm) cannot restart: drop one of them")
+	}
 	return o.Health.validate(o.Network) // health.go
+}
+
+// validHostname checks --hostname as podman does: a DNS name of at most
+// 64 characters (the kernel's limit).
+func validHostname(h string) error {
+	if h == "" {
+		return nil
+	}
+	ok := len(h) <= 64
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			ok = false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				ok = false
+			}
+		}
+	}
+	if !ok {
+		return fmt.Errorf("--hostname %q: not a valid host name: use letters, digits and '-' in dot-separated labels, at most 64 characters", h)
+	}
+	return nil
 }
 
 func hostMemoryMiB() int {
@@ -148,6 +194,8 @@ type VM struct {
 
 	// started is set for clones, whose container already runs.
 	started bool
+	// relaunched is set for a VM booted again from its record (start).
+	relaunched bool
 
 	// volumes serves the -v directories (volumes.go).
 	volumes *volumeServers
@@ -160,11 +208,14 @@ type VM struct {
 	sess *session
 	// snapMu serialises snapshots, pause and resume of the VM (Snapshot,
 	// pause.go); paused changes only under it.
-	snapMu   sync.Mutex
-	paused   atomic.Bool
-	stopped  atomic.Bool // a stop request killed the VM
-	answered atomic.Bool // the guest has answered the channel once
-	exited   chan struct{}
+	snapMu  sync.Mutex
+	paused  atomic.Bool
+	stopped atomic.Bool // a stop request killed the VM
+	// stopRequested is set by a stop request: the container ended because
+	// the user asked, which no restart policy undoes.
+	stopRequested atomic.Bool
+	answered      atomic.Bool // the guest has answered the channel once
+	exited        chan struct{}
 
 	log    *slog.Logger
 	store  *state.Store
@@ -191,8 +242,11 @@ func (t *phaseTimer) phase(name string) {
 // the host; prepare turns it into a VM whose machine only has to start.
 type bootSpec struct {
 	// rec is the new record; prepare creates it, filling ID and Dir.
-	rec    *state.Record
-	driver vmm.Driver
+	rec *state.Record
+	// existing says rec is already stored (a relaunch): prepare keeps it,
+	// and a failed start records the error instead of removing it.
+	existing bool
+	driver   vmm.Driver
 	// boot is how the guest boots; prepare fills its Plan and records it
 	// in the VM's dir (launchFile), where a snapshot of the VM reads it.
 	boot launchInfo
@@ -212,11 +266,13 @@ type bootSpec struct {
 // On error the VM it returns, if any, must be torn down by the caller.
 func prepare(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, store *state.Store, spec bootSpec, t *phaseTimer) (*VM, vmm.Config, error) {
 	rec := spec.rec
-	if err := store.Create(rec); err != nil {
-		return nil, vmm.Config{}, err
+	if !spec.existing {
+		if err := store.Create(rec); err != nil {
+			return nil, vmm.Config{}, err
+		}
 	}
 	vm := &VM{Record: rec, Plan: spec.plan, log: log, store: store, dirs: dirs, driver: spec.driver,
-		Generation: spec.boot.Generation, started: spec.started, exited: make(chan struct{})}
+		Generation: spec.boot.Generation, started: spec.started, relaunched: spec.existing, exited: make(chan struct{})}
 	if spec.plan.Hostname == "" {
 		// A cold boot's container is named for its VM; a clone keeps the
 		// snapshot's.
@@ -287,8 +343,13 @@ func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options)
 		return nil, err
 	}
 	if o.Name != "" {
-		if _, err := store.Get(o.Name); err == nil {
-			return nil, fmt.Errorf("name %q is already in use: choose another --name or remove it with fcvm rm %s", o.Name, o.Name)
+		if old, err := store.Get(o.Name); err == nil {
+			if !o.Replace {
+				return nil, fmt.Errorf("name %q is already in use: choose another --name, remove it with fcvm rm %s, or use --replace", o.Name, o.Name)
+			}
+			if err := Remove(store, old, true); err != nil {
+				return nil, fmt.Errorf("--replace %s: %w", o.Name, err)
+			}
 		}
 	}
 	t.phase("checks")
@@ -315,21 +376,24 @@ func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options)
 	disks := &storage.Store{Dir: filepath.Join(dirs.Data, "templates")}
 	vm, cfg, err := prepare(ctx, log, dirs, store, bootSpec{
 		rec: &state.Record{
-			Name:       o.Name,
-			Image:      o.Image,
-			ImageID:    img.ID,
-			Cmd:        append(append([]string(nil), plan.Entrypoint...), plan.Cmd...),
-			Driver:     driver.Name(),
-			CPUs:       o.CPUs,
-			MemoryMiB:  o.MemoryMiB,
-			Created:    time.Now(),
-			Status:     state.StatusStarting,
-			Supervisor: state.Self(),
-			Detached:   o.Detach,
-			AutoRemove: o.Remove,
-			Network:    state.Network{Mode: o.Network},
-			Labels:     o.Labels,
-			Volumes:    o.Volumes,
+			Name:        o.Name,
+			Image:       o.Image,
+			ImageID:     img.ID,
+			Cmd:         append(append([]string(nil), plan.Entrypoint...), plan.Cmd...),
+			Driver:      driver.Name(),
+			CPUs:        o.CPUs,
+			MemoryMiB:   o.MemoryMiB,
+			Created:     time.Now(),
+			Status:      state.StatusStarting,
+			Supervisor:  state.Self(),
+			Detached:    o.Detach,
+			AutoRemove:  o.Remove,
+			Network:     state.Network{Mode: o.Network},
+			Labels:      o.Labels,
+			Volumes:     o.Volumes,
+			StopSignal:  o.StopSignal,
+			StopTimeout: o.StopTimeout,
+			Restart:     o.Restart,
 		},
 		driver:  driver,
 		boot:    launchInfo{Kernel: set.Kernel, Initrd: set.Initrd, Rootfs: set.Rootfs, ImageDisk: img.Disk, Generation: 1},
@@ -368,7 +432,10 @@ func start(vm *VM, t *phaseTimer, err error, run func() (vmm.Machine, error)) (*
 	}
 	if err != nil {
 		if vm != nil {
-			vm.Teardown(true)
+			if vm.relaunched {
+				vm.Finish(0, err)
+			}
+			vm.Teardown(!vm.relaunched)
 		}
 		return nil, err
 	}
@@ -409,6 +476,7 @@ func buildPlan(o Options, img *image.Image) (*channel.Plan, error) {
 		Labels:        o.Labels,
 		Volumes:       volumePlans(o.Volumes), // volumes.go
 		Shape:         o.Shape,
+		Hostname:      o.Hostname,
 		ClockUnixNano: time.Now().UnixNano(),
 	}
 	if o.Entrypoint != nil {

@@ -68,3 +68,20 @@ func waitGone(p state.Process, d time.Duration) bool {
 	}
 	return true
 }
+
+// Remove deletes the VM r from store: its disks, record and everything it
+// left on the host. A live VM is refused with ErrRunning unless force,
+// which kills it first.
+func Remove(store *state.Store, r *state.Record, force bool) error {
+	if r.Effective().Live() {
+		if !force {
+			return fmt.Errorf("%w: stop VM %s first with `fcvm stop %s`, or use `fcvm rm -f`", ErrRunning, r.Name, r.Name)
+		}
+		if err := Kill(r, 10*time.Second); err != nil {
+			return err
+		}
+	} else if err := Reclaim(r); err != nil {
+		return err
+	}
+	return store.Remove(r.ID)
+}

@@ -108,13 +108,9 @@ func (vm *VM) Snapshot(ctx context.Context, tag string) (*snapshot.Manifest, err
 		return nil, vm.errPaused()
 	}
 	rec := vm.Record
-	var li launchInfo
-	b, err := os.ReadFile(filepath.Join(rec.Dir, launchFile))
+	li, err := readLaunchInfo(rec) // restart.go
 	if err != nil {
-		return nil, fmt.Errorf("read launch info of %s: %w", rec.Name, err)
-	}
-	if err := json.Unmarshal(b, &li); err != nil {
-		return nil, fmt.Errorf("read launch info of %s: %w", rec.Name, err)
+		return nil, err
 	}
 	snaps := &snapshot.Store{Dir: vm.dirs.Snapshots()}
 	staging, err := snaps.Staging(tag)

@@ -1,0 +1,84 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fcvm/fcvm/internal/supervisor"
+)
+
+type startOptions struct {
+	attach bool
+	names  []string
+}
+
+func newStartCmd(env *Env) *cobra.Command {
+	o := &startOptions{}
+	cmd := &cobra.Command{
+		Use:   "start [-a] NAME|ID...",
+		Short: "Boot stopped VMs again: same name, ports, volumes and disk, a new guest boot",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.names = args
+			return runStart(cmd.Context(), env, o)
+		},
+		ValidArgsFunction: completeVMs(env),
+	}
+	cmd.Flags().BoolVarP(&o.attach, "attach", "a", false, "stay in the foreground: stream the container's output and exit with its code")
+	return cmd
+}
+
+func runStart(ctx context.Context, env *Env, o *startOptions) error {
+	if o.attach {
+		if len(o.names) != 1 {
+			return errors.New("start -a: give one VM (podman attaches to one container)")
+		}
+		vm, err := env.engine().Start(ctx, o.names[0], false)
+		if err != nil {
+			return err
+		}
+		code, runErr := vm.Run(ctx, supervisor.Stdio{Stdout: env.Stdout, Stderr: env.Stderr}, nil)
+		return finishRun(env, vm, vm.Record.AutoRemove, code, runErr)
+	}
+	if supervisor.IsDetachedSupervisor() {
+		// The background supervisor of one VM, started below.
+		return superviseStart(ctx, env, o.names[0])
+	}
+	var errs []error
+	for _, name := range o.names {
+		if err := startDetached(ctx, env, name); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		fmt.Fprintln(env.Stdout, name)
+	}
+	return errors.Join(errs...)
+}
+
+// startDetached leaves a supervisor behind for the stopped VM name and
+// returns once its container runs.
+func startDetached(ctx context.Context, env *Env, name string) error {
+	// Refuse what cannot start here, where the user sees the error at
+	// once (the supervisor would report it too, later).
+	if rec, err := env.engine().Inspect(name); err != nil {
+		return err
+	} else if s := rec.Effective(); s.Live() {
+		return fmt.Errorf("start %s: the VM is %s: stop it first with fcvm stop %s, or use fcvm restart", name, s, name)
+	}
+	_, err := supervisor.StartDetachedArgs(ctx, []string{"start", "--log-level", env.logLevel, "--", name})
+	return err
+}
+
+// superviseStart is the background supervisor startDetached leaves.
+func superviseStart(ctx context.Context, env *Env, name string) error {
+	moveLog := func(dir string) error { return env.logToDir(dir, 2) }
+	launch := func() (*supervisor.VM, error) { return env.engine().Start(ctx, name, true) }
+	vm, code, runErr := supervisor.RunDetached(ctx, launch, moveLog, false)
+	if vm == nil {
+		return runErr
+	}
+	return superviseRestarts(ctx, env, vm, vm.Record.AutoRemove, code, runErr)
+}
