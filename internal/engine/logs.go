@@ -16,6 +16,8 @@ type LogsOptions struct {
 	Tail int
 	// Follow goes on with new output until the VM stops or ctx ends.
 	Follow bool
+	// OnlyNew skips what was written before the call (attach).
+	OnlyNew bool
 }
 
 // Logs calls fn with each record of the container output of the VM
@@ -36,7 +38,11 @@ func (e *Engine) Logs(ctx context.Context, nameOrID string, o LogsOptions, fn fu
 		}
 		return fn(r)
 	}
-	for _, r := range tailLines(recs, o.Tail) {
+	old := tailLines(recs, o.Tail)
+	if o.OnlyNew {
+		old = nil
+	}
+	for _, r := range old {
 		if err := write(r); err != nil {
 			return err
 		}
@@ -67,9 +73,6 @@ func (e *Engine) Logs(ctx context.Context, nameOrID string, o LogsOptions, fn fu
 func tailLines(recs []containerlog.Record, n int) []containerlog.Record {
 	if n < 0 {
 		return recs
-	}
-	if n == 0 {
-		return nil
 	}
 	lines := 0
 	for i := len(recs) - 1; i >= 0; i-- {

@@ -76,7 +76,7 @@ func (e *Engine) Attach(ctx context.Context, nameOrID string, o AttachOptions) (
 		defer conn.Close()
 		go channel.NewStream(conn).PumpStdin(o.Stdin)
 	}
-	err = e.Logs(ctx, rec.ID, LogsOptions{Tail: 0, Follow: true}, func(r containerlog.Record) error {
+	err = e.Logs(ctx, rec.ID, LogsOptions{OnlyNew: true, Follow: true}, func(r containerlog.Record) error {
 		w := o.Stdout
 		if r.Stream == containerlog.Stderr {
 			w = o.Stderr
