@@ -165,6 +165,14 @@ func (a *Agent) handle(ctx context.Context, req channel.Request, conn net.Conn) 
 		err = a.status(conn)
 	case channel.KindWatch:
 		err = a.watch(req.Watch, conn)
+	case channel.KindCopyOut:
+		err = a.copyOut(req.Copy, conn) // copy_linux.go
+	case channel.KindCopyIn:
+		err = a.copyIn(req.Copy, conn)
+	case channel.KindTop:
+		err = a.top(conn) // procfs_linux.go
+	case channel.KindStats:
+		err = a.stats(conn)
 	case channel.KindPoweroff:
 		channel.Reply(conn, nil)
 		a.log.Info("power off requested")

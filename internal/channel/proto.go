@@ -18,6 +18,7 @@ type Request struct {
 	Watch  *WatchRequest  `json:"watch,omitempty"`
 	Signal int            `json:"signal,omitempty"`
 	Volume int            `json:"volume,omitempty"`
+	Copy   *CopyRequest   `json:"copy,omitempty"`
 }
 
 // Kind names a stream's purpose.
@@ -46,7 +47,69 @@ const (
 	// FrameStdout frames of WatchEvent JSON, until the host closes the
 	// stream or the directory goes (FrameExit).
 	KindWatch Kind = "watch"
+	// KindCopyOut archives a path of the container (Copy.Path): the
+	// reply's payload is a CopyInfo, then the tar stream comes as
+	// FrameStdout frames, ended by FrameExit (0) or FrameError.
+	KindCopyOut Kind = "copy-out"
+	// KindCopyIn extracts a tar stream into the container at Copy.Path:
+	// after the reply the host sends it as FrameStdin frames and
+	// FrameStdinEOF, and the guest ends with FrameExit (0) or FrameError.
+	KindCopyIn Kind = "copy-in"
+	// KindTop lists the container's processes: the reply's payload is a
+	// []Process.
+	KindTop Kind = "top"
+	// KindStats samples the guest's counters: the reply's payload is a
+	// GuestStats.
+	KindStats Kind = "stats"
 )
+
+// CopyRequest names what KindCopyOut and KindCopyIn copy. Paths are the
+// container's, resolved in its root: nothing outside it is reached.
+type CopyRequest struct {
+	Path string `json:"path"`
+	// Copy in: the stream's top-level name (SrcBase, or "." for the
+	// contents of a directory, cp's SRC/.) and whether it is a directory.
+	// A stream (cp - NAME:DIR) is extracted into Path, a directory, as
+	// it is.
+	SrcBase string `json:"src_base,omitempty"`
+	SrcDir  bool   `json:"src_dir,omitempty"`
+	Stream  bool   `json:"stream,omitempty"`
+}
+
+// CopyInfo describes the path a KindCopyOut archives.
+type CopyInfo struct {
+	Dir bool `json:"dir"`
+}
+
+// Process is one process of the container, as top shows it.
+type Process struct {
+	PID     int     `json:"pid"`  // in the container's PID namespace
+	PPID    int     `json:"ppid"` // 0 when the parent is outside it
+	UID     int     `json:"uid"`
+	User    string  `json:"user,omitempty"` // from the container's passwd
+	Elapsed float64 `json:"elapsed"`        // seconds since it started
+	CPU     float64 `json:"cpu"`            // CPU seconds used
+	TTY     string  `json:"tty,omitempty"`  // "" when none
+	Args    string  `json:"args"`
+}
+
+// GuestStats are the guest's counters at one moment.
+type GuestStats struct {
+	// CPUBusy and CPUTotal are jiffies over all CPUs since boot.
+	CPUBusy  uint64 `json:"cpu_busy"`
+	CPUTotal uint64 `json:"cpu_total"`
+	CPUs     int    `json:"cpus"`
+	// MemTotal and MemUsed (total less available) in bytes.
+	MemTotal uint64 `json:"mem_total"`
+	MemUsed  uint64 `json:"mem_used"`
+	NetRx    uint64 `json:"net_rx"`
+	NetTx    uint64 `json:"net_tx"`
+	// BlockRead and BlockWrite are the bytes the guest's disks moved.
+	BlockRead  uint64 `json:"block_read"`
+	BlockWrite uint64 `json:"block_write"`
+	// PIDs counts the container's processes.
+	PIDs int `json:"pids"`
+}
 
 // Plan is what the guest needs to run its container. Image config is
 // resolved on the host: the guest only sees flags.

@@ -23,6 +23,7 @@ func newPodmanCmd(env *Env) *cobra.Command {
 	}
 	cmd.AddCommand(
 		newAttachCmd(env),
+		newCpCmd(env),
 		newExecCmd(env),
 		newImageCmd(env),
 		newInspectCmd(env),
@@ -36,7 +37,9 @@ func newPodmanCmd(env *Env) *cobra.Command {
 		newRmCmd(env),
 		newRunCmd(env),
 		newStartCmd(env),
+		newStatsCmd(env),
 		newStopCmd(env),
+		newTopCmd(env),
 		newUnpauseCmd(env),
 		newWaitCmd(env),
 	)

@@ -88,6 +88,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 func commands(env *Env) []*cobra.Command {
 	return []*cobra.Command{
 		newAttachCmd(env),
+		newCpCmd(env),
 		newDoctorCmd(env),
 		newExecCmd(env),
 		newGCCmd(env),
@@ -107,7 +108,9 @@ func commands(env *Env) []*cobra.Command {
 		newSetupCmd(env),
 		newSnapshotCmd(env),
 		newStartCmd(env),
+		newStatsCmd(env),
 		newStopCmd(env),
+		newTopCmd(env),
 		newUnpauseCmd(env),
 		newWaitCmd(env),
 	}

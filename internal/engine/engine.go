@@ -100,7 +100,7 @@ func (e *Engine) Running(nameOrID string) (*state.Record, error) {
 	case state.StatusPaused:
 		return nil, fmt.Errorf("VM %s is paused: unpause it first with fcvm unpause %s", nameOrID, nameOrID)
 	default:
-		return nil, fmt.Errorf("VM %s is not running (%s): start a new one with fcvm run", nameOrID, s)
+		return nil, fmt.Errorf("VM %s is not running (%s): start it again with fcvm start %s", nameOrID, s, nameOrID)
 	}
 	return rec, nil
 }
