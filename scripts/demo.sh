@@ -30,7 +30,7 @@ $fcvm snapshot create demo-web --tag demo-snap
 time $fcvm snapshot run demo-snap -d --name demo-clone -p 127.0.0.1:18081:80
 for i in $(seq 60); do curl -fsS http://127.0.0.1:18081/ && break; sleep 1; done
 $fcvm ls
-$fcvm inspect --format '{{.Name}}: VMM RSS {{.Memory.RSSKiB}} KiB, PSS {{.Memory.PSSKiB}} KiB' demo-web demo-clone
+$fcvm inspect --format '{{.Name}}: VMM RSS {{.Fcvm.Memory.RSSKiB}} KiB, PSS {{.Fcvm.Memory.PSSKiB}} KiB' demo-web demo-clone
 
 echo "== clean up"
 $fcvm rm -f demo-clone demo-web

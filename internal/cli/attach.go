@@ -23,7 +23,6 @@ func newAttachCmd(env *Env) *cobra.Command {
 			o.name = args[0]
 			return runAttach(cmd.Context(), env, o)
 		},
-		ValidArgsFunction: completeVMs(env),
 	}
 	cmd.Flags().BoolVar(&o.noStdin, "no-stdin", false, "do not send input to the container")
 	return cmd

@@ -22,7 +22,21 @@ func TestInspect(t *testing.T) {
 	if len(got) != 3 {
 		t.Fatalf("%d entries, want 3:\n%s", len(got), stdout)
 	}
-	web, ghost, job := got[0], got[1], got[2]
+	for i, want := range []string{"web", "ghost", "job"} {
+		if got[i]["Name"] != want || got[i]["Id"] == "" {
+			t.Errorf("entry %d: Name %v Id %v, want %s", i, got[i]["Name"], got[i]["Id"], want)
+		}
+	}
+	if st := got[0]["State"].(map[string]any); st["Status"] != "running" || st["Running"] != true || st["Pid"].(float64) != float64(os.Getpid()) {
+		t.Errorf("web State: %v", st)
+	}
+	if st := got[1]["State"].(map[string]any); st["Status"] != "exited" || st["Dead"] != true || st["Running"] != false {
+		t.Errorf("ghost State: %v", st)
+	}
+	if st := got[2]["State"].(map[string]any); st["ExitCode"] != 7.0 || st["Status"] != "exited" {
+		t.Errorf("job State: %v", st)
+	}
+	web, ghost, job := got[0]["Fcvm"].(map[string]any), got[1]["Fcvm"].(map[string]any), got[2]["Fcvm"].(map[string]any)
 	if web["name"] != "web" || web["status"] != "running" || web["recorded_status"] != nil {
 		t.Errorf("web: name %v status %v recorded_status %v", web["name"], web["status"], web["recorded_status"])
 	}
@@ -60,7 +74,7 @@ func TestInspectNotFound(t *testing.T) {
 		t.Errorf("stderr = %q, want %q", got, "fcvm: no such VM: nope\n")
 	}
 	var got []map[string]any
-	if err := json.Unmarshal(stdout.Bytes(), &got); err != nil || len(got) != 1 || got[0]["name"] != "web" {
+	if err := json.Unmarshal(stdout.Bytes(), &got); err != nil || len(got) != 1 || got[0]["Name"] != "web" {
 		t.Errorf("stdout = %s, want web's record (like podman, what was found is printed)", stdout.String())
 	}
 	// Ambiguous prefixes say so.
@@ -74,7 +88,7 @@ func TestInspectNotFound(t *testing.T) {
 
 func TestInspectFormat(t *testing.T) {
 	env, stdout, _ := fixture(t)
-	o := inspectOptions{names: []string{"web", "ghost"}, format: "{{.Name}} {{.Status}} {{.Network.GuestIP}} {{.VMM.PID}}"}
+	o := inspectOptions{names: []string{"web", "ghost"}, format: "{{.Name}} {{.Fcvm.Status}} {{.Fcvm.Network.GuestIP}} {{.State.Pid}}"}
 	if err := runInspect(context.Background(), env, o); err != nil {
 		t.Fatal(err)
 	}

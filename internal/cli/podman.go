@@ -21,7 +21,7 @@ func newPodmanCmd(env *Env) *cobra.Command {
 			return fmt.Errorf("podman %s: fcvm has no such podman verb: see fcvm podman --help", args[0])
 		},
 	}
-	cmd.AddCommand(
+	verbs := []*cobra.Command{
 		newAttachCmd(env),
 		newCpCmd(env),
 		newExecCmd(env),
@@ -42,6 +42,8 @@ func newPodmanCmd(env *Env) *cobra.Command {
 		newTopCmd(env),
 		newUnpauseCmd(env),
 		newWaitCmd(env),
-	)
+	}
+	addVMCompletion(env, verbs)
+	cmd.AddCommand(verbs...)
 	return cmd
 }

@@ -27,7 +27,6 @@ func newRestartCmd(env *Env) *cobra.Command {
 			}
 			return runRestart(cmd.Context(), env, o)
 		},
-		ValidArgsFunction: completeVMs(env),
 	}
 	cmd.Flags().IntVarP(&o.timeout, "time", "t", 10, "seconds to wait for the container to exit before killing it (default: the VM's --stop-timeout)")
 	return cmd

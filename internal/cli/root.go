@@ -67,7 +67,9 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(commands(env)...)
+	cmds := commands(env)
+	addVMCompletion(env, cmds) // completion.go
+	root.AddCommand(cmds...)
 
 	err := root.ExecuteContext(ctx)
 	if err == nil {

@@ -25,7 +25,6 @@ func newStartCmd(env *Env) *cobra.Command {
 			o.names = args
 			return runStart(cmd.Context(), env, o)
 		},
-		ValidArgsFunction: completeVMs(env),
 	}
 	cmd.Flags().BoolVarP(&o.attach, "attach", "a", false, "stay in the foreground: stream the container's output and exit with its code")
 	return cmd

@@ -37,7 +37,6 @@ holds on the host.
 			o.names = args
 			return runStats(cmd.Context(), env, o)
 		},
-		ValidArgsFunction: completeVMs(env),
 	}
 	f := cmd.Flags()
 	f.BoolVar(&o.noStream, "no-stream", false, "print one sample and exit")

@@ -28,7 +28,6 @@ func newTopCmd(env *Env) *cobra.Command {
 			o.name, o.descriptors = args[0], args[1:]
 			return runTop(cmd.Context(), env, o)
 		},
-		ValidArgsFunction: completeVMs(env),
 	}
 	return cmd
 }

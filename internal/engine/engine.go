@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/fcvm/fcvm/internal/channel"
 	"github.com/fcvm/fcvm/internal/datadir"
 	"github.com/fcvm/fcvm/internal/image"
 	"github.com/fcvm/fcvm/internal/snapshot"
@@ -193,3 +194,7 @@ func (e *Engine) ImageFromTree(ctx context.Context, key, root string) (*image.Im
 	}
 	return images.FromTree(ctx, key, root)
 }
+
+// Plan returns what the container of rec's VM runs with (command,
+// environment, working directory, user, host name), or nil if unknown.
+func (e *Engine) Plan(rec *state.Record) *channel.Plan { return supervisor.LaunchPlan(rec) }

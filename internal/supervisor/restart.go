@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fcvm/fcvm/internal/channel"
 	"github.com/fcvm/fcvm/internal/datadir"
 	"github.com/fcvm/fcvm/internal/network"
 	"github.com/fcvm/fcvm/internal/state"
@@ -207,4 +208,15 @@ func (vm *VM) Next(ctx context.Context, code int, runErr error) *VM {
 	}
 	vm.log.Info("restarted", "policy", vm.Record.Restart, "exit_code", code, "restarts", next.Record.Restarts)
 	return next
+}
+
+// LaunchPlan is the plan rec's VM boots with (command, environment,
+// working directory, user, host name as resolved from the image and the
+// flags), from its launch record; nil when there is none.
+func LaunchPlan(rec *state.Record) *channel.Plan {
+	li, err := readLaunchInfo(rec)
+	if err != nil {
+		return nil
+	}
+	return li.Plan
 }

@@ -422,7 +422,7 @@ func TestTenClonesShareMemory(t *testing.T) {
 // vmmPSS is the PSS in KiB of a VM's VMM process, from fcvm inspect.
 func vmmPSS(t *testing.T, vm string) int {
 	t.Helper()
-	r := fcvm(t, "inspect", "--format", "{{.Memory.PSSKiB}}", vm)
+	r := fcvm(t, "inspect", "--format", "{{.Fcvm.Memory.PSSKiB}}", vm)
 	n, err := strconv.Atoi(strings.TrimSpace(r.stdout))
 	if r.code != 0 || err != nil {
 		t.Fatalf("inspect %s memory: %s", vm, r)

@@ -88,20 +88,30 @@ func TestVolumeReadWrite(t *testing.T) {
 		}
 	}
 
-	// The record names the volume with its absolute host path.
+	// The record names the volume with its absolute host path, and so
+	// do podman's Mounts.
 	ins := fcvm(t, "inspect", name)
 	var recs []struct {
-		Volumes []struct {
-			Host     string `json:"host"`
-			Guest    string `json:"guest"`
-			ReadOnly bool   `json:"read_only"`
-		} `json:"volumes"`
+		Mounts []struct {
+			Source, Destination string
+			RW                  bool
+		}
+		Fcvm struct {
+			Volumes []struct {
+				Host     string `json:"host"`
+				Guest    string `json:"guest"`
+				ReadOnly bool   `json:"read_only"`
+			} `json:"volumes"`
+		}
 	}
 	if err := json.Unmarshal([]byte(ins.stdout), &recs); ins.code != 0 || err != nil || len(recs) != 1 {
 		t.Fatalf("inspect: %s (%v)", ins, err)
 	}
-	if v := recs[0].Volumes; len(v) != 1 || v[0].Host != share || v[0].Guest != "/data" || v[0].ReadOnly {
+	if v := recs[0].Fcvm.Volumes; len(v) != 1 || v[0].Host != share || v[0].Guest != "/data" || v[0].ReadOnly {
 		t.Errorf("inspect volumes: %+v; want one volume %s:/data", v, share)
+	}
+	if m := recs[0].Mounts; len(m) != 1 || m[0].Source != share || m[0].Destination != "/data" || !m[0].RW {
+		t.Errorf("inspect Mounts: %+v; want one bind mount %s:/data", m, share)
 	}
 }
 
