@@ -359,3 +359,42 @@ func TestLeasesConcurrent(t *testing.T) {
 		t.Fatalf("take over dead lease = %d, %v, reclaimed %v", idx, err, reclaimed)
 	}
 }
+
+// TestRandomHostPort: -p GUESTPORT gets a host port the kernel picks,
+// written into the network's ports; bridged mode holds it from the bind
+// on (nothing else can take it), and teardown frees it.
+func TestRandomHostPort(t *testing.T) {
+	for _, m := range modes[:2] {
+		t.Run(m.name, func(t *testing.T) {
+			before := snapshot(t)
+			ports, err := ParsePublish("127.0.0.1::80")
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, err := Setup(context.Background(), Config{Mode: m.mode, ID: newID(t), DataDir: t.TempDir(), RuntimeDir: t.TempDir(), Pool: testPool, Ports: ports, Log: testLog(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ports[0].HostPort != 0 {
+				t.Errorf("Setup changed the caller's ports: %+v", ports)
+			}
+			p := n.Ports[0]
+			if p.HostPort == 0 || p.GuestPort != 80 || p.HostIP != "127.0.0.1" {
+				t.Fatalf("port after Setup: %+v, want a host port chosen", p)
+			}
+			if m.mode == ModeBridged {
+				if ln, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", p.HostPort)); err == nil {
+					ln.Close()
+					t.Errorf("host port %d is not held by the network", p.HostPort)
+				}
+			}
+			if err := n.Teardown(); err != nil {
+				t.Fatal(err)
+			}
+			if err := checkFree([]Port{p}); err != nil {
+				t.Errorf("after teardown: %v", err)
+			}
+			checkGone(t, before)
+		})
+	}
+}
