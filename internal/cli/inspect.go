@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"syscall"
 	"text/template"
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/fcvm/fcvm/internal/engine"
 	"github.com/fcvm/fcvm/internal/state"
@@ -31,7 +31,8 @@ for the fields a VM has: Id, Name, Created, Path, Args, Image (the image ID),
 ImageName, RestartCount, State {Status, Running, Paused, Restarting,
 OOMKilled, Dead, Pid, ExitCode, Error, StartedAt, FinishedAt, Health},
 Config {Hostname, User, Env, Cmd, Image, WorkingDir, Entrypoint, Labels,
-StopSignal, StopTimeout}, NetworkSettings {Ports}, Mounts. State.Pid is the
+StopSignal, StopTimeout} (Entrypoint and StopSignal as podman 4: a string
+and a number), NetworkSettings {Ports}, Mounts. State.Pid is the
 VMM's PID on the host: the process that is the VM. A VM is named by its
 name, its full ID or a unique ID prefix.
 
@@ -120,9 +121,11 @@ type inspectConfig struct {
 	Cmd         []string          `json:"Cmd"`
 	Image       string            `json:"Image"`
 	WorkingDir  string            `json:"WorkingDir"`
-	Entrypoint  []string          `json:"Entrypoint"`
+	// Entrypoint and StopSignal have podman 4's types (the podman of
+	// Debian 12): the entrypoint joined by spaces, the signal's number.
+	Entrypoint  string            `json:"Entrypoint"`
 	Labels      map[string]string `json:"Labels"`
-	StopSignal  string            `json:"StopSignal"`
+	StopSignal  uint              `json:"StopSignal"`
 	StopTimeout uint              `json:"StopTimeout"`
 }
 
@@ -165,8 +168,7 @@ func newInspectDoc(e *engine.Engine, r *state.Record) inspectDoc {
 			Labels:      r.Labels,
 			Env:         []string{},
 			Cmd:         []string{},
-			Entrypoint:  []string{},
-			StopSignal:  "SIGTERM",
+			StopSignal:  uint(syscall.SIGTERM),
 			StopTimeout: 10,
 		},
 	}
@@ -174,7 +176,7 @@ func newInspectDoc(e *engine.Engine, r *state.Record) inspectDoc {
 		d.Path, d.Args = r.Cmd[0], r.Cmd[1:]
 	}
 	if r.StopSignal != 0 {
-		d.Config.StopSignal = unix.SignalName(syscall.Signal(r.StopSignal))
+		d.Config.StopSignal = uint(r.StopSignal)
 	}
 	if r.StopTimeout != nil {
 		d.Config.StopTimeout = uint(*r.StopTimeout)
@@ -186,7 +188,7 @@ func newInspectDoc(e *engine.Engine, r *state.Record) inspectDoc {
 		d.Config.Hostname, d.Config.User, d.Config.WorkingDir = p.Hostname, p.User, p.Workdir
 		d.Config.Env = append(d.Config.Env, p.Env...)
 		d.Config.Cmd = append(d.Config.Cmd, p.Cmd...)
-		d.Config.Entrypoint = append(d.Config.Entrypoint, p.Entrypoint...)
+		d.Config.Entrypoint = strings.Join(p.Entrypoint, " ")
 	}
 	st := &d.State
 	st.Status = string(j.Status)
