@@ -115,12 +115,12 @@ type inspectNetworkSettings struct {
 }
 
 type inspectConfig struct {
-	Hostname    string            `json:"Hostname"`
-	User        string            `json:"User"`
-	Env         []string          `json:"Env"`
-	Cmd         []string          `json:"Cmd"`
-	Image       string            `json:"Image"`
-	WorkingDir  string            `json:"WorkingDir"`
+	Hostname   string   `json:"Hostname"`
+	User       string   `json:"User"`
+	Env        []string `json:"Env"`
+	Cmd        []string `json:"Cmd"`
+	Image      string   `json:"Image"`
+	WorkingDir string   `json:"WorkingDir"`
 	// Entrypoint and StopSignal have podman 4's types (the podman of
 	// Debian 12): the entrypoint joined by spaces, the signal's number.
 	Entrypoint  string            `json:"Entrypoint"`
