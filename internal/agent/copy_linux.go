@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path"
 	"strings"
 
@@ -21,13 +22,7 @@ import (
 
 // copyOut answers KindCopyOut: the tar stream of req.Path.
 func (a *Agent) copyOut(req *channel.CopyRequest, conn net.Conn) error {
-	if req == nil || req.Path == "" {
-		return errors.New("copy: no path")
-	}
-	if _, err := a.container(); err != nil {
-		return err
-	}
-	root, err := containerRoot()
+	root, err := a.copyRoot(req)
 	if err != nil {
 		return err
 	}
@@ -67,6 +62,17 @@ func (a *Agent) copyOut(req *channel.CopyRequest, conn net.Conn) error {
 	return channel.WriteFrame(conn, channel.FrameExit, channel.Uint32(0))
 }
 
+// copyRoot checks a copy request and opens the root its paths resolve in.
+func (a *Agent) copyRoot(req *channel.CopyRequest) (*os.File, error) {
+	if req == nil || req.Path == "" {
+		return nil, errors.New("copy: no path")
+	}
+	if _, err := a.container(); err != nil {
+		return nil, err
+	}
+	return containerRoot()
+}
+
 // frameWriter sends what is written as FrameStdout frames.
 type frameWriter struct{ conn net.Conn }
 
@@ -86,13 +92,7 @@ func (w *frameWriter) Write(p []byte) (int, error) {
 // a path that does not names the copy, in a directory that must exist;
 // a file that exists is replaced by a file.
 func (a *Agent) copyIn(req *channel.CopyRequest, conn net.Conn) error {
-	if req == nil || req.Path == "" {
-		return errors.New("copy: no path")
-	}
-	if _, err := a.container(); err != nil {
-		return err
-	}
-	root, err := containerRoot()
+	root, err := a.copyRoot(req)
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -38,15 +37,7 @@ func runKill(ctx context.Context, env *Env, o *killOptions) error {
 		return err
 	}
 	e := env.engine()
-	var errs []error
-	for _, name := range o.names {
-		if err := e.Kill(ctx, name, sig); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		fmt.Fprintln(env.Stdout, name)
-	}
-	return errors.Join(errs...)
+	return eachVM(env, o.names, func(name string) error { return e.Kill(ctx, name, sig) })
 }
 
 // parseSignal reads a signal as podman does: a name with or without SIG,

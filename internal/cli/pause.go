@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
-	"fmt"
 
 	"github.com/spf13/cobra"
 )
@@ -47,13 +45,5 @@ func runPause(ctx context.Context, env *Env, o *pauseOptions) error {
 	if o.unpause {
 		op = e.Unpause
 	}
-	var errs []error
-	for _, name := range o.names {
-		if err := op(ctx, name); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		fmt.Fprintln(env.Stdout, name)
-	}
-	return errors.Join(errs...)
+	return eachVM(env, o.names, func(name string) error { return op(ctx, name) }) // stop.go
 }

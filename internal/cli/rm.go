@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
-	"fmt"
 
 	"github.com/spf13/cobra"
 )
@@ -30,13 +28,5 @@ func newRmCmd(env *Env) *cobra.Command {
 
 func runRm(_ context.Context, env *Env, o *rmOptions) error {
 	e := env.engine()
-	var errs []error
-	for _, name := range o.names {
-		if err := e.Remove(name, o.force); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		fmt.Fprintln(env.Stdout, name)
-	}
-	return errors.Join(errs...)
+	return eachVM(env, o.names, func(name string) error { return e.Remove(name, o.force) }) // stop.go
 }

@@ -46,15 +46,7 @@ func runStart(ctx context.Context, env *Env, o *startOptions) error {
 		// The background supervisor of one VM, started below.
 		return superviseStart(ctx, env, o.names[0])
 	}
-	var errs []error
-	for _, name := range o.names {
-		if err := startDetached(ctx, env, name); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		fmt.Fprintln(env.Stdout, name)
-	}
-	return errors.Join(errs...)
+	return eachVM(env, o.names, func(name string) error { return startDetached(ctx, env, name) })
 }
 
 // startDetached leaves a supervisor behind for the stopped VM name and

@@ -18,8 +18,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/fcvm/fcvm/internal/imagetest"
 )
 
 // TestLifecycle drives detached VMs the way a podman user would: exec
@@ -28,15 +26,7 @@ import (
 // its VMM. Booting a VM costs 20 to 40 s under TCG, so the VMs are booted
 // at once and shared by the subtests.
 func TestLifecycle(t *testing.T) {
-	needSetup(t)
-	for _, tool := range []string{"podman", "runc", "tmux"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is needed: apt-get install podman runc tmux", tool)
-		}
-	}
-	archive := filepath.Join(t.TempDir(), "busybox.tar")
-	imagetest.WriteOCIArchive(t, imagetest.Busybox(t, imagetest.Options{}), archive)
-	ref := "oci-archive:" + archive
+	archive, ref := busyboxWithHostPodman(t, "tmux")
 
 	// The main VM prints a line a second on each stream; the term VM
 	// ignores SIGTERM. The tty VM is an interactive `run -it` in tmux.

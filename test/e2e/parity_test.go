@@ -24,15 +24,7 @@ import (
 // run's container flags shape (shapeFlags), compared with host podman's
 // container of the same flags.
 func TestParity(t *testing.T) {
-	needSetup(t)
-	for _, tool := range []string{"podman", "runc"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is needed: apt-get install podman runc", tool)
-		}
-	}
-	archive := filepath.Join(t.TempDir(), "busybox.tar")
-	imagetest.WriteOCIArchive(t, imagetest.Busybox(t, imagetest.Options{}), archive)
-	ref := "oci-archive:" + archive
+	archive, ref := busyboxWithHostPodman(t)
 
 	portVM := uniqueName(t, "port")
 	noneVM := uniqueName(t, "none")
@@ -302,6 +294,24 @@ func TestParity(t *testing.T) {
 // oddly).
 var shapeFlags = []string{"--cap-add", "net_raw", "--cap-drop", "CHOWN", "--read-only", "--tmpfs", "/scratch",
 	"--ulimit", "core=1000:2000", "--add-host", "db:10.1.2.3", "--init"}
+
+// busyboxWithHostPodman is what the tests compared with host podman
+// start from: the guest artifacts, the tools host podman needs (and the
+// extra ones named), and the busybox test image as an OCI archive, whose
+// path and fcvm reference it returns.
+func busyboxWithHostPodman(t *testing.T, extra ...string) (archive, ref string) {
+	t.Helper()
+	needSetup(t)
+	tools := append([]string{"podman", "runc"}, extra...)
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is needed: apt-get install %s", tool, strings.Join(tools, " "))
+		}
+	}
+	archive = filepath.Join(t.TempDir(), "busybox.tar")
+	imagetest.WriteOCIArchive(t, imagetest.Busybox(t, imagetest.Options{}), archive)
+	return archive, "oci-archive:" + archive
+}
 
 // guestUptime is the guest's /proc/uptime in seconds.
 func guestUptime(t *testing.T, vm string) float64 {

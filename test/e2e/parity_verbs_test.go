@@ -14,8 +14,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/fcvm/fcvm/internal/imagetest"
 )
 
 // TestParityVerbs drives start, restart, attach, cp, top, stats and the
@@ -24,15 +22,7 @@ import (
 // again by start and restart, compared with host podman on the same image
 // where podman runs it here.
 func TestParityVerbs(t *testing.T) {
-	needSetup(t)
-	for _, tool := range []string{"podman", "runc"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is needed: apt-get install podman runc", tool)
-		}
-	}
-	archive := filepath.Join(t.TempDir(), "busybox.tar")
-	imagetest.WriteOCIArchive(t, imagetest.Busybox(t, imagetest.Options{}), archive)
-	ref := "oci-archive:" + archive
+	archive, ref := busyboxWithHostPodman(t)
 
 	vm := uniqueName(t, "a")
 	cidfile := filepath.Join(t.TempDir(), "cid")
@@ -187,6 +177,7 @@ func TestParityVerbs(t *testing.T) {
 	// the --stop-signal (the trap exits 3) and attach exits with the
 	// container's code, as podman's does.
 	bootID := guestBootID(t, vm)
+	fcvm(t, "exec", vm, "sh", "-c", "echo kept > /kept; echo kept > /tmp/kept")
 	t.Run("attach and stop signal", func(t *testing.T) {
 		var out bytes.Buffer
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
@@ -241,6 +232,9 @@ func TestParityVerbs(t *testing.T) {
 		if r := fcvm(t, "exec", vm, "hostname"); r.stdout != "parity-host\n" {
 			t.Errorf("hostname after start: %s", r)
 		}
+		// What the container wrote in its root before the stop, logged
+		// (the README says what survives).
+		fcvm(t, "exec", vm, "sh", "-c", "cat /kept /tmp/kept")
 		started := guestBootID(t, vm)
 		if started == bootID {
 			t.Errorf("start did not boot the guest again (boot_id %s)", started)
@@ -279,6 +273,14 @@ func TestParityVerbs(t *testing.T) {
 				t.Fatalf("on-failure:1 did not end as restarted once, exited 4: %s", r)
 			}
 			time.Sleep(2 * time.Second)
+		}
+		// start -a stays in the foreground and exits with the
+		// container's code; the policy's count is spent.
+		if r := fcvm(t, "start", "-a", vm); r.code != 4 {
+			t.Errorf("start -a: want the container's exit code 4: %s", r)
+		}
+		if r := fcvm(t, "inspect", "--format", "{{.RestartCount}} {{.State.Status}} {{.State.ExitCode}}", vm); r.stdout != "1 exited 4\n" {
+			t.Errorf("after start -a: %s", r)
 		}
 	})
 }
