@@ -399,7 +399,7 @@ func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options)
 		boot:    launchInfo{Kernel: set.Kernel, Initrd: set.Initrd, Rootfs: set.Rootfs, ImageDisk: img.Disk, Generation: 1},
 		plan:    plan,
 		upper:   func(ctx context.Context, path string) error { return disks.UpperDisk(ctx, path, o.DiskMiB) },
-		cmdline: strings.TrimSpace(artifacts.KernelArgs + " " + os.Getenv("FCVM_KERNEL_ARGS")),
+		cmdline: coldCmdline(),
 		ports:   ports,
 	}, t)
 	if vm == nil {
@@ -418,6 +418,11 @@ func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options)
 		}
 		return m, err
 	})
+}
+
+// coldCmdline is what a cold boot adds to the kernel command line.
+func coldCmdline() string {
+	return strings.TrimSpace(artifacts.KernelArgs + " " + os.Getenv("FCVM_KERNEL_ARGS"))
 }
 
 // start finishes a launch that prepare began: it starts the machine with

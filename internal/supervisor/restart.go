@@ -97,7 +97,7 @@ func Relaunch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, nameOrID
 		boot:     li,
 		plan:     plan,
 		upper:    func(context.Context, string) error { return nil }, // kept from the last run
-		cmdline:  li.Cmdline,
+		cmdline:  coldCmdline(), // a clone's first boot was a restore: boot it as any
 		ports:    ports,
 	}, t)
 	if vm == nil {
