@@ -11,14 +11,15 @@ import (
 )
 
 type startOptions struct {
-	attach bool
-	names  []string
+	attach      bool
+	interactive bool
+	names       []string
 }
 
 func newStartCmd(env *Env) *cobra.Command {
 	o := &startOptions{}
 	cmd := &cobra.Command{
-		Use:   "start [-a] NAME|ID...",
+		Use:   "start [-a [-i]] NAME|ID...",
 		Short: "Boot stopped VMs again: same name, ports, volumes and disk, a new guest boot",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -27,10 +28,14 @@ func newStartCmd(env *Env) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVarP(&o.attach, "attach", "a", false, "stay in the foreground: stream the container's output and exit with its code")
+	cmd.Flags().BoolVarP(&o.interactive, "interactive", "i", false, "with -a: send stdin to the container (run with -i)")
 	return cmd
 }
 
 func runStart(ctx context.Context, env *Env, o *startOptions) error {
+	if o.interactive && !o.attach {
+		return errors.New("start -i: needs -a (stdin goes to an attached container)")
+	}
 	if o.attach {
 		if len(o.names) != 1 {
 			return errors.New("start -a: give one VM (podman attaches to one container)")
@@ -39,7 +44,11 @@ func runStart(ctx context.Context, env *Env, o *startOptions) error {
 		if err != nil {
 			return err
 		}
-		code, runErr := vm.Run(ctx, supervisor.Stdio{Stdout: env.Stdout, Stderr: env.Stderr}, nil)
+		stdio := supervisor.Stdio{Stdout: env.Stdout, Stderr: env.Stderr}
+		if o.interactive {
+			stdio.Stdin = env.Stdin
+		}
+		code, runErr := vm.Run(ctx, stdio, nil)
 		return finishRun(env, vm, vm.Record.AutoRemove, code, runErr)
 	}
 	if supervisor.IsDetachedSupervisor() {

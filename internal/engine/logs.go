@@ -16,8 +16,6 @@ type LogsOptions struct {
 	Tail int
 	// Follow goes on with new output until the VM stops or ctx ends.
 	Follow bool
-	// OnlyNew skips what was written before the call (attach).
-	OnlyNew bool
 }
 
 // Logs calls fn with each record of the container output of the VM
@@ -38,11 +36,7 @@ func (e *Engine) Logs(ctx context.Context, nameOrID string, o LogsOptions, fn fu
 		}
 		return fn(r)
 	}
-	old := tailLines(recs, o.Tail)
-	if o.OnlyNew {
-		old = nil
-	}
-	for _, r := range old {
+	for _, r := range tailLines(recs, o.Tail) {
 		if err := write(r); err != nil {
 			return err
 		}

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
+	"path/filepath"
 	"time"
 
 	"github.com/fcvm/fcvm/internal/channel"
@@ -57,26 +57,55 @@ type AttachOptions struct {
 // Attach streams the output the container of the running VM nameOrID
 // writes from now on, and o.Stdin to it, until the container exits, and
 // returns its exit code. Ending ctx detaches and leaves the VM running.
-// Output comes from the container log the supervisor keeps, so an attached
-// client never takes output from the supervisor or another client.
+//
+// Output comes from the container log the supervisor keeps, so an
+// attached client never takes output from the supervisor or another
+// client. The exit code comes from the guest on an attach stream of its
+// own that asks for output past any there will be (so it carries only
+// stdin and, at the end, the exit code): a restart policy that boots the
+// VM again at once cannot hide it.
 func (e *Engine) Attach(ctx context.Context, nameOrID string, o AttachOptions) (int, error) {
 	rec, err := e.Running(nameOrID)
 	if err != nil {
 		return 0, err
 	}
+	path := filepath.Join(rec.Dir, "container.log")
+	old, err := containerlog.ReadAll(path)
+	if err != nil {
+		return 0, err
+	}
+	conn, _, err := supervisor.Dial(ctx, rec.RuntimeDir, channel.Request{Kind: channel.KindAttach,
+		Attach: &channel.AttachRequest{From: math.MaxUint64, Stdin: o.Stdin != nil}})
+	if err != nil {
+		return 0, fmt.Errorf("attach %s: %w", nameOrID, err)
+	}
+	defer conn.Close()
 	if o.Stdin != nil {
-		// An attach stream that asks for output past any there will be
-		// carries only stdin (and, at the end, the exit code).
-		var conn net.Conn
-		conn, _, err = supervisor.Dial(ctx, rec.RuntimeDir, channel.Request{Kind: channel.KindAttach,
-			Attach: &channel.AttachRequest{From: math.MaxUint64, Stdin: true}})
-		if err != nil {
-			return 0, fmt.Errorf("attach %s: %w", nameOrID, err)
-		}
-		defer conn.Close()
 		go channel.NewStream(conn).PumpStdin(o.Stdin)
 	}
-	err = e.Logs(ctx, rec.ID, LogsOptions{OnlyNew: true, Follow: true}, func(r containerlog.Record) error {
+	code := -1 // none from the guest: the VM ended first
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		stop := context.AfterFunc(ctx, func() { conn.Close() })
+		defer stop()
+		for {
+			f, err := channel.ReadFrame(conn)
+			if err != nil {
+				return
+			}
+			if f.Type == channel.FrameExit {
+				if c, err := channel.ParseUint32(f.Payload); err == nil {
+					code = int(int32(c))
+				}
+				break
+			}
+		}
+		// The supervisor stores the last output before it records the
+		// exit: wait for that run to be over, then drain the log.
+		e.waitRunOver(ctx, rec, 30*time.Second)
+	}()
+	err = containerlog.Follow(path, len(old), done, func(r containerlog.Record) error {
 		w := o.Stdout
 		if r.Stream == containerlog.Stderr {
 			w = o.Stderr
@@ -84,11 +113,30 @@ func (e *Engine) Attach(ctx context.Context, nameOrID string, o AttachOptions) (
 		_, err := w.Write(r.Data)
 		return err
 	})
+	<-done
 	if err != nil {
 		return 0, err
 	}
 	if ctx.Err() != nil {
 		return 0, ctx.Err()
 	}
-	return e.Wait(ctx, rec.ID)
+	if code < 0 {
+		return e.Wait(ctx, rec.ID)
+	}
+	return code, nil
+}
+
+// waitRunOver waits, up to d, until the run of rec's VM that was live
+// when rec was read is over: the record exited, gone, or started again.
+func (e *Engine) waitRunOver(ctx context.Context, rec *state.Record, d time.Duration) {
+	store, err := e.store()
+	if err != nil {
+		return
+	}
+	for deadline := time.Now().Add(d); time.Now().Before(deadline) && ctx.Err() == nil; time.Sleep(50 * time.Millisecond) {
+		r, err := store.Get(rec.ID)
+		if err != nil || !r.Effective().Live() || !r.Started.Equal(rec.Started) {
+			return
+		}
+	}
 }

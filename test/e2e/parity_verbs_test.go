@@ -131,6 +131,7 @@ func TestParityVerbs(t *testing.T) {
 
 	t.Run("bad input", func(t *testing.T) {
 		existing := filepath.Join(t.TempDir(), "cid")
+		newCID := filepath.Join(t.TempDir(), "new.cid")
 		os.WriteFile(existing, nil, 0o644)
 		bad := uniqueName(t, "bad")
 		for _, c := range []struct {
@@ -140,6 +141,8 @@ func TestParityVerbs(t *testing.T) {
 			{[]string{"start", vm}, "is running"},
 			{[]string{"start", "nosuch-vm"}, "no such VM: nosuch-vm"},
 			{[]string{"start", "-a", vm, "other"}, "give one VM"},
+			{[]string{"start", "-i", vm}, "needs -a"},
+			{[]string{"run", "--name", bad, "--cidfile", newCID, "oci-archive:/nonexistent.tar", "true"}, "nonexistent.tar"},
 			{[]string{"restart", "nosuch-vm"}, "no such VM: nosuch-vm"},
 			{[]string{"attach", "nosuch-vm"}, "no such VM: nosuch-vm"},
 			{[]string{"cp", "nosuch-vm:/etc/hostname", t.TempDir()}, "no such VM: nosuch-vm"},
@@ -167,6 +170,9 @@ func TestParityVerbs(t *testing.T) {
 		}
 		if findVM(t, bad) != nil {
 			t.Errorf("a refused run left VM %s behind", bad)
+		}
+		if _, err := os.Stat(newCID); err == nil {
+			t.Errorf("a failed run left its --cidfile behind")
 		}
 		if b, _ := os.ReadFile(existing); len(b) != 0 {
 			t.Errorf("a refused run wrote the existing --cidfile: %q", b)
@@ -251,9 +257,10 @@ func TestParityVerbs(t *testing.T) {
 	})
 
 	// --replace takes the name over; on-failure:1 boots the VM once more
-	// when its container fails, then leaves it exited.
-	t.Run("replace and restart policy", func(t *testing.T) {
-		r := fcvm(t, "run", "-d", "--replace", "--name", vm, "--restart", "on-failure:1", ref, "sh", "-c", "sleep 2; exit 4")
+	// when its container fails, then leaves it exited. The container
+	// reads a line (-i): attach and start -a -i give it one.
+	t.Run("replace, attach stdin, restart policy", func(t *testing.T) {
+		r := fcvm(t, "run", "-d", "-i", "--replace", "--name", vm, "--restart", "on-failure:1", ref, "sh", "-c", `read line; echo "got $line"; exit 4`)
 		if r.code != 0 {
 			t.Fatalf("run --replace: %s", r)
 		}
@@ -263,26 +270,45 @@ func TestParityVerbs(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dataDir, "vms", id)); err == nil {
 			t.Errorf("--replace left the old VM's dir")
 		}
-		deadline := time.Now().Add(5 * time.Minute)
-		for {
-			r := fcvm(t, "inspect", "--format", "{{.RestartCount}} {{.State.Status}} {{.State.ExitCode}}", vm)
-			if r.stdout == "1 exited 4\n" {
-				break
+		attach := func(line string) {
+			t.Helper()
+			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+			defer cancel()
+			r := runQuiet(fcvmCmd(ctx, dataDir, "attach", vm), []byte(line+"\n"))
+			if r.code != 4 || r.stdout != "got "+line+"\n" {
+				t.Errorf("attach with %q on stdin: want its echo and exit 4: %s", line, r)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("on-failure:1 did not end as restarted once, exited 4: %s", r)
-			}
-			time.Sleep(2 * time.Second)
 		}
-		// start -a stays in the foreground and exits with the
-		// container's code; the policy's count is spent.
-		if r := fcvm(t, "start", "-a", vm); r.code != 4 {
-			t.Errorf("start -a: want the container's exit code 4: %s", r)
+		attach("one")
+		waitInspect(t, vm, "1 running 0\n") // booted again by the policy
+		attach("two")
+		waitInspect(t, vm, "1 exited 4\n") // and not again
+		// start -a -i stays in the foreground with stdin, and exits with
+		// the container's code; the policy's count is spent.
+		if r := runQuiet(fcvmCmd(t.Context(), dataDir, "start", "-a", "-i", vm), []byte("three\n")); r.code != 4 || r.stdout != "got three\n" {
+			t.Errorf("start -a -i: want the echo and exit code 4: %s", r)
 		}
 		if r := fcvm(t, "inspect", "--format", "{{.RestartCount}} {{.State.Status}} {{.State.ExitCode}}", vm); r.stdout != "1 exited 4\n" {
 			t.Errorf("after start -a: %s", r)
 		}
 	})
+}
+
+// waitInspect waits for inspect's restart count, status and exit code to
+// read want.
+func waitInspect(t *testing.T, vm, want string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		r := fcvm(t, "inspect", "--format", "{{.RestartCount}} {{.State.Status}} {{.State.ExitCode}}", vm)
+		if r.stdout == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("inspect never read %q: %s", want, r)
+		}
+		time.Sleep(2 * time.Second)
+	}
 }
 
 // guestBootID is the guest kernel's boot ID: it changes with every boot.
