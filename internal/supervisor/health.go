@@ -57,6 +57,15 @@ func (h HealthOptions) validate(networkMode string) error {
 	return nil
 }
 
+// healthToKeep is h as launch.json keeps it for start: nil without a
+// check.
+func healthToKeep(h HealthOptions) *HealthOptions {
+	if !h.enabled() {
+		return nil
+	}
+	return &h
+}
+
 // vmHealth is a VM's running health check.
 type vmHealth struct {
 	opts HealthOptions

@@ -396,7 +396,7 @@ func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options)
 			Restart:     o.Restart,
 		},
 		driver:  driver,
-		boot:    launchInfo{Kernel: set.Kernel, Initrd: set.Initrd, Rootfs: set.Rootfs, ImageDisk: img.Disk, Generation: 1},
+		boot:    launchInfo{Kernel: set.Kernel, Initrd: set.Initrd, Rootfs: set.Rootfs, ImageDisk: img.Disk, Generation: 1, Health: healthToKeep(o.Health)},
 		plan:    plan,
 		upper:   func(ctx context.Context, path string) error { return disks.UpperDisk(ctx, path, o.DiskMiB) },
 		cmdline: coldCmdline(),

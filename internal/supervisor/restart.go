@@ -24,8 +24,9 @@ var ErrNotStopped = errors.New("supervisor: VM is not stopped")
 
 // Relaunch boots the stopped VM nameOrID again with this process as its
 // supervisor, as podman's start does for a stopped container: the same
-// record (ID, name, published ports, volumes, labels), the same upper disk
-// and the plan it first ran with (launch.json), and a new guest boot. A
+// record (ID, name, published ports, volumes, labels, stop signal and
+// timeout, restart policy), the same upper disk, the plan and health check
+// it first ran with (launch.json), and a new guest boot. A
 // clone boots cold from its own disk. detach is recorded as run -d would.
 //
 // On error the record stays, exited with the error, and nothing the
@@ -106,6 +107,13 @@ func Relaunch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, nameOrID
 		vm.volumes = volumes
 	}
 	return start(vm, t, err, func() (vmm.Machine, error) {
+		var h HealthOptions
+		if li.Health != nil {
+			h = *li.Health
+		}
+		if err := vm.prepareHealth(h); err != nil { // health.go
+			return nil, err
+		}
 		t.phase("network")
 		return driver.Start(ctx, cfg)
 	})

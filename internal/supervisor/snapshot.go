@@ -33,6 +33,8 @@ type launchInfo struct {
 	ImageDisk  string        `json:"image_disk"`
 	Cmdline    string        `json:"cmdline"`
 	Generation uint64        `json:"generation"`
+	// Health is the run's health check, which start brings back.
+	Health *HealthOptions `json:"health,omitempty"`
 }
 
 func writeLaunchInfo(dir string, li launchInfo) error {
