@@ -75,6 +75,7 @@ func newRunCmd(env *Env) *cobra.Command {
 	f.StringArrayVarP(&o.labels, "label", "l", nil, "set a label (K=V)")
 	f.StringArrayVarP(&o.volumes, "volume", "v", nil, "share a host directory: HOST-DIR:CONTAINER-DIR[:ro] (repeatable)")
 	f.BoolVar(&o.TLSVerify, "tls-verify", true, "require HTTPS and verify certificates when pulling")
+	f.StringVar(&o.Pull, "pull", "missing", "pull the image: missing (when not cached), always, newer or never")
 	addHealthFlags(f, o)
 	addShapeFlags(f, &o.Shape)
 	return cmd

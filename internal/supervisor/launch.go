@@ -72,6 +72,8 @@ type Options struct {
 	StopTimeout *int
 	// Restart is the --restart policy (restart.go).
 	Restart string
+	// Pull is the --pull policy: missing (""), always, newer or never.
+	Pull string
 	// Driver, when set, starts the VM instead of the one VMM names (tests,
 	// tuned drivers).
 	Driver vmm.Driver
@@ -126,6 +128,11 @@ func (o *Options) Validate() error {
 	}
 	if _, err := ParseRestart(o.Restart); err != nil { // restart.go
 		return err
+	}
+	switch o.Pull {
+	case "", "missing", "always", "newer", "never":
+	default:
+		return fmt.Errorf("--pull %q: must be missing, always, newer or never", o.Pull)
 	}
 	if o.Restart != "" && o.Restart != "no" && o.Remove {
 		return errors.New("--restart: a VM removed when it exits (--rm) cannot restart: drop one of them")
@@ -360,7 +367,7 @@ func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options)
 		if err != nil {
 			return nil, err
 		}
-		if img, err = images.Ensure(ctx, o.Image, image.PullOptions{TLSVerify: o.TLSVerify, Progress: o.Progress}); err != nil {
+		if img, err = ensureImage(ctx, images, o); err != nil {
 			return nil, err
 		}
 	}
@@ -418,6 +425,25 @@ func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options)
 		}
 		return m, err
 	})
+}
+
+// ensureImage gets o.Image as --pull says: missing pulls what the cache
+// lacks (an archive is read every time), always and newer pull again (a
+// registry image whose digest did not change costs a manifest request),
+// never takes the cache's or fails.
+func ensureImage(ctx context.Context, images *image.Store, o Options) (*image.Image, error) {
+	opts := image.PullOptions{TLSVerify: o.TLSVerify, Progress: o.Progress}
+	switch o.Pull {
+	case "always", "newer":
+		return images.Pull(ctx, o.Image, opts)
+	case "never":
+		img, err := images.Lookup(o.Image)
+		if errors.Is(err, image.ErrNotFound) {
+			return nil, fmt.Errorf("--pull never: image %s is not in the cache: pull it with fcvm image pull %s, or drop --pull never", o.Image, o.Image)
+		}
+		return img, err
+	}
+	return images.Ensure(ctx, o.Image, opts)
 }
 
 // coldCmdline is what a cold boot adds to the kernel command line.

@@ -161,6 +161,8 @@ func TestParityVerbs(t *testing.T) {
 			{[]string{"run", "--name", bad, "--restart", "always", ref, "true"}, "needs -d"},
 			{[]string{"run", "--name", bad, "--stop-signal", "NOSUCH", ref, "true"}, "unknown signal"},
 			{[]string{"run", "--name", bad, "-p", "127.0.0.1::0", ref, "true"}, "between 1 and 65535"},
+			{[]string{"run", "--name", bad, "--pull", "sometimes", ref, "true"}, "--pull"},
+			{[]string{"run", "--name", bad, "--pull", "never", "localhost:9/fcvm/never-pulled:1", "true"}, "not in the cache"},
 			{[]string{"run", "--name", vm, ref, "true"}, "already in use"},
 		} {
 			r := fcvm(t, c.args...)
@@ -260,7 +262,7 @@ func TestParityVerbs(t *testing.T) {
 	// when its container fails, then leaves it exited. The container
 	// reads a line (-i): attach and start -a -i give it one.
 	t.Run("replace, attach stdin, restart policy", func(t *testing.T) {
-		r := fcvm(t, "run", "-d", "-i", "--replace", "--name", vm, "--restart", "on-failure:1", ref, "sh", "-c", `read line; echo "got $line"; exit 4`)
+		r := fcvm(t, "run", "-d", "-i", "--pull", "always", "--replace", "--name", vm, "--restart", "on-failure:1", ref, "sh", "-c", `read line; echo "got $line"; exit 4`)
 		if r.code != 0 {
 			t.Fatalf("run --replace: %s", r)
 		}
