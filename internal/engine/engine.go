@@ -100,6 +100,8 @@ func (e *Engine) Running(nameOrID string) (*state.Record, error) {
 	case state.StatusRunning:
 	case state.StatusPaused:
 		return nil, fmt.Errorf("VM %s is paused: unpause it first with fcvm unpause %s", nameOrID, nameOrID)
+	case state.StatusStarting:
+		return nil, fmt.Errorf("VM %s is starting: its container is not running yet; try again in a moment", nameOrID)
 	default:
 		return nil, fmt.Errorf("VM %s is not running (%s): start it again with fcvm start %s", nameOrID, s, nameOrID)
 	}

@@ -475,7 +475,8 @@ func start(vm *VM, t *phaseTimer, err error, run func() (vmm.Machine, error)) (*
 }
 
 // markRunning records the VMM process and the host side the launch made,
-// once the VMM is up.
+// once the VMM is up; a cold boot stays starting until its container has
+// started (markStarted).
 func (vm *VM) markRunning() error {
 	vmmProc, _ := state.ProcessOf(vm.Machine.PID())
 	rec := vm.Record
@@ -483,7 +484,10 @@ func (vm *VM) markRunning() error {
 		r.RuntimeDir = rec.RuntimeDir
 		r.Network = rec.Network
 		r.VMM = vmmProc
-		r.Status = state.StatusRunning
+		if vm.started {
+			// A clone's container runs already.
+			r.Status = state.StatusRunning
+		}
 		r.Started = time.Now()
 		return nil
 	}); err != nil {
@@ -491,6 +495,19 @@ func (vm *VM) markRunning() error {
 	}
 	rec.VMM = vmmProc
 	return nil
+}
+
+// markStarted records the VM running once its container has started:
+// until then the guest can take no exec, attach or copy.
+func (vm *VM) markStarted() {
+	if _, err := vm.store.Update(vm.Record.ID, func(r *state.Record) error {
+		if r.Status == state.StatusStarting {
+			r.Status = state.StatusRunning
+		}
+		return nil
+	}); err != nil {
+		vm.log.Warn("record the VM running", "err", err)
+	}
 }
 
 // buildPlan resolves the image config and the flags the way podman does.

@@ -81,8 +81,9 @@ func TestLaunchStandIn(t *testing.T) {
 	}
 	store, _ := state.Open(dirs.VMs())
 	rec, err := store.Get("cold")
-	if err != nil || rec.Status != state.StatusRunning || rec.VMM.PID != vm.Machine.PID() || rec.Driver != "firecracker" {
-		t.Fatalf("record %+v, %v: want running with the VMM's PID", rec, err)
+	// Starting until the container has started (Run records it running).
+	if err != nil || rec.Status != state.StatusStarting || rec.VMM.PID != vm.Machine.PID() || rec.Driver != "firecracker" {
+		t.Fatalf("record %+v, %v: want starting with the VMM's PID", rec, err)
 	}
 	var li launchInfo
 	if b, err := os.ReadFile(filepath.Join(rec.Dir, launchFile)); err != nil || json.Unmarshal(b, &li) != nil || li.Plan == nil || li.Plan.Hostname != rec.ShortID() || li.Generation != 1 {

@@ -238,6 +238,7 @@ func (vm *VM) Run(ctx context.Context, stdio Stdio, ready func()) (int, error) {
 				continue
 			}
 			started = true
+			vm.markStarted() // launch.go
 			vm.trace("container started")
 		}
 		vm.startHealth(ctx) // health.go: once, before ready, which may wait for it
