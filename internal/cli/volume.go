@@ -101,3 +101,47 @@ func volumeOptions(list string) (readOnly bool, err error) {
 	}
 	return mode == "ro", nil
 }
+
+// mountToVolume turns a --mount flag of type bind into the -v flag it
+// means (podman's key=value list: type, source|src, target|destination|dst,
+// ro|readonly[=true|false], relabel, bind-propagation). Other types are
+// refused: a VM shares host directories only.
+func mountToVolume(spec string) (string, error) {
+	var typ, src, dst string
+	ro := false
+	for _, kv := range strings.Split(spec, ",") {
+		k, v, hasV := strings.Cut(kv, "=")
+		switch k {
+		case "type":
+			typ = v
+		case "source", "src":
+			src = v
+		case "target", "destination", "dst":
+			dst = v
+		case "ro", "readonly":
+			switch {
+			case !hasV || v == "true":
+				ro = true
+			case v == "false":
+				ro = false
+			default:
+				return "", fmt.Errorf("--mount %q: %s=%s: want true or false", spec, k, v)
+			}
+		case "relabel", "bind-propagation":
+			// SELinux and propagation: nothing to do in the guest.
+		default:
+			return "", fmt.Errorf("--mount %q: option %q is not supported: use type, source, target, ro", spec, k)
+		}
+	}
+	if typ != "bind" {
+		return "", fmt.Errorf("--mount %q: type %q is not supported: fcvm shares host directories, type=bind (as -v)", spec, typ)
+	}
+	if src == "" || dst == "" {
+		return "", fmt.Errorf("--mount %q: want type=bind,source=HOST-DIR,target=CONTAINER-DIR", spec)
+	}
+	v := src + ":" + dst
+	if ro {
+		v += ":ro"
+	}
+	return v, nil
+}

@@ -90,3 +90,28 @@ func TestParseVolumes(t *testing.T) {
 		}
 	}
 }
+
+func TestMountToVolume(t *testing.T) {
+	for spec, want := range map[string]string{
+		"type=bind,source=/a,target=/b":                          "/a:/b",
+		"type=bind,src=./a,dst=/b,ro":                            "./a:/b:ro",
+		"type=bind,source=/a,destination=/b,readonly":            "/a:/b:ro",
+		"type=bind,source=/a,target=/b,ro=false,relabel=private": "/a:/b",
+	} {
+		if got, err := mountToVolume(spec); err != nil || got != want {
+			t.Errorf("mountToVolume(%q) = %q, %v; want %q", spec, got, err, want)
+		}
+	}
+	for spec, has := range map[string]string{
+		"type=tmpfs,target=/t":                   "type \"tmpfs\" is not supported",
+		"type=volume,source=v,target=/t":         "type \"volume\"",
+		"source=/a,target=/b":                    "type \"\"",
+		"type=bind,target=/b":                    "source=HOST-DIR",
+		"type=bind,source=/a,target=/b,ro=maybe": "want true or false",
+		"type=bind,source=/a,target=/b,size=1":   "option \"size\"",
+	} {
+		if _, err := mountToVolume(spec); err == nil || !strings.Contains(err.Error(), has) {
+			t.Errorf("mountToVolume(%q) = %v, want an error with %q", spec, err, has)
+		}
+	}
+}

@@ -162,6 +162,7 @@ func TestParityVerbs(t *testing.T) {
 			{[]string{"run", "--name", bad, "--stop-signal", "NOSUCH", ref, "true"}, "unknown signal"},
 			{[]string{"run", "--name", bad, "-p", "127.0.0.1::0", ref, "true"}, "between 1 and 65535"},
 			{[]string{"run", "--name", bad, "--pull", "sometimes", ref, "true"}, "--pull"},
+			{[]string{"run", "--name", bad, "--mount", "type=tmpfs,target=/t", ref, "true"}, "type=bind"},
 			{[]string{"run", "--name", bad, "--pull", "never", "localhost:9/fcvm/never-pulled:1", "true"}, "not in the cache"},
 			{[]string{"run", "--name", vm, ref, "true"}, "already in use"},
 		} {
@@ -262,7 +263,10 @@ func TestParityVerbs(t *testing.T) {
 	// when its container fails, then leaves it exited. The container
 	// reads a line (-i): attach and start -a -i give it one.
 	t.Run("replace, attach stdin, restart policy", func(t *testing.T) {
-		r := fcvm(t, "run", "-d", "-i", "--pull", "always", "--replace", "--name", vm, "--restart", "on-failure:1", ref, "sh", "-c", `read line; echo "got $line"; exit 4`)
+		share := t.TempDir()
+		os.WriteFile(filepath.Join(share, "f"), []byte("shared\n"), 0o644)
+		r := fcvm(t, "run", "-d", "-i", "--pull", "always", "--replace", "--name", vm, "--restart", "on-failure:1",
+			"--mount", "type=bind,source="+share+",target=/data,ro", ref, "sh", "-c", `read line; echo "got $line"; exit 4`)
 		if r.code != 0 {
 			t.Fatalf("run --replace: %s", r)
 		}
@@ -280,6 +284,9 @@ func TestParityVerbs(t *testing.T) {
 			if r.code != 4 || r.stdout != "got "+line+"\n" {
 				t.Errorf("attach with %q on stdin: want its echo and exit 4: %s", line, r)
 			}
+		}
+		if r := fcvm(t, "exec", vm, "cat", "/data/f"); r.stdout != "shared\n" {
+			t.Errorf("--mount type=bind: %s", r)
 		}
 		attach("one")
 		waitInspect(t, vm, "1 running 0\n") // booted again by the policy
