@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fcvm/fcvm/internal/engine"
+	"github.com/fcvm/fcvm/internal/state"
 )
 
 type statsOptions struct {
@@ -69,7 +70,7 @@ func runStats(ctx context.Context, env *Env, o *statsOptions) error {
 	if len(names) == 0 {
 		recs, _ := e.List()
 		for _, r := range recs {
-			if r.Effective().Live() {
+			if r.Effective() == state.StatusRunning {
 				names = append(names, r.ID)
 			}
 		}
