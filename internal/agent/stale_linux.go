@@ -1,0 +1,28 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"time"
+)
+
+// removeStale removes the container an earlier boot of this VM left in
+// podman's storage on the upper disk (fcvm start boots the same disk
+// again). podman run --replace would remove it as well, but it prints the
+// removed container's name on its stdout, which is the container's
+// output. Without such a container (a first boot) it costs a file read.
+func (a *Agent) removeStale() {
+	if _, err := a.container(); err == nil {
+		return // this boot's container exists: a repeated start
+	}
+	b, err := os.ReadFile(upperMount + "/containers/storage/overlay-containers/containers.json")
+	if err != nil || !bytes.Contains(b, []byte(`"`+containerName+`"`)) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "podman", append(podmanGlobal(), "rm", "--force", "--time", "0", containerName)...).CombinedOutput()
+	a.log.Info("removed the container of an earlier boot", "err", err, "output", string(bytes.TrimSpace(out)))
+}
