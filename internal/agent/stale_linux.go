@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"sync"
 	"time"
 )
 
@@ -13,9 +14,16 @@ import (
 // again). podman run --replace would remove it as well, but it prints the
 // removed container's name on its stdout, which is the container's
 // output. Without such a container (a first boot) it costs a file read.
-func (a *Agent) removeStale() {
+// It runs once per boot, before any start goes on: a second start request
+// (a reconnect) waits for the first's and never removes this boot's
+// container.
+func (a *Agent) removeStale() { staleOnce.Do(a.removeStaleOnce) }
+
+var staleOnce sync.Once
+
+func (a *Agent) removeStaleOnce() {
 	if _, err := a.container(); err == nil {
-		return // this boot's container exists: a repeated start
+		return // this boot's container exists (a clone of a running VM)
 	}
 	b, err := os.ReadFile(upperMount + "/containers/storage/overlay-containers/containers.json")
 	if err != nil || !bytes.Contains(b, []byte(`"`+containerName+`"`)) {
