@@ -98,7 +98,7 @@ func Relaunch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, nameOrID
 		boot:     li,
 		plan:     plan,
 		upper:    func(context.Context, string) error { return nil }, // kept from the last run
-		cmdline:  coldCmdline(), // a clone's first boot was a restore: boot it as any
+		cmdline:  coldCmdline(),                                      // a clone's first boot was a restore: boot it as any
 		ports:    ports,
 	}, t)
 	if vm == nil {
