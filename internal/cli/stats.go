@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/fcvm/fcvm/internal/engine"
 	"github.com/fcvm/fcvm/internal/state"
@@ -105,6 +108,10 @@ func runStats(ctx context.Context, env *Env, o *statsOptions) error {
 		if err != nil {
 			return err
 		}
+		if !o.noStream && isTerminal(env.Stdout) {
+			// Redraw in place, as podman's stream does.
+			fmt.Fprint(env.Stdout, "\x1b[2J\x1b[H")
+		}
 		if err := printStats(env, o.format, rows); err != nil {
 			return err
 		}
@@ -113,6 +120,11 @@ func runStats(ctx context.Context, env *Env, o *statsOptions) error {
 		}
 		wait = time.Duration(o.interval) * time.Second
 	}
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 func statsRowOf(s, prev *engine.Stats) statsRow {
