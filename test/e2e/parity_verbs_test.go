@@ -262,7 +262,7 @@ func TestParityVerbs(t *testing.T) {
 	// --replace takes the name over; on-failure:1 boots the VM once more
 	// when its container fails, then leaves it exited. The container
 	// reads a line (-i): attach and start -a -i give it one.
-	t.Run("replace, attach stdin, restart policy", func(t *testing.T) {
+	t.Run("replace attach stdin restart policy", func(t *testing.T) {
 		share := t.TempDir()
 		os.WriteFile(filepath.Join(share, "f"), []byte("shared\n"), 0o644)
 		r := fcvm(t, "run", "-d", "-i", "--pull", "always", "--replace", "--name", vm, "--restart", "on-failure:1",
