@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/fcvm/fcvm/internal/channel"
@@ -52,6 +53,11 @@ type AttachOptions struct {
 	// container's stdin, as podman's attach does.
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
+	// Resize delivers terminal size changes for a container with a
+	// terminal (run -t); Signals, signals for its main process (podman's
+	// --sig-proxy). Either may be nil.
+	Resize  <-chan [2]uint16
+	Signals <-chan syscall.Signal
 }
 
 // Attach streams the output the container of the running VM nameOrID
@@ -80,9 +86,24 @@ func (e *Engine) Attach(ctx context.Context, nameOrID string, o AttachOptions) (
 		return 0, fmt.Errorf("attach %s: %w", nameOrID, err)
 	}
 	defer conn.Close()
+	stream := channel.NewStream(conn)
 	if o.Stdin != nil {
-		go channel.NewStream(conn).PumpStdin(o.Stdin)
+		go stream.PumpStdin(o.Stdin)
 	}
+	forwarded := make(chan struct{})
+	defer close(forwarded)
+	go func() {
+		for {
+			select {
+			case sz := <-o.Resize:
+				stream.Send(channel.FrameResize, channel.Resize(sz[0], sz[1]))
+			case sig := <-o.Signals:
+				stream.Send(channel.FrameSignal, channel.Uint32(uint32(sig)))
+			case <-forwarded:
+				return
+			}
+		}
+	}()
 	code := -1 // none from the guest: the VM ended first
 	done := make(chan struct{})
 	go func() {

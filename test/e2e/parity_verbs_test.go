@@ -145,6 +145,7 @@ func TestParityVerbs(t *testing.T) {
 			{[]string{"run", "--name", bad, "--cidfile", newCID, "oci-archive:/nonexistent.tar", "true"}, "nonexistent.tar"},
 			{[]string{"restart", "nosuch-vm"}, "no such VM: nosuch-vm"},
 			{[]string{"attach", "nosuch-vm"}, "no such VM: nosuch-vm"},
+			{[]string{"attach", "--detach-keys", "alt-x", vm}, "--detach-keys"},
 			{[]string{"cp", "nosuch-vm:/etc/hostname", t.TempDir()}, "no such VM: nosuch-vm"},
 			{[]string{"cp", vm + ":/nonexistent", t.TempDir()}, "no such file or directory"},
 			{[]string{"cp", "/nonexistent-host-path", vm + ":/tmp"}, "no such file or directory"},
@@ -287,6 +288,13 @@ func TestParityVerbs(t *testing.T) {
 		}
 		if r := fcvm(t, "exec", vm, "cat", "/data/f"); r.stdout != "shared\n" {
 			t.Errorf("--mount type=bind: %s", r)
+		}
+		// The detach keys leave the container running, its stdin open.
+		if r := runQuiet(fcvmCmd(t.Context(), dataDir, "attach", vm), []byte("\x10\x11")); r.code != 0 || r.stdout != "" {
+			t.Errorf("attach, then ctrl-p ctrl-q: want exit 0 and no output: %s", r)
+		}
+		if r := fcvm(t, "inspect", "--format", "{{.RestartCount}} {{.State.Status}}", vm); r.stdout != "0 running\n" {
+			t.Errorf("after detaching: %s", r)
 		}
 		attach("one")
 		waitInspect(t, vm, "1 running 0\n") // booted again by the policy
