@@ -25,6 +25,16 @@
 // the channel breaks and comes back the host resumes from the last chunk it
 // stored: output is neither lost nor repeated.
 //
+// # Looking into the container
+//
+// cp, top and stats need no tool in the image: the agent resolves the
+// container's paths beneath its root as its first process sees it
+// (/proc/PID/root with openat2 RESOLVE_IN_ROOT, so neither .. nor a
+// symlink in the container reaches the guest's own files) and reads /proc
+// for the processes in the container's PID namespace (copy_linux.go,
+// procfs_linux.go). A start on a disk an earlier boot used (fcvm start)
+// first removes that boot's container (stale_linux.go).
+//
 // # Snapshots
 //
 // Every handshake carries the host's generation counter. A generation other
