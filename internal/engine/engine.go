@@ -1,17 +1,18 @@
-// Package engine is fcvm's one Go API to the VMs of a data directory:
-// run, clone, start, exec, attach, logs, copy, top, stats, stop, wait,
-// remove, snapshot, list and inspect, with typed options and results. The command line is flag parsing and
-// printing over it, and the other front doors (the sandbox API server, the
-// containerd shim) use it too, so there is one path to a VM.
+// Package engine is fcvm's one Go API to the VMs of a data directory: run,
+// clone, start, exec, attach, logs, copy, top, stats, stop, wait, remove,
+// snapshot, list and inspect, with typed options and results. The command
+// line is flag parsing and printing over it, and the other front doors
+// (the sandbox API server, the containerd shim) use it too, so there is
+// one path to a VM.
 //
 // # Who owns what
 //
 // A running VM is owned by its supervisor process (package supervisor):
 // the VMM, the host-guest channel, the network and the disks. Launch and
 // LaunchClone (and Start, for a stopped VM) make the calling process that
-// supervisor; every other call
-// reaches the supervisor of an existing VM through its control socket or
-// reads the VM's record, so any process may make them.
+// supervisor; every other call reaches the supervisor of an existing VM
+// through its control socket or reads the VM's record, so any process may
+// make them.
 //
 // # Errors
 //
