@@ -11,6 +11,17 @@
 // record, disks, VMM spawn) and times each phase; on any error it removes
 // everything it made, so bad input leaves nothing behind.
 //
+// # Start and restart policies
+//
+// Relaunch boots a stopped VM again (fcvm start): the same record, upper
+// disk and launch.json (plan, health check), a new network and guest boot,
+// with this process as its new supervisor. A detached supervisor whose VM
+// has a --restart policy calls VM.Next when the container exits, which
+// relaunches it in the same process unless the policy, a stop request or
+// the supervisor's own end says no. A cold-booted VM is recorded running
+// once its container has started, so nothing asks the guest for the
+// container before it exists.
+//
 // # Control socket
 //
 // The supervisor holds the VM's only channel connection and its only
