@@ -154,7 +154,6 @@ func (a *Agent) handle(ctx context.Context, req channel.Request, conn net.Conn) 
 	var err error
 	switch req.Kind {
 	case channel.KindStart:
-		a.removeStale() // stale_linux.go
 		err = a.start(req.Start, conn)
 	case channel.KindAttach:
 		err = a.attach(req.Attach, conn)

@@ -32,8 +32,7 @@
 // (/proc/PID/root with openat2 RESOLVE_IN_ROOT, so neither .. nor a
 // symlink in the container reaches the guest's own files) and reads /proc
 // for the processes in the container's PID namespace (copy_linux.go,
-// procfs_linux.go). A start on a disk an earlier boot used (fcvm start)
-// first removes that boot's container (stale_linux.go).
+// procfs_linux.go).
 //
 // # Snapshots
 //
