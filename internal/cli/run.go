@@ -24,7 +24,7 @@ type runOptions struct {
 	labels     []string
 	rm         bool
 	volumes    []string // -v, parsed by parseVolumes (volume.go)
-	mounts     []string // --mount type=bind, turned into -v (volume.go)
+	mounts     []string // --mount type=bind|tmpfs, turned into -v or --tmpfs (volume.go)
 	// waitHealthy makes -d return only once the container is healthy.
 	waitHealthy bool
 	stopSignal  string
@@ -75,7 +75,7 @@ func newRunCmd(env *Env) *cobra.Command {
 	f.StringVar(&o.Restart, "restart", "", "restart policy when the container exits (with -d): no, on-failure[:MAX], always")
 	f.StringArrayVarP(&o.labels, "label", "l", nil, "set a label (K=V)")
 	f.StringArrayVarP(&o.volumes, "volume", "v", nil, "share a host directory: HOST-DIR:CONTAINER-DIR[:ro] (repeatable)")
-	f.StringArrayVar(&o.mounts, "mount", nil, "share a host directory: type=bind,source=HOST-DIR,target=CONTAINER-DIR[,ro] (as -v)")
+	f.StringArrayVar(&o.mounts, "mount", nil, "type=bind,source=HOST-DIR,target=CONTAINER-DIR[,ro] (as -v) or type=tmpfs,target=CONTAINER-DIR[,tmpfs-size=N] (as --tmpfs)")
 	f.BoolVar(&o.TLSVerify, "tls-verify", true, "require HTTPS and verify certificates when pulling")
 	f.StringVar(&o.Pull, "pull", "missing", "pull the image: missing (when not cached), always, newer or never")
 	addHealthFlags(f, o)
@@ -145,11 +145,15 @@ func runRun(ctx context.Context, env *Env, o *runOptions) error {
 		return err
 	}
 	for _, m := range o.mounts {
-		v, err := mountToVolume(m)
+		v, tmpfs, err := parseMount(m) // volume.go
 		if err != nil {
 			return err
 		}
-		o.volumes = append(o.volumes, v)
+		if v != "" {
+			o.volumes = append(o.volumes, v)
+		} else {
+			o.Shape.Tmpfs = append(o.Shape.Tmpfs, tmpfs)
+		}
 	}
 	if o.Volumes, err = parseVolumes(o.volumes); err != nil {
 		return err

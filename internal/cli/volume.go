@@ -102,12 +102,14 @@ func volumeOptions(list string) (readOnly bool, err error) {
 	return mode == "ro", nil
 }
 
-// mountToVolume turns a --mount flag of type bind into the -v flag it
-// means (podman's key=value list: type, source|src, target|destination|dst,
-// ro|readonly[=true|false], relabel, bind-propagation). Other types are
-// refused: a VM shares host directories only.
-func mountToVolume(spec string) (string, error) {
+// parseMount turns a --mount flag into the -v or --tmpfs flag it means
+// (podman's key=value list: type, source|src, target|destination|dst,
+// ro|readonly[=true|false], relabel, bind-propagation, tmpfs-size,
+// tmpfs-mode). Other types are refused: a VM shares host directories and
+// makes tmpfs, nothing else.
+func parseMount(spec string) (volume, tmpfs string, err error) {
 	var typ, src, dst string
+	var tmpfsOpts []string
 	ro := false
 	for _, kv := range strings.Split(spec, ",") {
 		k, v, hasV := strings.Cut(kv, "=")
@@ -125,23 +127,35 @@ func mountToVolume(spec string) (string, error) {
 			case v == "false":
 				ro = false
 			default:
-				return "", fmt.Errorf("--mount %q: %s=%s: want true or false", spec, k, v)
+				return "", "", fmt.Errorf("--mount %q: %s=%s: want true or false", spec, k, v)
 			}
+		case "tmpfs-size", "tmpfs-mode":
+			tmpfsOpts = append(tmpfsOpts, strings.TrimPrefix(k, "tmpfs-")+"="+v)
 		case "relabel", "bind-propagation":
 			// SELinux and propagation: nothing to do in the guest.
 		default:
-			return "", fmt.Errorf("--mount %q: option %q is not supported: use type, source, target, ro", spec, k)
+			return "", "", fmt.Errorf("--mount %q: option %q is not supported: use type, source, target, ro (tmpfs-size, tmpfs-mode)", spec, k)
 		}
 	}
-	if typ != "bind" {
-		return "", fmt.Errorf("--mount %q: type %q is not supported: fcvm shares host directories, type=bind (as -v)", spec, typ)
+	switch {
+	case typ == "tmpfs" && dst != "" && src == "":
+		if ro {
+			tmpfsOpts = append(tmpfsOpts, "ro")
+		}
+		if len(tmpfsOpts) > 0 {
+			dst += ":" + strings.Join(tmpfsOpts, ",")
+		}
+		return "", dst, nil
+	case typ == "tmpfs":
+		return "", "", fmt.Errorf("--mount %q: want type=tmpfs,target=CONTAINER-DIR[,tmpfs-size=N]", spec)
+	case typ != "bind":
+		return "", "", fmt.Errorf("--mount %q: type %q is not supported: fcvm shares host directories (type=bind, as -v) and makes tmpfs (type=tmpfs, as --tmpfs)", spec, typ)
+	case src == "" || dst == "" || len(tmpfsOpts) > 0:
+		return "", "", fmt.Errorf("--mount %q: want type=bind,source=HOST-DIR,target=CONTAINER-DIR[,ro]", spec)
 	}
-	if src == "" || dst == "" {
-		return "", fmt.Errorf("--mount %q: want type=bind,source=HOST-DIR,target=CONTAINER-DIR", spec)
-	}
-	v := src + ":" + dst
+	volume = src + ":" + dst
 	if ro {
-		v += ":ro"
+		volume += ":ro"
 	}
-	return v, nil
+	return volume, "", nil
 }

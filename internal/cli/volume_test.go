@@ -91,27 +91,29 @@ func TestParseVolumes(t *testing.T) {
 	}
 }
 
-func TestMountToVolume(t *testing.T) {
-	for spec, want := range map[string]string{
-		"type=bind,source=/a,target=/b":                          "/a:/b",
-		"type=bind,src=./a,dst=/b,ro":                            "./a:/b:ro",
-		"type=bind,source=/a,destination=/b,readonly":            "/a:/b:ro",
-		"type=bind,source=/a,target=/b,ro=false,relabel=private": "/a:/b",
+func TestParseMount(t *testing.T) {
+	for spec, want := range map[string][2]string{
+		"type=bind,source=/a,target=/b":                           {"/a:/b", ""},
+		"type=bind,src=./a,dst=/b,ro":                             {"./a:/b:ro", ""},
+		"type=bind,source=/a,destination=/b,readonly":             {"/a:/b:ro", ""},
+		"type=bind,source=/a,target=/b,ro=false,relabel=private":  {"/a:/b", ""},
+		"type=tmpfs,target=/t":                                    {"", "/t"},
+		"type=tmpfs,destination=/t,tmpfs-size=1m,tmpfs-mode=1777": {"", "/t:size=1m,mode=1777"},
 	} {
-		if got, err := mountToVolume(spec); err != nil || got != want {
-			t.Errorf("mountToVolume(%q) = %q, %v; want %q", spec, got, err, want)
+		if v, tmpfs, err := parseMount(spec); err != nil || v != want[0] || tmpfs != want[1] {
+			t.Errorf("parseMount(%q) = %q, %q, %v; want %q", spec, v, tmpfs, err, want)
 		}
 	}
 	for spec, has := range map[string]string{
-		"type=tmpfs,target=/t":                   "type \"tmpfs\" is not supported",
-		"type=volume,source=v,target=/t":         "type \"volume\"",
+		"type=volume,source=v,target=/t":         "type \"volume\" is not supported",
 		"source=/a,target=/b":                    "type \"\"",
 		"type=bind,target=/b":                    "source=HOST-DIR",
+		"type=tmpfs,source=/a,target=/t":         "type=tmpfs,target",
 		"type=bind,source=/a,target=/b,ro=maybe": "want true or false",
 		"type=bind,source=/a,target=/b,size=1":   "option \"size\"",
 	} {
-		if _, err := mountToVolume(spec); err == nil || !strings.Contains(err.Error(), has) {
-			t.Errorf("mountToVolume(%q) = %v, want an error with %q", spec, err, has)
+		if _, _, err := parseMount(spec); err == nil || !strings.Contains(err.Error(), has) {
+			t.Errorf("parseMount(%q) = %v, want an error with %q", spec, err, has)
 		}
 	}
 }

@@ -163,7 +163,7 @@ func TestParityVerbs(t *testing.T) {
 			{[]string{"run", "--name", bad, "--stop-signal", "NOSUCH", ref, "true"}, "unknown signal"},
 			{[]string{"run", "--name", bad, "-p", "127.0.0.1::0", ref, "true"}, "between 1 and 65535"},
 			{[]string{"run", "--name", bad, "--pull", "sometimes", ref, "true"}, "--pull"},
-			{[]string{"run", "--name", bad, "--mount", "type=tmpfs,target=/t", ref, "true"}, "type=bind"},
+			{[]string{"run", "--name", bad, "--mount", "type=volume,source=v,target=/t", ref, "true"}, "type=bind"},
 			{[]string{"run", "--name", bad, "--pull", "never", "localhost:9/fcvm/never-pulled:1", "true"}, "not in the cache"},
 			{[]string{"run", "--name", vm, ref, "true"}, "already in use"},
 		} {
@@ -267,7 +267,7 @@ func TestParityVerbs(t *testing.T) {
 		share := t.TempDir()
 		os.WriteFile(filepath.Join(share, "f"), []byte("shared\n"), 0o644)
 		r := fcvm(t, "run", "-d", "-i", "--pull", "always", "--replace", "--name", vm, "--restart", "on-failure:1",
-			"--mount", "type=bind,source="+share+",target=/data,ro", ref, "sh", "-c", `read line; echo "got $line"; exit 4`)
+			"--mount", "type=bind,source="+share+",target=/data,ro", "--mount", "type=tmpfs,target=/scratch", ref, "sh", "-c", `read line; echo "got $line"; exit 4`)
 		if r.code != 0 {
 			t.Fatalf("run --replace: %s", r)
 		}
@@ -288,6 +288,9 @@ func TestParityVerbs(t *testing.T) {
 		}
 		if r := fcvm(t, "exec", vm, "cat", "/data/f"); r.stdout != "shared\n" {
 			t.Errorf("--mount type=bind: %s", r)
+		}
+		if r := fcvm(t, "exec", vm, "sh", "-c", "grep -c ' /scratch tmpfs ' /proc/mounts"); r.stdout != "1\n" {
+			t.Errorf("--mount type=tmpfs: %s", r)
 		}
 		// The detach keys leave the container running, its stdin open.
 		if r := runQuiet(fcvmCmd(t.Context(), dataDir, "attach", vm), []byte("\x10\x11")); r.code != 0 || r.stdout != "" {
