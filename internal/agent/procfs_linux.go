@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -100,6 +101,8 @@ func containerProcs() ([]channel.Process, error) {
 		p.User = users[p.UID]
 		out = append(out, p)
 	}
+	// By PID, as ps lists them (/proc reads in name order: 17 before 2).
+	slices.SortFunc(out, func(a, b channel.Process) int { return a.PID - b.PID })
 	return out, nil
 }
 
