@@ -44,6 +44,9 @@ func runStart(ctx context.Context, env *Env, o *startOptions) error {
 		if err != nil {
 			return err
 		}
+		for _, p := range vm.Phases {
+			env.Log.Debug("launch phase", "phase", p.Name, "took", p.Dur)
+		}
 		stdio := supervisor.Stdio{Stdout: env.Stdout, Stderr: env.Stderr}
 		if o.interactive {
 			stdio.Stdin = env.Stdin
