@@ -384,13 +384,12 @@ const (
 )
 
 // writeBundle makes the container's root (an overlay of the image on the
-// upper disk, fresh each boot as podman's :O was) and its bundle.
+// upper disk) and its bundle. What the container wrote in its root before
+// a stop is still in the upper directory when `fcvm start` boots the VM
+// again, as podman's start keeps a container's files.
 func writeBundle(p *channel.Plan) error {
 	root := filepath.Join(bundleDir, "rootfs")
 	os.Remove(pidFile) // its absence says crun failed (launch)
-	if err := os.RemoveAll(rootDiskDir); err != nil {
-		return fmt.Errorf("clear %s: %w", rootDiskDir, err)
-	}
 	for _, d := range []string{root, rootDiskDir + "/upper", rootDiskDir + "/work"} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("container root: %w", err)
