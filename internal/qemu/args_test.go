@@ -30,6 +30,7 @@ func TestArgsColdBoot(t *testing.T) {
 		"tcg,tb-size=256",
 		"tsc_early_khz=2000000",
 		"-no-reboot",
+		"reboot=t", // the guest's reboot must end QEMU (no keyboard controller on microvm)
 		"virtio-blk-device,drive=d0,serial=base",
 		"readonly=on",
 		"tap,id=n0,ifname=tap0",
