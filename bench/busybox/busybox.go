@@ -88,6 +88,35 @@ func Image() (v1.Image, error) {
 	return mutate.ConfigFile(img, cfg)
 }
 
+// bashShim stands in for bash: the E2B SDK runs every command as
+// /bin/bash -l -c CMD, and busybox has no bash.
+const bashShim = `#!/bin/sh
+[ "$1" = -l ] && shift
+exec /bin/sh "$@"
+`
+
+// WithBash is the image with a /bin/bash that hands its command to
+// busybox sh, for the sandbox API driven by the E2B SDK.
+func WithBash() (v1.Image, error) {
+	img, err := Image()
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "bin/bash", Mode: 0o755, Size: int64(len(bashShim))})
+	io.WriteString(tw, bashShim)
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	data := buf.Bytes()
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
+	if err != nil {
+		return nil, err
+	}
+	return mutate.AppendLayers(img, layer)
+}
+
 // WriteOCIArchive writes the image to path as an OCI archive (a tar of an
 // OCI layout), for `fcvm run oci-archive:PATH`.
 func WriteOCIArchive(path string) error {
@@ -95,6 +124,11 @@ func WriteOCIArchive(path string) error {
 	if err != nil {
 		return err
 	}
+	return WriteImage(img, path)
+}
+
+// WriteImage writes img to path as an OCI archive.
+func WriteImage(img v1.Image, path string) error {
 	tmp, err := os.MkdirTemp("", "busybox-oci-")
 	if err != nil {
 		return err

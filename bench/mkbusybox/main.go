@@ -1,5 +1,6 @@
 // Command mkbusybox writes a busybox OCI archive for the demo and the
-// benchmarks: go run ./bench/mkbusybox -o busybox.tar
+// benchmarks: go run ./bench/mkbusybox -o busybox.tar (-bash: with a
+// /bin/bash that runs busybox sh, for the E2B SDK's commands)
 package main
 
 import (
@@ -12,8 +13,17 @@ import (
 
 func main() {
 	out := flag.String("o", "busybox.tar", "where to write the OCI archive")
+	bash := flag.Bool("bash", false, "add a /bin/bash that runs busybox sh (the E2B SDK runs /bin/bash -l -c CMD)")
 	flag.Parse()
-	if err := busybox.WriteOCIArchive(*out); err != nil {
+	image := busybox.Image
+	if *bash {
+		image = busybox.WithBash
+	}
+	img, err := image()
+	if err == nil {
+		err = busybox.WriteImage(img, *out)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "mkbusybox:", err)
 		os.Exit(1)
 	}
