@@ -90,6 +90,13 @@ func main() {
 // runSDK times serve through the E2B SDK: sdk.mjs does the timing,
 // this starts serve and cleans up after it.
 func runSDK(fcvm, image, script string, cold, clones, n int) error {
+	sdk := filepath.Join(filepath.Dir(script), "..", "..", "test", "e2b", "node_modules", "e2b", "package.json")
+	if _, err := os.Stat(sdk); err != nil {
+		return fmt.Errorf("the E2B SDK is not installed: run scripts/install-e2b.sh (and run this from the repository's root): %w", err)
+	}
+	if _, err := exec.LookPath("node"); err != nil {
+		return fmt.Errorf("node not found: run scripts/install-e2b.sh: %w", err)
+	}
 	if image == "" {
 		dir, err := os.MkdirTemp("", "sandboxapi-")
 		if err != nil {
