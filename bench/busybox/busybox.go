@@ -24,7 +24,20 @@ import (
 const Binary = "/bin/busybox"
 
 // Image builds the image.
-func Image() (v1.Image, error) {
+func Image() (v1.Image, error) { return build(false) }
+
+// WithBash is the image with a /bin/bash that hands its command to
+// busybox sh, for the sandbox API driven by the E2B SDK (which runs every
+// command as /bin/bash -l -c CMD; busybox has no bash).
+func WithBash() (v1.Image, error) { return build(true) }
+
+// bashShim is WithBash's /bin/bash.
+const bashShim = `#!/bin/sh
+[ "$1" = -l ] && shift
+exec /bin/sh "$@"
+`
+
+func build(bash bool) (v1.Image, error) {
 	bb, err := os.ReadFile(Binary)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w (apt-get install busybox-static)", Binary, err)
@@ -65,6 +78,10 @@ func Image() (v1.Image, error) {
 	index := "<h1>hello from fcvm</h1>\n"
 	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "var/www/index.html", Mode: 0o644, Size: int64(len(index))})
 	io.WriteString(tw, index)
+	if bash {
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "bin/bash", Mode: 0o755, Size: int64(len(bashShim))})
+		io.WriteString(tw, bashShim)
+	}
 	if err := tw.Close(); err != nil {
 		return nil, err
 	}
@@ -86,35 +103,6 @@ func Image() (v1.Image, error) {
 	cfg.Config.Cmd = []string{"sh"}
 	cfg.Config.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	return mutate.ConfigFile(img, cfg)
-}
-
-// bashShim stands in for bash: the E2B SDK runs every command as
-// /bin/bash -l -c CMD, and busybox has no bash.
-const bashShim = `#!/bin/sh
-[ "$1" = -l ] && shift
-exec /bin/sh "$@"
-`
-
-// WithBash is the image with a /bin/bash that hands its command to
-// busybox sh, for the sandbox API driven by the E2B SDK.
-func WithBash() (v1.Image, error) {
-	img, err := Image()
-	if err != nil {
-		return nil, err
-	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "bin/bash", Mode: 0o755, Size: int64(len(bashShim))})
-	io.WriteString(tw, bashShim)
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	data := buf.Bytes()
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
-	if err != nil {
-		return nil, err
-	}
-	return mutate.AppendLayers(img, layer)
 }
 
 // WriteOCIArchive writes the image to path as an OCI archive (a tar of an
