@@ -402,7 +402,7 @@ func testNetBadInput(t *testing.T, ref string) {
 		}
 	})
 	t.Run("malformed-publish", func(t *testing.T) {
-		for _, spec := range []string{"80", "8080:80/sctp", "http:80", "127.0.0.1:70000:80", "1.2.3:8080:80", "8080-8081:80"} {
+		for _, spec := range []string{"8080:", "8080:80/sctp", "http:80", "127.0.0.1:70000:80", "1.2.3:8080:80", "8080-8081:80"} {
 			bad(t, nil, []string{spec, "HOSTPORT:GUESTPORT"}, "-p", spec, ref, "true")
 		}
 	})
