@@ -31,8 +31,22 @@ type Agent struct {
 }
 
 // Main is fc-agent's entry point as PID 1. It never returns: on a fatal
-// error it reports on the console and powers off.
+// error it reports on the console and powers off. Started as anything
+// but PID 1 it is the agent's zygote (zygote_linux.go) or refuses to run:
+// an agent that is not PID 1 must not take the VM's channel or power it
+// off.
 func Main() {
+	if os.Getpid() != 1 {
+		if len(os.Args) == 2 && os.Args[1] == zygoteArg {
+			if err := Zygote(); err != nil {
+				fmt.Fprintf(os.Stderr, "fc-agent zygote: %v\n", err)
+				os.Exit(1)
+			}
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "fc-agent is the guest agent of fcvm and runs only as PID 1 of an fcvm VM")
+		os.Exit(2)
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if err := run(log); err != nil {
 		fmt.Fprintf(os.Stderr, "fc-agent: fatal: %v\n", err)

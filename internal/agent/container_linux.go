@@ -39,6 +39,10 @@ type container struct {
 	mu    sync.Mutex // guards stdin and tty
 	stdin io.WriteCloser
 	tty   *os.File
+
+	zmu    sync.Mutex // guards zyg and zygErr
+	zyg    *zygoteClient
+	zygErr error // why there is no zygote, for good
 }
 
 // kill ends the container: its init, and with it its PID namespace.
@@ -185,6 +189,7 @@ func (a *Agent) launch(p *channel.Plan) (c *container, already bool, err error) 
 			<-ttyDone
 			c.tty.Close()
 		}
+		c.closeZygote()
 		a.log.Info("container exited", "code", code)
 		c.out.exit(code)
 		close(c.done)
@@ -212,6 +217,9 @@ func (c *container) watchRunning(log *slog.Logger) {
 		}
 		if _, err := os.Stat(filepath.Join(state, "exec.fifo")); errors.Is(err, os.ErrNotExist) {
 			log.Info("container running")
+			// Warm the zygote, so that the first exec is as fast as
+			// the next ones.
+			go c.zygote(log)
 			return
 		}
 	}

@@ -49,7 +49,7 @@ func markedPIDs(marker string) []int {
 
 // execProc is one running exec command.
 type execProc struct {
-	cmd    *exec.Cmd
+	cmd    *exec.Cmd     // nil for a command the zygote started
 	marker string        // "" for a command in the VM
 	done   chan struct{} // closed once cmd has been waited for
 }
@@ -70,7 +70,7 @@ func (p *execProc) signal(sig syscall.Signal) {
 	for _, pid := range markedPIDs(p.marker) {
 		syscall.Kill(pid, sig)
 	}
-	if sig == syscall.SIGKILL {
+	if sig == syscall.SIGKILL && p.cmd != nil {
 		p.cmd.Process.Kill()
 	}
 }
@@ -189,8 +189,26 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 		b := make([]byte, 8)
 		rand.Read(b)
 		marker = hex.EncodeToString(b)
+		proc, err := execProcess(filepath.Join(runtimeStateDir, containerName, "config.json"), filepath.Join(bundleDir, "rootfs"), req, marker)
+		if err != nil {
+			return err
+		}
+		if !req.TTY && !req.Detach {
+			if zr, err := zygoteRequestFor(proc); err == nil {
+				// A zygote found dead is replaced once; then crun.
+				for range 2 {
+					z := c.zygote(a.log)
+					if z == nil {
+						break
+					}
+					if err := a.execZygote(conn, req, z, zr, marker); !errors.Is(err, errZygoteLost) {
+						return err
+					}
+				}
+			}
+		}
 		var spec string
-		if argv, spec, err = runtimeExecArgs(req, marker); err != nil {
+		if argv, spec, err = runtimeExecArgs(req, proc, marker); err != nil {
 			return err
 		}
 		defer os.Remove(spec)
@@ -221,19 +239,7 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 	var pipes, ttyCopy sync.WaitGroup
 	copyOut := func(wg *sync.WaitGroup, t channel.FrameType, r io.Reader) {
 		defer wg.Done()
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := r.Read(buf)
-			if n > 0 && send(t, buf[:n]) != nil {
-				// The host is gone; keep draining so the command
-				// does not block on a full pipe before it is killed.
-				io.Copy(io.Discard, r)
-				return
-			}
-			if err != nil {
-				return
-			}
-		}
+		copyFrames(send, t, r)
 	}
 	// errTail keeps the end of crun's stderr, where it reports a command
 	// it could not start.
@@ -319,6 +325,23 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 		}
 	}
 	return send(channel.FrameExit, channel.Uint32(uint32(code)))
+}
+
+// copyFrames sends what r reads as frames of type t until r ends.
+func copyFrames(send func(channel.FrameType, []byte) error, t channel.FrameType, r io.Reader) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 && send(t, buf[:n]) != nil {
+			// The host is gone; keep draining so the command does not
+			// block on a full pipe before it is killed.
+			io.Copy(io.Discard, r)
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // execDetached runs crun exec --detach and reports as podman exec -d does:

@@ -31,14 +31,10 @@ const runtimeStateDir = "/run/crun"
 // runtimeExecDir holds the process specs of running execs.
 const runtimeExecDir = "/run/fcvm-exec"
 
-// runtimeExecArgs returns crun's command line for req in the container,
-// with marker in the command's environment, and the process spec file to
+// runtimeExecArgs returns crun's command line for req in the container
+// with the process spec proc (execProcess), and the process spec file to
 // remove once the command has exited.
-func runtimeExecArgs(req *channel.ExecRequest, marker string) (argv []string, spec string, err error) {
-	proc, err := execProcess(filepath.Join(runtimeStateDir, containerName, "config.json"), filepath.Join(bundleDir, "rootfs"), req, marker)
-	if err != nil {
-		return nil, "", err
-	}
+func runtimeExecArgs(req *channel.ExecRequest, proc []byte, marker string) (argv []string, spec string, err error) {
 	if err := os.MkdirAll(runtimeExecDir, 0o700); err != nil {
 		return nil, "", err
 	}

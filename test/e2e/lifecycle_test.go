@@ -87,6 +87,7 @@ func TestLifecycle(t *testing.T) {
 	t.Run("parity with podman exec", func(t *testing.T) { testExecParity(t, host, mainVM) })
 	t.Run("ten execs at once", func(t *testing.T) { testTenExecs(t, mainVM) })
 	t.Run("signals reach exec", func(t *testing.T) { testExecSignal(t, mainVM) })
+	t.Run("exec through the zygote", func(t *testing.T) { testZygote(t, mainVM) })
 	t.Run("exec -it under tmux", func(t *testing.T) {
 		tm.start(t, "exec", 100, 30, "exec", "-it", mainVM, "sh")
 		drivePerson(t, tm, "exec", 3)
@@ -278,6 +279,45 @@ func testTenExecs(t *testing.T, vm string) {
 		if r.code != i || r.stdout != fmt.Sprintf("out-%d\n", i) || r.stderr != fmt.Sprintf("err-%d\n", i) {
 			t.Errorf("exec %d: %s", i, r)
 		}
+	}
+}
+
+// zygotePIDs lists, from the VM's side, the processes that are the
+// agent's zygote (the process that starts exec's commands in the
+// container).
+func zygotePIDs(t *testing.T, vm string) []string {
+	t.Helper()
+	r := fcvm(t, "exec", "--vm", vm, "sh", "-c", `for p in /proc/[0-9]*; do [ "$(tr '\0' ' ' <$p/cmdline 2>/dev/null)" = "fc-agent zygote " ] && echo ${p#/proc/}; done; true`)
+	if r.code != 0 {
+		t.Fatalf("list the VM's processes: %s", r)
+	}
+	return strings.Fields(r.stdout)
+}
+
+// testZygote: commands in the container start from the zygote, which the
+// container cannot see, and a zygote that dies is replaced.
+func testZygote(t *testing.T, vm string) {
+	pids := zygotePIDs(t, vm)
+	if len(pids) != 1 {
+		t.Fatalf("want one zygote in the VM, found %q", pids)
+	}
+	// The command's parent is outside the container's PID namespace,
+	// as under crun exec.
+	r := fcvm(t, "exec", vm, "sh", "-c", `grep PPid /proc/$$/status; cat /proc/[0-9]*/cmdline | tr '\0' ' ' | grep -c '[z]ygote'`)
+	if r.stdout != "PPid:\t0\n0\n" {
+		t.Errorf("inside the container: want parent 0 and no zygote in sight: %s", r)
+	}
+	if r := fcvm(t, "exec", "--vm", vm, "cat", "/proc/"+pids[0]+"/cgroup"); r.stdout != "0::/fcvm/fcvm\n" {
+		t.Errorf("the zygote is not in the container's cgroup: %s", r)
+	}
+	if r := fcvm(t, "exec", "--vm", vm, "sh", "-c", "kill -9 "+pids[0]); r.code != 0 {
+		t.Fatalf("kill the zygote: %s", r)
+	}
+	if r := fcvm(t, "exec", vm, "echo", "after"); r.code != 0 || r.stdout != "after\n" {
+		t.Errorf("exec once the zygote was killed: %s", r)
+	}
+	if again := zygotePIDs(t, vm); len(again) != 1 || again[0] == pids[0] {
+		t.Errorf("want a new zygote after the old one died: before %q, now %q", pids, again)
 	}
 }
 
