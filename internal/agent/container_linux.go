@@ -218,8 +218,15 @@ func (c *container) watchRunning(log *slog.Logger) {
 		if _, err := os.Stat(filepath.Join(state, "exec.fifo")); errors.Is(err, os.ErrNotExist) {
 			log.Info("container running")
 			// Warm the zygote, so that the first exec is as fast as
-			// the next ones.
-			go c.zygote(log)
+			// the next ones; not at once, so that a container that
+			// only runs a command and exits does not pay for it.
+			go func() {
+				select {
+				case <-c.done:
+				case <-time.After(250 * time.Millisecond):
+					c.zygote(log)
+				}
+			}()
 			return
 		}
 	}
