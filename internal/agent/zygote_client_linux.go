@@ -50,9 +50,12 @@ var zygoteNamespaces = map[specs.LinuxNamespaceType]uintptr{
 	specs.TimeNamespace: unix.CLONE_NEWTIME,
 }
 
+// cgroupRoot is where the guest mounts cgroup v2.
+const cgroupRoot = "/sys/fs/cgroup"
+
 // zygoteSetupFor is the zygote's setup for the container crun runs as
-// crunDir describes, or errNoZygote.
-func zygoteSetupFor(crunDir string) (zygoteSetup, error) {
+// crunDir describes, with cgroup v2 at cgroups, or errNoZygote.
+func zygoteSetupFor(crunDir, cgroups string) (zygoteSetup, error) {
 	var s zygoteSetup
 	b, err := os.ReadFile(filepath.Join(crunDir, "config.json"))
 	if err != nil {
@@ -66,10 +69,10 @@ func zygoteSetupFor(crunDir string) (zygoteSetup, error) {
 		return s, errNoZygote
 	}
 	cg := spec.Linux.CgroupsPath
-	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err != nil || !strings.HasPrefix(cg, "/") {
+	if _, err := os.Stat(filepath.Join(cgroups, "cgroup.controllers")); err != nil || !strings.HasPrefix(cg, "/") {
 		return s, errNoZygote // cgroup v1, or a systemd slice
 	}
-	s.Cgroup = filepath.Join("/sys/fs/cgroup", filepath.Clean(cg))
+	s.Cgroup = filepath.Join(cgroups, filepath.Clean(cg))
 	for _, ns := range spec.Linux.Namespaces {
 		flag, ok := zygoteNamespaces[ns.Type]
 		if !ok {
@@ -105,9 +108,10 @@ func readBounded(path string, limit int64) ([]byte, error) {
 	return b, err
 }
 
-// startZygote starts a zygote for the container whose init is initPid.
-func startZygote(log *slog.Logger, initPid int) (*zygoteClient, error) {
-	setup, err := zygoteSetupFor(filepath.Join(runtimeStateDir, containerName))
+// startZygote starts a zygote for the container crun runs as crunDir
+// describes, whose init is initPid.
+func startZygote(log *slog.Logger, crunDir, cgroups string, initPid int) (*zygoteClient, error) {
+	setup, err := zygoteSetupFor(crunDir, cgroups)
 	if err != nil {
 		return nil, err
 	}
@@ -281,7 +285,7 @@ func (c *container) zygote(log *slog.Logger) *zygoteClient {
 	}
 	pid, err := containerPID()
 	if err == nil {
-		c.zyg, err = startZygote(log, pid)
+		c.zyg, err = startZygote(log, filepath.Join(runtimeStateDir, containerName), cgroupRoot, pid)
 	}
 	if err != nil {
 		log.Info("commands in the container go through crun", "why", err)

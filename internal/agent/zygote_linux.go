@@ -177,6 +177,12 @@ func (z *zygoteServer) prepare() error {
 		}
 		z.filter = unsafe.Slice((*unix.SockFilter)(unsafe.Pointer(&z.setup.Seccomp[0])), n/8)
 	}
+	// The os package checks once, by forking a child, that pidfds work;
+	// have it done now rather than by the first command's fork, from
+	// inside the container's PID namespace.
+	if p, err := os.FindProcess(os.Getpid()); err == nil {
+		p.Release()
+	}
 	z.lastCap, err = capability.LastCap()
 	if err != nil {
 		return err
