@@ -193,7 +193,7 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 		if err != nil {
 			return err
 		}
-		if !req.TTY && !req.Detach {
+		if !req.TTY {
 			if zr, err := zygoteRequestFor(proc); err == nil {
 				// A zygote found dead is replaced once; then crun.
 				for range 2 {
@@ -374,10 +374,7 @@ func execDetached(conn net.Conn, cmd *exec.Cmd) error {
 		return nil
 	}
 	if err == nil {
-		id := make([]byte, 32)
-		rand.Read(id)
-		out.Send(channel.FrameStdout, []byte(hex.EncodeToString(id)+"\n"))
-		return out.Send(channel.FrameExit, channel.Uint32(0))
+		return sendSessionID(out)
 	}
 	code := 125
 	var ee *exec.ExitError
@@ -394,6 +391,15 @@ func execDetached(conn net.Conn, cmd *exec.Cmd) error {
 	}
 	out.Send(channel.FrameStderr, tail.tail())
 	return out.Send(channel.FrameExit, channel.Uint32(uint32(code)))
+}
+
+// sendSessionID ends a detached exec's stream as podman exec -d does: the
+// session's ID on stdout, exit 0.
+func sendSessionID(out *channel.Stream) error {
+	id := make([]byte, 32)
+	rand.Read(id)
+	out.Send(channel.FrameStdout, []byte(hex.EncodeToString(id)+"\n"))
+	return out.Send(channel.FrameExit, channel.Uint32(0))
 }
 
 // execInput takes stdin, resizes and signals from the host until the

@@ -356,6 +356,28 @@ func (a *Agent) execZygote(conn net.Conn, req *channel.ExecRequest, z *zygoteCli
 		out.Send(channel.FrameStderr, []byte(first.Err+"\n"))
 		return out.Send(channel.FrameExit, channel.Uint32(uint32(first.Code)))
 	}
+	if req.Detach {
+		// podman discards a detached session's output: drain it for as
+		// long as the command runs, and forget the exit.
+		drain := []*os.File{stdoutR, stderrR}
+		ends = nil
+		if stdinW != nil {
+			stdinW.Close()
+		}
+		go func() {
+			for _, r := range drain {
+				go func() { io.Copy(io.Discard, r); r.Close() }()
+			}
+			select {
+			case <-exited:
+			case <-z.done:
+			}
+		}()
+		if err := out.Send(channel.FrameOK, nil); err != nil {
+			return nil
+		}
+		return sendSessionID(out)
+	}
 	proc := &execProc{marker: marker, done: make(chan struct{})}
 	var pipes sync.WaitGroup
 	pipes.Add(2)
