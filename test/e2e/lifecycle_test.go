@@ -310,6 +310,21 @@ func testZygote(t *testing.T, vm string) {
 	if r := fcvm(t, "exec", "--vm", vm, "cat", "/proc/"+pids[0]+"/cgroup"); r.stdout != "0::/fcvm/fcvm\n" {
 		t.Errorf("the zygote is not in the container's cgroup: %s", r)
 	}
+	// exec -d: podman's session ID at once, the command runs on.
+	if r := fcvm(t, "exec", "-d", vm, "sh", "-c", "sleep 1; echo detached >/tmp/zygote-d"); r.code != 0 || !regexp.MustCompile(`^[0-9a-f]{64}\n$`).MatchString(r.stdout) {
+		t.Errorf("exec -d: want exit 0 and a session ID: %s", r)
+	}
+	if r := fcvm(t, "exec", "-d", vm, "nosuch-command"); r.code != 127 || !strings.Contains(r.stderr, "not found") {
+		t.Errorf("exec -d of a missing command: want exit 127 and \"not found\": %s", r)
+	}
+	for i := 0; ; i++ {
+		if r := fcvm(t, "exec", vm, "cat", "/tmp/zygote-d"); r.stdout == "detached\n" {
+			break
+		} else if i == 50 {
+			t.Fatalf("exec -d's command did not run: %s", r)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	if r := fcvm(t, "exec", "--vm", vm, "sh", "-c", "kill -9 "+pids[0]); r.code != 0 {
 		t.Fatalf("kill the zygote: %s", r)
 	}
