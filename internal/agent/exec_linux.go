@@ -174,6 +174,9 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 		// Nothing would read a detached command's terminal.
 		req.TTY = false
 	}
+	if req.TTY && req.Rows == 0 {
+		req.Rows, req.Cols = 24, 80
+	}
 	if !req.InVM {
 		c, err := a.container()
 		if err != nil {
@@ -193,17 +196,15 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 		if err != nil {
 			return err
 		}
-		if !req.TTY {
-			if zr, err := zygoteRequestFor(proc); err == nil {
-				// A zygote found dead is replaced once; then crun.
-				for range 2 {
-					z := c.zygote(a.log)
-					if z == nil {
-						break
-					}
-					if err := a.execZygote(conn, req, z, zr, marker); !errors.Is(err, errZygoteLost) {
-						return err
-					}
+		if zr, err := zygoteRequestFor(proc); err == nil {
+			// A zygote found dead is replaced once; then crun.
+			for range 2 {
+				z := c.zygote(a.log)
+				if z == nil {
+					break
+				}
+				if err := a.execZygote(conn, req, z, zr, marker); !errors.Is(err, errZygoteLost) {
+					return err
 				}
 			}
 		}
@@ -244,9 +245,6 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 	// errTail keeps the end of crun's stderr, where it reports a command
 	// it could not start.
 	errTail := &tailWriter{}
-	if req.TTY && req.Rows == 0 {
-		req.Rows, req.Cols = 24, 80
-	}
 	if req.TTY && req.InVM {
 		cmd.SysProcAttr.Setctty = true
 		var err error

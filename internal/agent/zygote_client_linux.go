@@ -30,8 +30,15 @@ type zygoteClient struct {
 	dead atomic.Bool   // closed, or its socket has ended
 
 	mu    sync.Mutex // guards calls and next; serialises sends
-	calls map[uint64]chan zygoteReply
+	calls map[uint64]chan zygoteAnswer
 	next  uint64
+}
+
+// zygoteAnswer is a reply with the descriptors it carries (a terminal's
+// master).
+type zygoteAnswer struct {
+	zygoteReply
+	files []*os.File
 }
 
 // zygoteTimeout bounds how long the agent waits for the zygote to set up
@@ -132,7 +139,7 @@ func startZygote(log *slog.Logger, crunDir, cgroups string, initPid int) (*zygot
 	if err != nil {
 		return nil, fmt.Errorf("zygote socket: %w", err)
 	}
-	z := &zygoteClient{conn: fc.(*net.UnixConn), done: make(chan struct{}), calls: map[uint64]chan zygoteReply{}}
+	z := &zygoteClient{conn: fc.(*net.UnixConn), done: make(chan struct{}), calls: map[uint64]chan zygoteAnswer{}}
 	z.cmd = exec.Command("/proc/self/exe", zygoteArg)
 	z.cmd.Args[0] = "fc-agent"
 	z.cmd.ExtraFiles = []*os.File{theirs}
@@ -171,8 +178,8 @@ func (z *zygoteClient) read(buf []byte) {
 	for {
 		var r zygoteReply
 		files, err := readZygoteMsg(z.conn, buf, &r)
-		closeFiles(files) // the zygote sends none
 		if err != nil {
+			closeFiles(files)
 			return
 		}
 		z.mu.Lock()
@@ -181,11 +188,16 @@ func (z *zygoteClient) read(buf []byte) {
 			delete(z.calls, r.ID)
 		}
 		z.mu.Unlock()
+		sent := false
 		if ok {
 			select {
-			case ch <- r:
+			case ch <- zygoteAnswer{r, files}:
+				sent = true
 			default: // a reply the request did not ask for
 			}
+		}
+		if !sent {
+			closeFiles(files)
 		}
 	}
 }
@@ -206,10 +218,11 @@ func (z *zygoteClient) alive() bool { return !z.dead.Load() }
 var errZygoteLost = errors.New("exec: the container's zygote exited")
 
 // start asks the zygote to start req with files as its stdin, stdout and
-// stderr. It returns the zygote's first reply (started, or could not
-// start) and a channel that gets the exit.
-func (z *zygoteClient) start(req zygoteRequest, files []*os.File) (zygoteReply, <-chan zygoteReply, error) {
-	ch := make(chan zygoteReply, 2)
+// stderr (none for a terminal). It returns the zygote's first reply
+// (started, with a terminal's master, or could not start) and a channel
+// that gets the exit.
+func (z *zygoteClient) start(req zygoteRequest, files []*os.File) (zygoteAnswer, <-chan zygoteAnswer, error) {
+	ch := make(chan zygoteAnswer, 2)
 	z.mu.Lock()
 	z.next++
 	req.ID = z.next
@@ -226,20 +239,20 @@ func (z *zygoteClient) start(req zygoteRequest, files []*os.File) (zygoteReply, 
 		// noticed: start another.
 		forget()
 		z.close()
-		return zygoteReply{}, nil, errZygoteLost
+		return zygoteAnswer{}, nil, errZygoteLost
 	}
 	select {
 	case r := <-ch:
 		return r, ch, nil
 	case <-z.done:
 		forget()
-		return zygoteReply{}, nil, errZygoteLost
+		return zygoteAnswer{}, nil, errZygoteLost
 	case <-time.After(zygoteTimeout):
 		// A zygote that cannot start a command in that long is wedged
 		// (a frozen cgroup): crun takes over from now on.
 		forget()
 		z.close()
-		return zygoteReply{}, nil, errZygoteLost
+		return zygoteAnswer{}, nil, errZygoteLost
 	}
 }
 
@@ -251,7 +264,7 @@ func zygoteRequestFor(proc []byte) (zygoteRequest, error) {
 	if err := json.Unmarshal(proc, &p); err != nil {
 		return zygoteRequest{}, fmt.Errorf("exec process: %w", err)
 	}
-	if p.Terminal || p.ApparmorProfile != "" || p.SelinuxLabel != "" || p.IOPriority != nil ||
+	if p.ApparmorProfile != "" || p.SelinuxLabel != "" || p.IOPriority != nil ||
 		p.Scheduler != nil || p.ExecCPUAffinity != nil || p.Capabilities == nil {
 		return zygoteRequest{}, errNoZygote
 	}
@@ -259,6 +272,10 @@ func zygoteRequestFor(proc []byte) (zygoteRequest, error) {
 		Args: p.Args, Env: p.Env, Cwd: p.Cwd,
 		UID: p.User.UID, GID: p.User.GID, Groups: p.User.AdditionalGids, Umask: p.User.Umask,
 		Caps: *p.Capabilities, NoNewPrivileges: p.NoNewPrivileges,
+		Terminal: p.Terminal,
+	}
+	if p.ConsoleSize != nil {
+		r.Rows, r.Cols = uint16(p.ConsoleSize.Height), uint16(p.ConsoleSize.Width)
 	}
 	if b, _ := json.Marshal(r); len(b) > zygoteMaxMsg-1024 {
 		return zygoteRequest{}, errNoZygote
@@ -312,7 +329,7 @@ func (c *container) closeZygote() {
 // stdio as frames, as exec does through crun. errZygoteLost, returned
 // before anything is sent on conn, means crun should run it instead.
 func (a *Agent) execZygote(conn net.Conn, req *channel.ExecRequest, z *zygoteClient, zr zygoteRequest, marker string) error {
-	var ends []*os.File // every pipe end, closed on return
+	var ends []*os.File // every descriptor of ours, closed on return
 	defer func() { closeFiles(ends) }()
 	pipe := func() (r, w *os.File, err error) {
 		if r, w, err = os.Pipe(); err == nil {
@@ -320,41 +337,66 @@ func (a *Agent) execZygote(conn net.Conn, req *channel.ExecRequest, z *zygoteCli
 		}
 		return r, w, err
 	}
-	stdoutR, stdoutW, err := pipe()
-	if err != nil {
-		return err
-	}
-	stderrR, stderrW, err := pipe()
-	if err != nil {
-		return err
-	}
-	var stdinR, stdinW *os.File
-	if req.Stdin {
-		if stdinR, stdinW, err = pipe(); err != nil {
+	var stdoutR, stderrR, stdinW *os.File
+	var files []*os.File // the command's stdin, stdout, stderr
+	if !zr.Terminal {
+		var stdinR, stdoutW, stderrW *os.File
+		var err error
+		if stdoutR, stdoutW, err = pipe(); err != nil {
 			return err
 		}
-	} else {
-		if stdinR, err = os.Open(os.DevNull); err != nil {
+		if stderrR, stderrW, err = pipe(); err != nil {
 			return err
 		}
-		ends = append(ends, stdinR)
+		if req.Stdin {
+			if stdinR, stdinW, err = pipe(); err != nil {
+				return err
+			}
+		} else {
+			if stdinR, err = os.Open(os.DevNull); err != nil {
+				return err
+			}
+			ends = append(ends, stdinR)
+		}
+		files = []*os.File{stdinR, stdoutW, stderrW}
 	}
-	first, exited, err := z.start(zr, []*os.File{stdinR, stdoutW, stderrW})
+	first, exited, err := z.start(zr, files)
 	// The command holds its own ends now: EOF on its output comes when
 	// it (and whatever it started) closes them.
-	stdinR.Close()
-	stdoutW.Close()
-	stderrW.Close()
+	closeFiles(files)
 	if err != nil {
 		return err
 	}
 	out := channel.NewStream(conn)
 	if first.Err != "" {
+		closeFiles(first.files)
 		if err := out.Send(channel.FrameOK, nil); err != nil {
 			return nil
 		}
 		out.Send(channel.FrameStderr, []byte(first.Err+"\n"))
 		return out.Send(channel.FrameExit, channel.Uint32(uint32(first.Code)))
+	}
+	proc := &execProc{marker: marker, done: make(chan struct{})}
+	var tty *os.File
+	if zr.Terminal {
+		if len(first.files) != 1 {
+			closeFiles(first.files)
+			proc.signal(unix.SIGKILL)
+			return errors.New("exec terminal: the zygote sent no terminal")
+		}
+		// A file made non-blocking before os.NewFile goes through the
+		// poller, so its reads take deadlines.
+		fd, err := unix.FcntlInt(first.files[0].Fd(), unix.F_DUPFD_CLOEXEC, 0)
+		first.files[0].Close()
+		if err == nil {
+			err = unix.SetNonblock(fd, true)
+		}
+		if err != nil {
+			proc.signal(unix.SIGKILL)
+			return fmt.Errorf("exec terminal: %w", err)
+		}
+		tty = os.NewFile(uintptr(fd), "pty")
+		ends = append(ends, tty)
 	}
 	if req.Detach {
 		// podman discards a detached session's output: drain it for as
@@ -378,21 +420,30 @@ func (a *Agent) execZygote(conn net.Conn, req *channel.ExecRequest, z *zygoteCli
 		}
 		return sendSessionID(out)
 	}
-	proc := &execProc{marker: marker, done: make(chan struct{})}
-	var pipes sync.WaitGroup
-	pipes.Add(2)
-	go func() { defer pipes.Done(); copyFrames(out.Send, channel.FrameStdout, stdoutR) }()
-	go func() { defer pipes.Done(); copyFrames(out.Send, channel.FrameStderr, stderrR) }()
+	var outputs sync.WaitGroup
+	copyOut := func(t channel.FrameType, r io.Reader) {
+		outputs.Add(1)
+		go func() { defer outputs.Done(); copyFrames(out.Send, t, r) }()
+	}
+	var stdin io.WriteCloser
+	if tty != nil {
+		copyOut(channel.FrameStdout, tty)
+		stdin = tty
+	} else {
+		copyOut(channel.FrameStdout, stdoutR)
+		copyOut(channel.FrameStderr, stderrR)
+		if stdinW != nil {
+			stdin = stdinW
+		}
+	}
 	if err := out.Send(channel.FrameOK, nil); err != nil {
 		proc.signal(unix.SIGKILL)
 	}
-	var stdin io.WriteCloser
-	if stdinW != nil {
-		stdin = stdinW
+	go a.execInput(conn, proc, stdin, tty)
+	if tty == nil {
+		outputs.Wait()
 	}
-	go a.execInput(conn, proc, stdin, nil)
-	pipes.Wait()
-	var r zygoteReply
+	var r zygoteAnswer
 	select {
 	case r = <-exited:
 	case <-z.done:
@@ -400,5 +451,12 @@ func (a *Agent) execZygote(conn net.Conn, req *channel.ExecRequest, z *zygoteCli
 		return out.Send(channel.FrameError, []byte(errZygoteLost.Error()+" before the command did: its exit code is lost"))
 	}
 	close(proc.done)
+	if tty != nil {
+		// The pty's output ends with the last process holding it, which
+		// may outlive the command (a background job): do not wait for
+		// more than what is already there.
+		tty.SetReadDeadline(time.Now().Add(2 * time.Second))
+		outputs.Wait()
+	}
 	return out.Send(channel.FrameExit, channel.Uint32(uint32(r.Code)))
 }

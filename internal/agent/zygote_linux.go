@@ -79,6 +79,12 @@ type zygoteRequest struct {
 
 	Caps            specs.LinuxCapabilities `json:"caps"`
 	NoNewPrivileges bool                    `json:"noNewPrivileges,omitempty"`
+
+	// Terminal asks for a pty, made in the container's devpts as crun
+	// makes one; its master comes back with the started reply.
+	Terminal bool   `json:"terminal,omitempty"`
+	Rows     uint16 `json:"rows,omitempty"`
+	Cols     uint16 `json:"cols,omitempty"`
 }
 
 // zygoteReply reports on a request: started (Pid), could not start (Err,
@@ -206,16 +212,17 @@ var rlimitTypes = map[string]int{
 // run starts one command and reports its start and its exit.
 func (z *zygoteServer) run(req zygoteRequest, files []*os.File) {
 	type started struct {
-		p   *os.Process
-		err error
+		p      *os.Process
+		master *os.File
+		err    error
 	}
 	ch := make(chan started, 1)
 	go func() {
 		// Never unlocked: the thread is the container's once entered, and
 		// dies with this goroutine.
 		runtime.LockOSThread()
-		p, err := z.enterAndStart(&req, files)
-		ch <- started{p, err}
+		p, master, err := z.enterAndStart(&req, files)
+		ch <- started{p, master, err}
 	}()
 	s := <-ch
 	closeFiles(files)
@@ -228,7 +235,12 @@ func (z *zygoteServer) run(req zygoteRequest, files []*os.File) {
 		writeZygoteMsg(z.conn, zygoteReply{ID: req.ID, Err: s.err.Error(), Code: code}, nil)
 		return
 	}
-	writeZygoteMsg(z.conn, zygoteReply{ID: req.ID, Pid: s.p.Pid}, nil)
+	var master []*os.File
+	if s.master != nil {
+		master = []*os.File{s.master}
+	}
+	writeZygoteMsg(z.conn, zygoteReply{ID: req.ID, Pid: s.p.Pid}, master)
+	closeFiles(master)
 	st, err := s.p.Wait()
 	code := 255
 	if err == nil {
@@ -251,27 +263,40 @@ type startError struct {
 func (e *startError) Error() string { return e.msg }
 
 // enterAndStart turns the calling thread into the container's, as crun
-// exec would its child, and forks the command from it. The caller has
+// exec would its child, and forks the command from it, with files as its
+// stdio or, for a terminal, a pty whose master it returns. The caller has
 // locked the thread and never unlocks it.
-func (z *zygoteServer) enterAndStart(req *zygoteRequest, files []*os.File) (*os.Process, error) {
+func (z *zygoteServer) enterAndStart(req *zygoteRequest, files []*os.File) (*os.Process, *os.File, error) {
+	p, master, err := z.enterAndStartErr(req, files)
+	if err != nil && master != nil {
+		master.Close()
+		master = nil
+	}
+	return p, master, err
+}
+
+func (z *zygoteServer) enterAndStartErr(req *zygoteRequest, files []*os.File) (p *os.Process, master *os.File, err error) {
 	if len(req.Args) == 0 {
-		return nil, errors.New("no command")
+		return nil, nil, errors.New("no command")
+	}
+	if req.Terminal != (len(files) == 0) {
+		return nil, nil, errors.New("want stdio or a terminal, not both")
 	}
 	// setns into a mount namespace needs an fs_struct of the thread's own.
 	if err := unix.Unshare(unix.CLONE_FS); err != nil {
-		return nil, fmt.Errorf("unshare fs: %w", err)
+		return nil, nil, fmt.Errorf("unshare fs: %w", err)
 	}
 	if err := unix.Setns(int(z.pidfd.Fd()), int(z.setup.Namespaces)); err != nil {
-		return nil, fmt.Errorf("join the container's namespaces: %w", err)
+		return nil, nil, fmt.Errorf("join the container's namespaces: %w", err)
 	}
 	bounding, err := z.capMask(req.Caps.Bounding)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for c := capability.Cap(0); c <= z.lastCap; c++ {
 		if bounding&(1<<c) == 0 {
 			if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil {
-				return nil, fmt.Errorf("drop %s from the bounding set: %w", c, err)
+				return nil, nil, fmt.Errorf("drop %s from the bounding set: %w", c, err)
 			}
 		}
 	}
@@ -280,47 +305,82 @@ func (z *zygoteServer) enterAndStart(req *zygoteRequest, files []*os.File) (*os.
 	// after it are ones every container profile allows.
 	if !req.NoNewPrivileges {
 		if err := z.loadSeccomp(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if err := setCreds(req); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := z.setCaps(req.Caps); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if req.Umask != nil {
 		unix.Umask(int(*req.Umask))
 	}
 	if req.NoNewPrivileges {
 		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-			return nil, fmt.Errorf("no_new_privs: %w", err)
+			return nil, nil, fmt.Errorf("no_new_privs: %w", err)
 		}
 		if err := z.loadSeccomp(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	// From here on the thread is the container's: paths resolve in its
 	// mount namespace, with the command's user.
+	attr := &os.ProcAttr{Dir: req.Cwd, Env: req.Env, Files: files}
+	if req.Terminal {
+		var slave *os.File
+		if master, slave, err = openPty(req.Rows, req.Cols); err != nil {
+			return nil, nil, err
+		}
+		defer slave.Close()
+		attr.Files = []*os.File{slave, slave, slave}
+		attr.Sys = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	}
 	path, err := lookPath(req.Args[0], req.Env)
 	if err != nil {
-		return nil, err
+		return nil, master, err
 	}
-	p, err := os.StartProcess(path, req.Args, &os.ProcAttr{Dir: req.Cwd, Env: req.Env, Files: files})
+	p, err = os.StartProcess(path, req.Args, attr)
 	if err != nil {
 		var pe *os.PathError
 		if errors.As(err, &pe) && pe.Op == "chdir" {
-			return nil, &startError{255, fmt.Sprintf("chdir `%s`: %s", req.Cwd, errnoText(pe.Err))}
+			return nil, master, &startError{255, fmt.Sprintf("chdir `%s`: %s", req.Cwd, errnoText(pe.Err))}
 		}
 		switch {
 		case errors.Is(err, unix.ENOENT):
-			return nil, &startError{127, fmt.Sprintf("executable file `%s` not found in $PATH: No such file or directory", req.Args[0])}
+			return nil, master, &startError{127, fmt.Sprintf("executable file `%s` not found in $PATH: No such file or directory", req.Args[0])}
 		case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
-			return nil, &startError{126, "open executable: Permission denied"}
+			return nil, master, &startError{126, "open executable: Permission denied"}
 		}
-		return nil, &startError{126, fmt.Sprintf("exec `%s`: %s", req.Args[0], errnoText(err))}
+		return nil, master, &startError{126, fmt.Sprintf("exec `%s`: %s", req.Args[0], errnoText(err))}
 	}
-	return p, nil
+	return p, master, nil
+}
+
+// openPty makes a pty in the devpts of the thread's mount namespace, as
+// the thread's user (who then owns the slave), sized rows x cols. The
+// slave is opened from the master (TIOCGPTPEER), never by a path the
+// container could have replaced; a /dev/ptmx that is not a pty
+// multiplexer fails the unlock.
+func openPty(rows, cols uint16) (master, slave *os.File, err error) {
+	mfd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open the container's /dev/ptmx: %w", err)
+	}
+	if err := unix.IoctlSetPointerInt(mfd, unix.TIOCSPTLCK, 0); err != nil {
+		unix.Close(mfd)
+		return nil, nil, fmt.Errorf("the container's /dev/ptmx is not a pty multiplexer: %w", err)
+	}
+	sfd, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(mfd), unix.TIOCGPTPEER, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC)
+	if e != 0 {
+		unix.Close(mfd)
+		return nil, nil, fmt.Errorf("open the pty's slave: %w", e)
+	}
+	if rows > 0 && cols > 0 {
+		unix.IoctlSetWinsize(mfd, unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols})
+	}
+	return os.NewFile(uintptr(mfd), "ptmx"), os.NewFile(sfd, "pts"), nil
 }
 
 // errnoText is an error's errno as strerror words it ("No such file or

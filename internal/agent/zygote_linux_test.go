@@ -183,6 +183,32 @@ func TestZygote(t *testing.T) {
 			t.Errorf("got exit %d (%s), output %q, want %q", code, serr, out, want)
 		}
 	})
+	t.Run("a terminal", func(t *testing.T) {
+		first, exited, err := z.start(zygoteRequest{
+			Args: []string{"sh", "-c", `tty >/dev/null && echo tty; stty size; stat -c %u "$(tty)"; exit 3`}, Env: []string{"PATH=/usr/bin:/bin"}, Cwd: "/",
+			UID: 1000, GID: 1000, Terminal: true, Rows: 30, Cols: 100,
+		}, nil)
+		if err != nil || first.Err != "" || len(first.files) != 1 {
+			t.Fatalf("start: %v %+v", err, first)
+		}
+		master := first.files[0]
+		defer master.Close()
+		var out bytes.Buffer
+		copied := make(chan struct{})
+		go func() { io.Copy(&out, master); close(copied) }()
+		select {
+		case r := <-exited:
+			if r.Code != 3 {
+				t.Errorf("exit %d, want 3", r.Code)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("no exit from the zygote")
+		}
+		<-copied // EIO once the slave's last holder has gone
+		if want := "tty\r\n30 100\r\n1000\r\n"; out.String() != want {
+			t.Errorf("terminal output %q, want %q", out.String(), want)
+		}
+	})
 	for _, c := range []struct {
 		name string
 		req  zygoteRequest
