@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -30,8 +29,9 @@ type listener interface {
 // The port is one byte stream for the VM's whole life, across host
 // reconnects and snapshot restores. A restored clone's guest still runs the
 // original's session when its new host connects and sends a Hello; the
-// session's reader watches for the Hello magic, ends the session there and
-// keeps the Hello for the next handshake, so a reconnect costs no timeout.
+// session's reader (channel.SessionReader) ends the session where the Hello
+// starts, which no session data can pass for, and the Hello is kept for
+// the next handshake, so a reconnect costs no timeout.
 // Writes of an ended session are fenced off, so none of its bytes can
 // follow the next handshake's answer.
 type serialListener struct {
@@ -46,27 +46,21 @@ type serialListener struct {
 // fileConn adapts a session on the port to net.Conn.
 type fileConn struct {
 	l *serialListener
-	r io.Reader
+	r *channel.SessionReader
 
 	mu     sync.Mutex // guards fenced and serialises writes
 	fenced bool
 	broken bool // read side: a new Hello was seen
 }
 
-var errResync = errors.New("host started a new handshake")
-
 func (c *fileConn) Read(p []byte) (int, error) {
 	if c.broken {
-		return 0, errResync
+		return 0, channel.ErrResync
 	}
 	n, err := c.r.Read(p)
-	if i := bytes.Index(p[:n], c.l.magic()); i >= 0 {
-		c.l.pending = append([]byte(nil), p[i:n]...)
+	if errors.Is(err, channel.ErrResync) {
+		c.l.pending = c.r.Rest()
 		c.broken = true
-		if i == 0 {
-			return 0, errResync
-		}
-		return i, nil
 	}
 	return n, err
 }
@@ -98,10 +92,6 @@ type serialAddr struct{}
 
 func (serialAddr) Network() string { return "virtio-serial" }
 func (serialAddr) String() string  { return "fcvm.0" }
-
-func (l *serialListener) magic() []byte { return helloMagic }
-
-var helloMagic = channel.HelloMagic()
 
 // portPath finds the /dev node of the virtio-serial port called name
 // (without udev there is no /dev/virtio-ports symlink).

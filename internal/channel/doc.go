@@ -15,9 +15,12 @@
 // the guest still holds the original's session state. So a session is
 // disposable: either side drops it on any error and the host dials again.
 // The handshake resynchronises a byte stream that may hold stale bytes of
-// an earlier session: the guest skips input until it sees the Hello magic,
-// and the host skips input until it sees the guest's reply carrying the
-// nonce it sent. The Hello also carries the host's generation counter,
+// an earlier session: the guest skips input until it sees the Hello's mark
+// and magic, and the host skips input until it sees the guest's reply
+// carrying the nonce it sent. The host escapes every session byte it sends
+// (escape.go), so the mark that starts a Hello never occurs in a session:
+// a guest reading a live session knows a new Hello (its restored clone's
+// new host) when it sees one, whatever data the session carries. The Hello also carries the host's generation counter,
 // which the guest compares with the last one it saw to learn that it was
 // restored from a snapshot.
 //

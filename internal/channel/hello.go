@@ -11,21 +11,21 @@ import (
 	"time"
 )
 
-// Version is the protocol version both ends must speak.
-const Version = 1
+// Version is the protocol version both ends must speak. Version 2 escapes
+// the host's session bytes (escape.go).
+const Version = 2
 
-// helloMagic starts every Hello. It is long and unusual enough that stale
-// yamux frames never contain it by chance.
+// helloMagic follows helloMark at the start of every Hello. Version 1
+// Hellos had it without the mark, so an end of either version finds the
+// other's Hello and reports the version mismatch instead of timing out.
 var helloMagic = [8]byte{'F', 'C', 'V', 'M', 0xf0, 0x9f, 0x90, 0x9d}
 
-// HelloMagic returns the bytes every Hello starts with, for carriers that
-// watch a live session's input for a new handshake (a restored guest whose
-// host reconnected under it).
-func HelloMagic() []byte { return append([]byte(nil), helloMagic[:]...) }
+// HelloMagic returns the bytes every Hello starts with.
+func HelloMagic() []byte { return append([]byte{helloMark}, helloMagic[:]...) }
 
-// helloSize is the encoded size of a Hello: magic, version (2), flags (2),
-// generation (8), nonce (16).
-const helloSize = 8 + 2 + 2 + 8 + 16
+// helloSize is the encoded size of a Hello: mark, magic, version (2),
+// flags (2), generation (8), nonce (16).
+const helloSize = 1 + 8 + 2 + 2 + 8 + 16
 
 // Hello is the handshake message. The host sends one; the guest answers
 // with the same nonce and its own last-seen generation.
@@ -41,10 +41,11 @@ var ErrVersion = errors.New("channel: protocol version mismatch")
 // MarshalBinary encodes h.
 func (h Hello) MarshalBinary() ([]byte, error) {
 	b := make([]byte, helloSize)
-	copy(b, helloMagic[:])
-	binary.BigEndian.PutUint16(b[8:], h.Version)
-	binary.BigEndian.PutUint64(b[12:], h.Generation)
-	copy(b[20:], h.Nonce[:])
+	b[0] = helloMark
+	copy(b[1:], helloMagic[:])
+	binary.BigEndian.PutUint16(b[9:], h.Version)
+	binary.BigEndian.PutUint64(b[13:], h.Generation)
+	copy(b[21:], h.Nonce[:])
 	return b, nil
 }
 
@@ -53,12 +54,12 @@ func (h *Hello) UnmarshalBinary(b []byte) error {
 	if len(b) != helloSize {
 		return fmt.Errorf("decode hello: %d bytes, want %d", len(b), helloSize)
 	}
-	if !bytes.Equal(b[:8], helloMagic[:]) {
+	if b[0] != helloMark || !bytes.Equal(b[1:9], helloMagic[:]) {
 		return errors.New("decode hello: bad magic")
 	}
-	h.Version = binary.BigEndian.Uint16(b[8:])
-	h.Generation = binary.BigEndian.Uint64(b[12:])
-	copy(h.Nonce[:], b[20:])
+	h.Version = binary.BigEndian.Uint16(b[9:])
+	h.Generation = binary.BigEndian.Uint64(b[13:])
+	copy(h.Nonce[:], b[21:])
 	return nil
 }
 
@@ -66,9 +67,16 @@ func (h *Hello) UnmarshalBinary(b []byte) error {
 // up: a session's in-flight window is at most a few hundred KiB.
 const maxSkip = 16 << 20
 
-// readHello skips input until the magic, then decodes one Hello. br keeps
-// any bytes read past it, which belong to the session that follows.
-func readHello(br *bufio.Reader) (Hello, error) {
+// readHello skips input until a Hello, then decodes it. br keeps any bytes
+// read past it, which belong to the session that follows. The guest wants
+// the mark too (stale session bytes of the host's, escaped, never hold
+// one, so no data can pass for a Hello); the host takes the magic alone,
+// so that a version 1 guest's answer is understood well enough to refuse.
+func readHello(br *bufio.Reader, withMark bool) (Hello, error) {
+	want := helloMagic[:]
+	if withMark {
+		want = HelloMagic()
+	}
 	skipped := 0
 	matched := 0
 	for {
@@ -76,15 +84,17 @@ func readHello(br *bufio.Reader) (Hello, error) {
 		if err != nil {
 			return Hello{}, fmt.Errorf("read hello: %w", err)
 		}
+		// Neither pattern repeats its first byte, so a mismatch restarts
+		// the match at most at this byte.
 		switch {
-		case c == helloMagic[matched]:
+		case c == want[matched]:
 			matched++
-		case c == helloMagic[0]:
+		case c == want[0]:
 			matched = 1
 		default:
 			matched = 0
 		}
-		if matched == len(helloMagic) {
+		if matched == len(want) {
 			break
 		}
 		skipped++
@@ -93,8 +103,9 @@ func readHello(br *bufio.Reader) (Hello, error) {
 		}
 	}
 	rest := make([]byte, helloSize)
-	copy(rest, helloMagic[:])
-	if _, err := io.ReadFull(br, rest[8:]); err != nil {
+	rest[0] = helloMark
+	copy(rest[1:], helloMagic[:])
+	if _, err := io.ReadFull(br, rest[9:]); err != nil {
 		return Hello{}, fmt.Errorf("read hello: %w", err)
 	}
 	var h Hello
@@ -123,7 +134,7 @@ func HostHandshake(rw io.ReadWriter, generation uint64) (guestGen uint64, r io.R
 	}
 	br := bufio.NewReader(rw)
 	for {
-		reply, err := readHello(br)
+		reply, err := readHello(br, false)
 		if err != nil {
 			return 0, nil, fmt.Errorf("host handshake: %w", err)
 		}
@@ -139,10 +150,10 @@ func HostHandshake(rw io.ReadWriter, generation uint64) (guestGen uint64, r io.R
 
 // GuestHandshake waits for the host's Hello on rw and answers it, reporting
 // lastGen (the generation the guest saw before). It returns the host's
-// Hello and a reader for what follows.
-func GuestHandshake(rw io.ReadWriter, lastGen uint64) (Hello, io.Reader, error) {
+// Hello and the session's reader, which unescapes the host's bytes.
+func GuestHandshake(rw io.ReadWriter, lastGen uint64) (Hello, *SessionReader, error) {
 	br := bufio.NewReader(rw)
-	h, err := readHello(br)
+	h, err := readHello(br, true)
 	if err != nil {
 		return Hello{}, nil, fmt.Errorf("guest handshake: %w", err)
 	}
@@ -154,5 +165,5 @@ func GuestHandshake(rw io.ReadWriter, lastGen uint64) (Hello, io.Reader, error) 
 	if h.Version != Version {
 		return h, nil, fmt.Errorf("guest handshake: host speaks version %d, guest %d: %w", h.Version, Version, ErrVersion)
 	}
-	return h, br, nil
+	return h, newSessionReader(br), nil
 }

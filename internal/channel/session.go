@@ -12,13 +12,22 @@ import (
 )
 
 // readConn is a net.Conn whose reads come from a handshake's buffered
-// reader, so bytes read past the Hello are not lost.
+// reader, so bytes read past the Hello are not lost, and, on the host,
+// whose writes are escaped (escape.go).
 type readConn struct {
 	net.Conn
 	r io.Reader
+	w io.Writer // nil: the Conn's own
 }
 
 func (c *readConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (c *readConn) Write(p []byte) (int, error) {
+	if c.w != nil {
+		return c.w.Write(p)
+	}
+	return c.Conn.Write(p)
+}
 
 func yamuxConfig(log *slog.Logger) *yamux.Config {
 	cfg := yamux.DefaultConfig()
@@ -53,7 +62,7 @@ func NewClient(conn net.Conn, generation uint64, log *slog.Logger) (*Client, err
 		return nil, err
 	}
 	conn.SetDeadline(time.Time{})
-	sess, err := yamux.Client(&readConn{Conn: conn, r: r}, yamuxConfig(log))
+	sess, err := yamux.Client(&readConn{Conn: conn, r: r, w: &escapeWriter{w: conn}}, yamuxConfig(log))
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("start session: %w", err)

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/md5"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fcvm/fcvm/internal/channel"
 )
 
 // TestParityVerbs drives start, restart, attach, cp, top, stats and the
@@ -416,6 +419,31 @@ func testCp(t *testing.T, host *hostPodman, vm string) {
 		t.Errorf("cp through a symlink to the container's /: %s", r)
 	} else if b, _ := os.ReadFile(filepath.Join(dst, "h2")); string(b) != hostname {
 		t.Errorf("through the symlink: %q", b)
+	}
+
+	// Data holding the channel's own handshake bytes (the fc-agent binary
+	// does) is data: in by cp and by exec's stdin, and back out.
+	var odd []byte
+	for i := range 2000 {
+		odd = append(odd, channel.HelloMagic()...)
+		odd = append(odd, byte(i), 0xc0, 0xdb, 0xdc, 0xdd)
+	}
+	oddFile := filepath.Join(t.TempDir(), "handshake-bytes")
+	os.WriteFile(oddFile, odd, 0o644)
+	sum := fmt.Sprintf("%x  -\n", md5.Sum(odd))
+	if r := fcvm(t, "cp", oddFile, vm+":/tmp/"); r.code != 0 {
+		t.Fatalf("cp a file holding the handshake's bytes: %s", r)
+	}
+	if r := runQuiet(fcvmCmd(t.Context(), dataDir, "exec", vm, "sh", "-c", "md5sum < /tmp/handshake-bytes"), nil); r.stdout != sum {
+		t.Errorf("the file in the VM: %s, want %s", r, sum)
+	}
+	if r := runQuiet(fcvmCmd(t.Context(), dataDir, "exec", "-i", vm, "md5sum"), odd); r.stdout != sum {
+		t.Errorf("the bytes through exec -i: %s, want %s", r, sum)
+	}
+	if r := fcvm(t, "cp", vm+":/tmp/handshake-bytes", filepath.Join(dst, "odd")); r.code != 0 {
+		t.Errorf("cp it back: %s", r)
+	} else if b, _ := os.ReadFile(filepath.Join(dst, "odd")); !bytes.Equal(b, odd) {
+		t.Errorf("copied back: %d bytes differ from the %d sent", len(b), len(odd))
 	}
 }
 
