@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -236,19 +235,21 @@ func pastaArgs(ports []Port, pidFile string, holder int, root, hostLoopback bool
 func startPasta(cfg Config, n *Network, lv *live, path string) (func(context.Context) error, error) {
 	pidFile := filepath.Join(cfg.RuntimeDir, "pasta.pid")
 	os.Remove(pidFile)
-	logPath := filepath.Join(cfg.RuntimeDir, "pasta.log")
-	logf, err := os.Create(logPath)
+	logf, err := newHelperLog(filepath.Join(cfg.RuntimeDir, "pasta.log"))
 	if err != nil {
 		return nil, fmt.Errorf("pasta log: %w", err)
 	}
-	defer logf.Close()
 	cmd := exec.Command(path, pastaArgs(cfg.Ports, pidFile, n.Holder.PID, os.Geteuid() == 0, cfg.HostLoopback)...)
-	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Stdout, cmd.Stderr = logf.w(), logf.w()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	logf.closeW()
+	if err != nil {
+		logf.drain()
 		return nil, fmt.Errorf("start pasta: %w", err)
 	}
 	lv.procs = append(lv.procs, cmd)
+	lv.logs = append(lv.logs, logf)
 	if p, err := state.ProcessOf(cmd.Process.Pid); err == nil {
 		n.Helper = p
 	}
@@ -256,21 +257,20 @@ func startPasta(cfg Config, n *Network, lv *live, path string) (func(context.Con
 		return waitReady(ctx, "pasta", n.Helper, func() bool {
 			b, err := os.ReadFile(pidFile)
 			return err == nil && len(b) > 0
-		}, logPath)
+		}, logf)
 	}, nil
 }
 
 // waitReady polls until ready says so, the helper exits (its log is then
 // the error), or time runs out.
-func waitReady(ctx context.Context, name string, proc state.Process, ready func() bool, logPath string) error {
+func waitReady(ctx context.Context, name string, proc state.Process, ready func() bool, log *helperLog) error {
 	deadline := time.Now().Add(helperTimeout)
 	for delay := 100 * time.Microsecond; ; delay = min(2*delay, 5*time.Millisecond) {
 		if ready() {
 			return nil
 		}
 		if !proc.Alive() {
-			b, _ := os.ReadFile(logPath)
-			return fmt.Errorf("%s exited before it was ready: %s", name, strings.TrimSpace(string(b)))
+			return fmt.Errorf("%s exited before it was ready: %s", name, log.text())
 		}
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("wait for %s: %w", name, err)

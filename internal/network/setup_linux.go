@@ -26,7 +26,8 @@ type live struct {
 	closers []io.Closer // proxies, the DNS socket
 	wg      sync.WaitGroup
 	procs   []*exec.Cmd // helpers, killed in reverse order
-	alive   *os.File    // holder's lifeline: closing it tells the holder to exit
+	logs    []*helperLog
+	alive   *os.File // holder's lifeline: closing it tells the holder to exit
 }
 
 type sock struct {
@@ -67,6 +68,11 @@ func (lv *live) close() error {
 		c := lv.procs[i]
 		c.Process.Kill()
 		c.Wait()
+	}
+	for _, l := range lv.logs {
+		if err := l.drain(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

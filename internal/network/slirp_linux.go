@@ -48,14 +48,12 @@ func startSlirp(cfg Config, n *Network, lv *live, path string) (func(context.Con
 	}
 	api := filepath.Join(cfg.RuntimeDir, "slirp.sock")
 	os.Remove(api)
-	logPath := filepath.Join(cfg.RuntimeDir, "slirp4netns.log")
-	logf, err := os.Create(logPath)
+	logf, err := newHelperLog(filepath.Join(cfg.RuntimeDir, "slirp4netns.log"))
 	if err != nil {
 		readyW.Close()
 		readyR.Close()
 		return nil, fmt.Errorf("slirp4netns log: %w", err)
 	}
-	defer logf.Close()
 	args := []string{"--configure", "--mtu=65520", "--disable-dns", "--ready-fd=3", "--api-socket=" + api}
 	if !slirpHostLoopback(cfg) {
 		args = append(args, "--disable-host-loopback")
@@ -63,15 +61,18 @@ func startSlirp(cfg Config, n *Network, lv *live, path string) (func(context.Con
 	args = append(args, "--netns-type=path", "--userns-path="+n.UserNS, n.NetNS, uplinkName)
 	cmd := exec.Command(path, args...)
 	cmd.ExtraFiles = []*os.File{readyW}
-	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Stdout, cmd.Stderr = logf.w(), logf.w()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	err = cmd.Start()
 	readyW.Close()
+	logf.closeW()
 	if err != nil {
 		readyR.Close()
+		logf.drain()
 		return nil, fmt.Errorf("start slirp4netns: %w", err)
 	}
 	lv.procs = append(lv.procs, cmd)
+	lv.logs = append(lv.logs, logf)
 	if p, err := state.ProcessOf(cmd.Process.Pid); err == nil {
 		n.Helper = p
 	}
@@ -82,10 +83,10 @@ func startSlirp(cfg Config, n *Network, lv *live, path string) (func(context.Con
 		readyR.Close()
 		close(ready)
 	}()
-	return func(ctx context.Context) error { return slirpReady(ctx, cfg, n, ready, api, logPath) }, nil
+	return func(ctx context.Context) error { return slirpReady(ctx, cfg, n, ready, api, logf) }, nil
 }
 
-func slirpReady(ctx context.Context, cfg Config, n *Network, ready chan struct{}, api, logPath string) error {
+func slirpReady(ctx context.Context, cfg Config, n *Network, ready chan struct{}, api string, logf *helperLog) error {
 	if err := waitReady(ctx, "slirp4netns", n.Helper, func() bool {
 		select {
 		case <-ready:
@@ -93,7 +94,7 @@ func slirpReady(ctx context.Context, cfg Config, n *Network, ready chan struct{}
 		default:
 			return false
 		}
-	}, logPath); err != nil {
+	}, logf); err != nil {
 		return err
 	}
 	for i, p := range cfg.Ports {
