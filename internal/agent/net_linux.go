@@ -79,12 +79,16 @@ func (a *Agent) setupNetwork(n *channel.NetPlan) error {
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("bring %s up: %w", link.Attrs().Name, err)
 	}
-	gw := net.ParseIP(n.Gateway)
-	if gw == nil {
-		return fmt.Errorf("network plan: gateway %q", n.Gateway)
-	}
-	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: link.Attrs().Index, Gw: gw}); err != nil {
-		return fmt.Errorf("default route via %s: %w", gw, err)
+	// A joined namespace (--network ns:) may have no default route: then
+	// neither has the guest.
+	if n.Gateway != "" {
+		gw := net.ParseIP(n.Gateway)
+		if gw == nil {
+			return fmt.Errorf("network plan: gateway %q", n.Gateway)
+		}
+		if err := netlink.RouteReplace(&netlink.Route{LinkIndex: link.Attrs().Index, Gw: gw}); err != nil {
+			return fmt.Errorf("default route via %s: %w", gw, err)
+		}
 	}
 	var rc strings.Builder
 	for _, d := range n.DNS {

@@ -65,7 +65,7 @@ func newRunCmd(env *Env) *cobra.Command {
 	f.IntVarP(&o.MemoryMiB, "memory", "m", 512, "memory in MiB")
 	f.IntVar(&o.DiskMiB, "disk", 4096, "size of the VM's writable disk in MiB (sparse)")
 	f.StringVar(&o.VMM, "vmm", "auto", "VMM: auto, firecracker or qemu")
-	f.StringVar(&o.Network, "network", "rootless", "network: rootless, bridged (root) or none; pasta:--map-gw or slirp4netns:allow_host_loopback=true let the guest reach the host's loopback at 10.0.2.2")
+	f.StringVar(&o.Network, "network", "rootless", "network: rootless, bridged (root), none, or ns:PATH to take over the one interface of an existing network namespace (root); pasta:--map-gw or slirp4netns:allow_host_loopback=true let the guest reach the host's loopback at 10.0.2.2")
 	f.StringArrayVarP(&o.Publish, "publish", "p", nil, "publish a guest port: [IP:]HOSTPORT:GUESTPORT[/tcp|/udp], or [IP::]GUESTPORT for a free host port (see fcvm port)")
 	f.StringVar(&o.Hostname, "hostname", "", "the container's host name (default: the short ID)")
 	f.BoolVar(&o.Replace, "replace", false, "remove a VM of the same --name first (stopping it if it runs)")

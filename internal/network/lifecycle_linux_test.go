@@ -273,7 +273,7 @@ func TestBadConfig(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{Config{Mode: "host", ID: "0123456789"}, "must be rootless, bridged or none"},
+		{Config{Mode: "host", ID: "0123456789"}, "must be rootless, bridged, none or ns:PATH"},
 		{Config{Mode: ModeNone, ID: "0123456789", Ports: ports}, "--network none"},
 		{Config{Mode: ModeBridged, ID: "xyz"}, "shorter than 8"},
 		{Config{Mode: ModeBridged, ID: "0123456789", DataDir: "/x", DNS: []string{"dns.example"}}, "not IP or IP:port"},

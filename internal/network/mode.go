@@ -2,6 +2,7 @@ package network
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 )
 
@@ -15,13 +16,16 @@ type Spec struct {
 	// HostLoopback opens the host's loopback to a rootless guest, at
 	// HostLoopbackIP (see Config.HostLoopback).
 	HostLoopback bool
+	// NetNS is the namespace a ModeNS VM joins: an absolute path.
+	NetNS string
 }
 
-// ParseMode parses a --network value: rootless, bridged or none, or, in
+// ParseMode parses a --network value: rootless, bridged, none or ns:PATH, or, in
 // podman's spelling, pasta[:OPTIONS] or slirp4netns[:OPTIONS] for
 // rootless with that helper. The only options are the ones that open the
 // host's loopback to the guest: pasta:--map-gw and
-// slirp4netns:allow_host_loopback=true. Errors are one line, for the user.
+// slirp4netns:allow_host_loopback=true. ns:PATH joins the network
+// namespace at PATH (see ModeNS). Errors are one line, for the user.
 func ParseMode(s string) (Spec, error) {
 	name, opts, hasOpts := strings.Cut(s, ":")
 	bad := func(why string) (Spec, error) {
@@ -34,10 +38,15 @@ func ParseMode(s string) (Spec, error) {
 			return bad(fmt.Sprintf("%s takes no options (pasta:--map-gw and slirp4netns:allow_host_loopback=true are rootless with options)", name))
 		}
 		return Spec{Mode: name}, nil
+	case ModeNS:
+		if !filepath.IsAbs(opts) || filepath.Clean(opts) != opts {
+			return bad("ns takes the absolute, clean path of a network namespace, as ns:/run/netns/NAME")
+		}
+		return Spec{Mode: ModeNS, NetNS: opts}, nil
 	case "pasta", "slirp4netns":
 		sp = Spec{Mode: ModeRootless, UserNet: name}
 	default:
-		return bad("must be rootless, bridged or none (or pasta[:--map-gw] or slirp4netns[:allow_host_loopback=true] for rootless with that helper)")
+		return bad("must be rootless, bridged, none or ns:PATH (or pasta[:--map-gw] or slirp4netns[:allow_host_loopback=true] for rootless with that helper)")
 	}
 	if !hasOpts {
 		return sp, nil

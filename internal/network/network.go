@@ -49,6 +49,10 @@ const (
 	ModeRootless = "rootless"
 	ModeBridged  = "bridged"
 	ModeNone     = "none"
+	// ModeNS joins a network namespace made by someone else (CNI, ip
+	// netns): the VM takes over its one interface, address, MAC and
+	// default route, as kata-containers does with tc redirects.
+	ModeNS = "ns"
 )
 
 // Errors callers may branch on.
@@ -93,8 +97,8 @@ func (e *PortInUseError) Unwrap() []error { return []error{ErrPortInUse, e.Err} 
 
 // Config is what one VM's network is made from.
 type Config struct {
-	// Mode is the --network value (see ParseMode): rootless, bridged or
-	// none, or pasta[:OPTIONS] or slirp4netns[:OPTIONS].
+	// Mode is the --network value (see ParseMode): rootless, bridged,
+	// none or ns:PATH, or pasta[:OPTIONS] or slirp4netns[:OPTIONS].
 	Mode string
 	// ID is the VM's ID (at least 8 hex digits); host-side names derive
 	// from its first 8.
@@ -120,7 +124,9 @@ type Config struct {
 	// pasta:--map-gw. Off, the guest reaches nothing on the host's
 	// loopback (podman's default too).
 	HostLoopback bool
-	Log          *slog.Logger
+	// JoinNetNS is the namespace mode ns joins (from ns:PATH).
+	JoinNetNS string
+	Log       *slog.Logger
 
 	// guestVeth makes the guest-facing device a veth pair (TAPName with
 	// its peer guestPeer) instead of a TAP, so that tests can put a real
@@ -162,7 +168,8 @@ type Network struct {
 
 	// What Reclaim needs.
 	UserNet string        `json:"user_net,omitempty"` // pasta or slirp4netns
-	Link    string        `json:"link,omitempty"`     // host side of the veth
+	Link    string        `json:"link,omitempty"`     // host side of the veth; ns: the joined interface
+	Ingress bool          `json:"ingress,omitempty"`  // ns: Link's ingress qdisc is ours
 	Table   string        `json:"table,omitempty"`    // host nftables table (family ip)
 	Lease   string        `json:"lease,omitempty"`    // lease file
 	Holder  state.Process `json:"holder,omitzero"`    // rootless namespace holder
@@ -186,6 +193,9 @@ func (c *Config) validate() error {
 		return fmt.Errorf("--network %q: the configuration asks for %s", c.Mode, c.UserNet)
 	}
 	c.Mode, c.HostLoopback = sp.Mode, c.HostLoopback || sp.HostLoopback
+	if sp.Mode == ModeNS {
+		c.JoinNetNS = sp.NetNS
+	}
 	if sp.UserNet != "" {
 		c.UserNet = sp.UserNet
 	}
@@ -202,6 +212,9 @@ func (c *Config) validate() error {
 	}
 	if c.Mode == ModeNone && len(c.Ports) > 0 {
 		return errors.New("-p with --network none: a VM without a network publishes nothing; use --network rootless or bridged")
+	}
+	if c.Mode == ModeNS && len(c.Ports) > 0 {
+		return errors.New("-p with --network ns:PATH: the namespace's owner routes to its address; publish ports there, or use --network rootless or bridged")
 	}
 	if err := checkPorts(c.Ports); err != nil {
 		return err

@@ -93,11 +93,13 @@ func Setup(ctx context.Context, cfg Config) (n *Network, err error) {
 	if cfg.Mode == ModeNone {
 		return n, nil
 	}
-	n.TAP, n.GuestIP, n.GatewayIP, n.GuestMAC, n.PrefixLen = TAPName, GuestIP, GatewayIP, GuestMAC, PrefixLen
-	n.DNS = []string{GatewayIP}
 	upstreams, err := upstreamsOf(cfg.DNS)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Mode != ModeNS {
+		n.TAP, n.GuestIP, n.GatewayIP, n.GuestMAC, n.PrefixLen = TAPName, GuestIP, GatewayIP, GuestMAC, PrefixLen
+		n.DNS = []string{GatewayIP}
 	}
 	lv := &live{}
 	n.live = lv
@@ -114,6 +116,8 @@ func Setup(ctx context.Context, cfg Config) (n *Network, err error) {
 		err = setupBridged(cfg, n, lv, upstreams)
 	case ModeRootless:
 		err = setupRootless(ctx, cfg, n, lv, upstreams)
+	case ModeNS:
+		err = setupJoined(cfg, n, upstreams)
 	}
 	return n, err
 }
@@ -185,6 +189,11 @@ func (n *Network) remove() error {
 			}
 		}
 	}
+	if n.Mode == ModeNS && n.NetNS != "" {
+		if err := removeJoined(n.NetNS, n.Link, n.TAP, n.Ingress); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if n.Mode == ModeBridged {
 		ns := ""
 		if n.NetNS != "" {
@@ -231,7 +240,7 @@ func (n *Network) StartProcess(cmd *exec.Cmd) error {
 		return cmd.Err
 	}
 	switch n.Mode {
-	case ModeBridged:
+	case ModeBridged, ModeNS:
 		return inNetNS(n.NetNS, cmd.Start)
 	case ModeRootless:
 		nsenter, err := exec.LookPath("nsenter")

@@ -125,6 +125,16 @@ func TestLaunchOptions(t *testing.T) {
 	if o, err := launchOptions(spec); err != nil || o.MemoryMiB != 256 {
 		t.Errorf("memory annotation: %v %d", err, o.MemoryMiB)
 	}
+	spec.Linux = &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.PIDNamespace}, {Type: specs.NetworkNamespace, Path: "/run/netns/pod1"}}}
+	spec.Annotations = nil
+	if o, err := launchOptions(spec); err != nil || o.Network != "ns:/run/netns/pod1" {
+		t.Errorf("network namespace in the spec: network %q, %v; want ns:/run/netns/pod1", o.Network, err)
+	}
+	spec.Annotations = map[string]string{annotationNetwork: "bridged"}
+	if _, err := launchOptions(spec); err == nil || !strings.Contains(err.Error(), "given the network namespace /run/netns/pod1 already") {
+		t.Errorf("network annotation with a namespace in the spec: %v", err)
+	}
+	spec.Linux = nil
 	spec.Annotations = map[string]string{annotationCRIType: "sandbox"}
 	if _, err := launchOptions(spec); err == nil || !strings.Contains(err.Error(), "pods are not supported") {
 		t.Errorf("CRI sandbox: %v", err)

@@ -280,8 +280,10 @@ const (
 
 // launchOptions maps the OCI spec onto fcvm's run options: the process
 // replaces the image's entrypoint and cmd (containerd's client resolved
-// them already), env, workdir and user as given. The network defaults to
-// none, what a runc container without CNI gets.
+// them already), env, workdir and user as given. A network namespace
+// given in the spec (CNI's, ctr --with-ns) is joined: the VM takes over
+// its interface (--network ns:PATH). Without one the network is none,
+// what a runc container without CNI gets.
 func launchOptions(spec *specs.Spec) (supervisor.Options, error) {
 	p := spec.Process
 	o := supervisor.Options{
@@ -305,6 +307,12 @@ func launchOptions(spec *specs.Spec) (supervisor.Options, error) {
 	if t := spec.Annotations[annotationCRIType]; t != "" {
 		return o, fmt.Errorf("CRI %s: pods are not supported by fcvm's shim yet (one VM per container, started by ctr): run the pod with another runtime class", t)
 	}
+	if path := specNetNS(spec); path != "" {
+		if v, ok := spec.Annotations[annotationNetwork]; ok {
+			return o, fmt.Errorf("annotation %s=%s: the container is given the network namespace %s already: drop the annotation", annotationNetwork, v, path)
+		}
+		o.Network = "ns:" + path
+	}
 	for k, v := range spec.Annotations {
 		if !strings.HasPrefix(k, "fcvm.io/") {
 			continue
@@ -325,6 +333,20 @@ func launchOptions(spec *specs.Spec) (supervisor.Options, error) {
 		}
 	}
 	return o, o.Validate()
+}
+
+// specNetNS is the path of the network namespace the spec puts the
+// container in, "" for a new one (or none).
+func specNetNS(spec *specs.Spec) string {
+	if spec.Linux == nil {
+		return ""
+	}
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace {
+			return ns.Path
+		}
+	}
+	return ""
 }
 
 // Start starts the container (init) or an exec, and returns once it runs.

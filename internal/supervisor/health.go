@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -98,6 +99,10 @@ func guestAddr(n state.Network, guestPort int, flag string) (string, error) {
 	port := strconv.Itoa(guestPort)
 	if n.Mode == network.ModeBridged && n.HostIP != "" {
 		return n.HostIP + ":" + port, nil
+	}
+	if sp, err := network.ParseMode(n.Mode); err == nil && sp.Mode == network.ModeNS && n.GuestIP != "" {
+		// The guest has the namespace's address, which its owner routes.
+		return net.JoinHostPort(n.GuestIP, port), nil
 	}
 	for _, p := range n.Ports {
 		if p.GuestPort == guestPort && p.Proto == "tcp" {

@@ -108,8 +108,12 @@ func (o *Options) Validate() error {
 	if err := validDriver(o.VMM); err != nil { // drivers.go
 		return err
 	}
-	if _, err := network.ParseMode(o.Network); err != nil {
+	sp, err := network.ParseMode(o.Network)
+	if err != nil {
 		return err
+	}
+	if len(o.Publish) > 0 && sp.Mode == network.ModeNS {
+		return errors.New("-p with --network ns:PATH: the namespace's owner routes to its address; publish ports there, or use --network rootless or bridged")
 	}
 	if o.Image == "" {
 		return errors.New("no image: give an image reference, e.g. fcvm run busybox echo hi")

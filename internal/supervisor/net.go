@@ -102,8 +102,15 @@ func (vm *VM) setupNetwork(ctx context.Context, dirs datadir.Dirs, mode string, 
 // checkNetworkPrivileges refuses a mode this user cannot run before any
 // image or disk work, so the error comes first and costs nothing.
 func checkNetworkPrivileges(mode string) error {
-	if mode == network.ModeBridged && os.Geteuid() != 0 {
+	sp, err := network.ParseMode(mode)
+	if err != nil || os.Geteuid() == 0 {
+		return err
+	}
+	switch sp.Mode {
+	case network.ModeBridged:
 		return fmt.Errorf("%w: run fcvm as root, or use --network rootless", network.ErrNeedRoot)
+	case network.ModeNS:
+		return fmt.Errorf("%w: joining a network namespace (--network ns:) takes root", network.ErrNeedRoot)
 	}
 	return nil
 }

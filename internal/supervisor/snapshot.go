@@ -15,6 +15,7 @@ import (
 	"github.com/fcvm/fcvm/internal/atomicfile"
 	"github.com/fcvm/fcvm/internal/channel"
 	"github.com/fcvm/fcvm/internal/datadir"
+	"github.com/fcvm/fcvm/internal/network"
 	"github.com/fcvm/fcvm/internal/snapshot"
 	"github.com/fcvm/fcvm/internal/state"
 	"github.com/fcvm/fcvm/internal/storage"
@@ -70,6 +71,9 @@ func CreateSnapshot(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, na
 	if len(rec.Volumes) > 0 {
 		return nil, fmt.Errorf("VM %s has volumes (-v), which do not survive a snapshot restore: snapshot a VM without volumes", nameOrID)
 	}
+	if err := snapshotsNetwork(nameOrID, rec.Network.Mode); err != nil {
+		return nil, err
+	}
 	conn, payload, err := dialControl(ctx, rec.RuntimeDir, controlRequest{Request: channel.Request{Kind: KindSnapshot}, Tag: tag})
 	if err != nil {
 		var ge *channel.GuestError
@@ -102,6 +106,9 @@ func (vm *VM) Snapshot(ctx context.Context, tag string) (*snapshot.Manifest, err
 	}
 	if len(vm.Record.Volumes) > 0 {
 		return nil, fmt.Errorf("VM %s has volumes (-v), which do not survive a snapshot restore: snapshot a VM without volumes", vm.Record.Name)
+	}
+	if err := snapshotsNetwork(vm.Record.Name, vm.Record.Network.Mode); err != nil {
+		return nil, err
 	}
 	vm.snapMu.Lock()
 	defer vm.snapMu.Unlock()
@@ -168,6 +175,16 @@ func (vm *VM) Snapshot(ctx context.Context, tag string) (*snapshot.Manifest, err
 	ok = true
 	vm.log.Info("snapshot created", "tag", tag)
 	return m, nil
+}
+
+// snapshotsNetwork refuses a VM that joined a network namespace: every
+// clone would come up with its address and MAC, in a namespace one VM
+// already holds.
+func snapshotsNetwork(name, mode string) error {
+	if sp, err := network.ParseMode(mode); err == nil && sp.Mode == network.ModeNS {
+		return fmt.Errorf("VM %s joined the network namespace %s (--network ns:), whose one address its clones cannot share: snapshot a VM with another network", name, sp.NetNS)
+	}
+	return nil
 }
 
 // checkSpace fails when dir's filesystem cannot hold extra bytes and

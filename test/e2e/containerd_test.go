@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,8 +18,10 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+	"github.com/vishvananda/netlink"
 
 	"github.com/fcvm/fcvm/internal/imagetest"
+	"github.com/fcvm/fcvm/internal/nettest"
 	"github.com/fcvm/fcvm/internal/network"
 )
 
@@ -421,6 +424,40 @@ func TestContainerdShim(t *testing.T) {
 		}
 		c.ctr(nil, "container", "rm", "long")
 		c.assertGone(t, "long", pid)
+	})
+
+	t.Run("with-netns", func(t *testing.T) {
+		// A namespace as CNI makes a pod's: the VM takes over its
+		// interface (--network ns:), reaches what it routes to, and
+		// leaves it as it was.
+		pod, podIP := nettest.ServerNS(t, "fcctrd0", netip.MustParsePrefix("10.97.8.1/30"))
+		path := fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(pod))
+		ln, err := net.Listen("tcp4", "10.97.8.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		serveText(t, ln, "through-the-pod-namespace")
+		r := c.ctr(nil, append(run, "--rm", "--with-ns", "network:"+path, img, "netns1", "sh", "-c",
+			fmt.Sprintf("ip -4 -o addr show eth0; wget -q -O - http://%s/", ln.Addr()))...)
+		if r.code != 0 || !strings.Contains(r.stdout, " "+podIP.String()+"/30 ") || !strings.HasSuffix(r.stdout, "through-the-pod-namespace") {
+			t.Errorf("ctr run --with-ns network:PATH: want the namespace's address %s and the host's page, got %s", podIP, r)
+		}
+		c.assertGone(t, "netns1", 0)
+		h, err := netlink.NewHandleAt(pod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		if _, err := h.LinkByName(network.TAPName); err == nil {
+			t.Errorf("%s left in the pod's namespace", network.TAPName)
+		}
+		// A namespace with a network annotation too: which one is meant
+		// is not guessed.
+		r = c.ctr(nil, append(run, "--rm", "--with-ns", "network:"+path, "--annotation", "fcvm.io/network=bridged", img, "netns2", "true")...)
+		if r.code == 0 || !strings.Contains(r.stderr, "drop the annotation") {
+			t.Errorf("namespace and fcvm.io/network: want a clear error, got %s", r)
+		}
+		c.assertGone(t, "netns2", 0)
 	})
 
 	t.Run("shim-sigterm", func(t *testing.T) {

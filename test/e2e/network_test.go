@@ -74,6 +74,10 @@ func TestNetwork(t *testing.T) {
 			testNetMode(t, ref, mode, remember)
 		})
 	}
+	t.Run("ns", func(t *testing.T) {
+		t.Parallel()
+		testNetNS(t, ref)
+	})
 }
 
 // netImage is busybox plus a static UDP echo server (Debian's busybox nc
@@ -455,10 +459,14 @@ func testNetBadInput(t *testing.T, ref string) {
 
 // netRecord is the part of ls --json the network tests read.
 type netRecord struct {
-	ID     string `json:"id"`
-	Name   string `json:"name"`
-	Status string `json:"status"`
-	Health string `json:"health"`
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	Status  string `json:"status"`
+	Health  string `json:"health"`
+	Network struct {
+		Mode    string `json:"mode"`
+		GuestIP string `json:"guest_ip"`
+	} `json:"network"`
 }
 
 func netLS(t *testing.T, name string) *netRecord {
@@ -603,7 +611,14 @@ func httpGet(t *testing.T, url string) string {
 
 func udpEcho(t *testing.T, port int, msg string) string {
 	t.Helper()
-	c, err := net.Dial("udp4", fmt.Sprintf("127.0.0.1:%d", port))
+	return udpEchoAt(t, fmt.Sprintf("127.0.0.1:%d", port), msg)
+}
+
+// udpEchoAt sends msg to addr until an answer comes, for 10 s; "" if none
+// does.
+func udpEchoAt(t *testing.T, addr, msg string) string {
+	t.Helper()
+	c, err := net.Dial("udp4", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
