@@ -73,6 +73,14 @@ func (a *Agent) setupNetwork(n *channel.NetPlan) error {
 	if err != nil {
 		return fmt.Errorf("network plan: address %q: %w", n.Address, err)
 	}
+	if n.MTU != 0 {
+		if n.MTU < 576 || n.MTU > 65535 {
+			return fmt.Errorf("network plan: MTU %d out of range", n.MTU)
+		}
+		if err := netlink.LinkSetMTU(link, n.MTU); err != nil {
+			return fmt.Errorf("set MTU %d: %w", n.MTU, err)
+		}
+	}
 	if err := netlink.AddrReplace(link, addr); err != nil {
 		return fmt.Errorf("set address %s: %w", n.Address, err)
 	}

@@ -141,6 +141,9 @@ type NetPlan struct {
 	Gateway string   `json:"gateway"`
 	MAC     string   `json:"mac"`
 	DNS     []string `json:"dns,omitempty"`
+	// MTU of the interface, when not the default 1500: a joined
+	// namespace's (--network ns:), whose network may carry less.
+	MTU int `json:"mtu,omitempty"`
 }
 
 // VolumePlan is one volume the guest mounts with FUSE.

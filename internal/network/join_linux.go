@@ -66,6 +66,9 @@ func setupJoined(cfg Config, n *Network, upstreams []netip.AddrPort) error {
 		n.GatewayIP = gw.String()
 	}
 	n.GuestMAC = up.Attrs().HardwareAddr.String()
+	if mtu := up.Attrs().MTU; mtu != 1500 {
+		n.MTU = mtu
+	}
 	n.DNS = joinedDNS(upstreams, cfg.Log)
 
 	err = inNetNS(path, func() error {

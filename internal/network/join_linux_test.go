@@ -47,6 +47,9 @@ func TestJoinNetNS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := hp.LinkSetMTU(eth, 1400); err != nil {
+		t.Fatal(err)
+	}
 	before := snapshot(t)
 
 	n, err := joinNet(t, path, []string{"127.0.0.1:5353", "10.97.4.1"})
@@ -55,8 +58,11 @@ func TestJoinNetNS(t *testing.T) {
 	}
 	t.Logf("network: %s", mustJSON(n))
 	want := [...]string{podIP.String(), "10.97.4.1", eth.Attrs().HardwareAddr.String(), path, "eth0", TAPName}
-	if got := [...]string{n.GuestIP, n.GatewayIP, n.GuestMAC, n.NetNS, n.Link, n.TAP}; got != want || n.PrefixLen != 30 {
-		t.Fatalf("guest side %v /%d, want %v /30", got, n.PrefixLen, want)
+	if got := [...]string{n.GuestIP, n.GatewayIP, n.GuestMAC, n.NetNS, n.Link, n.TAP}; got != want || n.PrefixLen != 30 || n.MTU != 1400 {
+		t.Fatalf("guest side %v /%d MTU %d, want %v /30 MTU 1400", got, n.PrefixLen, n.MTU, want)
+	}
+	if tap, err := hp.LinkByName(TAPName); err != nil || tap.Attrs().MTU != 1400 {
+		t.Errorf("%s in the namespace: %v, want MTU 1400", TAPName, err)
 	}
 	// The host's loopback resolver is not the namespace's to reach.
 	if !slices.Equal(n.DNS, []string{"10.97.4.1"}) {

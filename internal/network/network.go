@@ -157,6 +157,9 @@ type Network struct {
 	GuestMAC  string   `json:"guest_mac,omitempty"`
 	PrefixLen int      `json:"prefix_len,omitempty"`
 	DNS       []string `json:"dns,omitempty"`
+	// MTU is the guest interface's, when not 1500 (mode ns: the joined
+	// interface's).
+	MTU int `json:"mtu,omitempty"`
 	// HostIP is where the host reaches the guest on any port (bridged:
 	// the namespace's veth address, NATed one to one to the guest); ""
 	// in rootless mode, where only published ports reach it.

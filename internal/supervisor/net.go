@@ -85,6 +85,7 @@ func (vm *VM) setupNetwork(ctx context.Context, dirs datadir.Dirs, mode string, 
 		Gateway: n.GatewayIP,
 		MAC:     n.GuestMAC,
 		DNS:     n.DNS,
+		MTU:     n.MTU,
 	}
 	cfg.Net = &vmm.Net{TAP: n.TAP, MAC: n.GuestMAC}
 	// QEMU is started through StartProcess (which also enters rootless

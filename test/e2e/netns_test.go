@@ -31,6 +31,10 @@ func testNetNS(t *testing.T, ref string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// An overlay network's MTU, which the guest must take too.
+	if err := h.LinkSetMTU(eth, 1400); err != nil {
+		t.Fatal(err)
+	}
 
 	t.Run("bad-input", func(t *testing.T) {
 		for _, tc := range []struct {
@@ -84,6 +88,9 @@ func testNetNS(t *testing.T, ref string) {
 	r = netRun(t, nil, "exec", name, "wget", "-q", "-O", "-", fmt.Sprintf("http://%s/", ln.Addr()))
 	if r.code != 0 || r.stdout != secret {
 		t.Errorf("container fetching the host's page through the namespace's route (want %q): %s", secret, r)
+	}
+	if r := netRun(t, nil, "exec", name, "cat", "/sys/class/net/eth0/mtu"); r.stdout != "1400\n" {
+		t.Errorf("guest MTU: want the namespace interface's 1400, got %s", r)
 	}
 	r = netRun(t, nil, "snapshot", "create", name, "--tag", name)
 	if r.code == 0 || !strings.Contains(r.stderr, "joined the network namespace") {
