@@ -40,8 +40,10 @@
 // Firecracker) and lets os/exec kill the process after the grace period
 // (exec.Cmd.Cancel and WaitDelay). The serial console goes through a
 // pipe into cfg.ConsoleLog, which rotates at rotatelog.DefaultLimit so a
-// guest cannot fill the disk; Firecracker's log and stderr go to
-// RuntimeDir/firecracker.log, and its last lines are added to errors.
+// guest cannot fill the disk; Firecracker's log (PUT /logger names a
+// FIFO, inside the jail when jailed) and its stderr are copied into
+// RuntimeDir/firecracker.log, capped the same way, and its last lines are
+// added to errors.
 //
 // In jailer mode (Options.Jailer) the jailer chroots, drops privileges,
 // applies cgroups and joins the netns, and every file is hard-linked into

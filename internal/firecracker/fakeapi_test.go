@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -136,6 +137,22 @@ func (f *fakeAPI) handleLocked(c call, method, path string, body []byte) (int, [
 				return 400, fault("The microVM is not running."), nil
 			}
 			return 204, nil, f.onCtrlAltDel
+		}
+	case method == "PUT" && path == "/logger":
+		// Firecracker opens log_path for appending and logs there.
+		var l Logger
+		json.Unmarshal(body, &l)
+		if lf, err := os.OpenFile(filepath.Join(f.root, l.LogPath), os.O_WRONLY|os.O_APPEND, 0); err == nil {
+			fmt.Fprintln(lf, "stand-in logger: configured")
+			if n, _ := strconv.Atoi(os.Getenv("FCVM_TEST_LOG_FLOOD")); n > 0 {
+				// A guest making the VMM log without end.
+				line := []byte(strings.Repeat("y", 1023) + "\n")
+				for range n >> 10 {
+					lf.Write(line)
+				}
+				fmt.Fprintln(lf, "stand-in logger: last line")
+			}
+			lf.Close()
 		}
 	case method == "PATCH" && path == "/vm":
 		var v vmBody

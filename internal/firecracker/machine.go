@@ -24,9 +24,9 @@ type Machine struct {
 	cmd    *exec.Cmd
 	client *Client
 	plan   *plan
-	// Host paths. In a jail the log is inside it while the process runs,
-	// and moved to finalLog (outside) when it exits.
-	apiSock, vsock, logPath, finalLog string
+	// Host paths. The log is always outside the jail: Firecracker writes
+	// a FIFO (in the jail, if jailed) that this process copies into it.
+	apiSock, vsock, logPath string
 
 	// cancel ends cmd's context: os/exec then calls cmd.Cancel (Ctrl-Alt-Del
 	// or kill) and kills the process once cmd.WaitDelay has passed.
@@ -65,16 +65,9 @@ func (m *Machine) Client() *Client { return m.client }
 // VsockPath is the host side of the guest's vsock device.
 func (m *Machine) VsockPath() string { return m.vsock }
 
-// LogPath is the file holding Firecracker's log and stderr. A jailed
-// Firecracker's log is moved out of the jail, to RuntimeDir, when it exits.
-func (m *Machine) LogPath() string {
-	select {
-	case <-m.done:
-		return m.finalLog
-	default:
-		return m.logPath
-	}
-}
+// LogPath is the file holding Firecracker's log and stderr, in RuntimeDir
+// (jailed or not), capped as rotatelog caps it.
+func (m *Machine) LogPath() string { return m.logPath }
 
 // DialChannel connects to fc-agent on ChannelPort.
 func (m *Machine) DialChannel(ctx context.Context) (net.Conn, error) {

@@ -40,6 +40,7 @@ const (
 	apiSocketName = "firecracker.sock"
 	vsockName     = "vsock.sock"
 	logName       = "firecracker.log"
+	logFIFOName   = "firecracker.log.fifo"
 	metricsName   = "firecracker.metrics"
 )
 
@@ -236,7 +237,7 @@ func vmConfig(cfg vmm.Config, o *Options, p *plan) (*VMConfig, error) {
 	if o.BootPlan != nil && !json.Valid(o.BootPlan) {
 		return nil, errors.New("config Options.BootPlan: not valid JSON")
 	}
-	logVM, _ := p.own(logName)
+	logVM, _ := p.own(logFIFOName)
 	c := &VMConfig{
 		Logger: &Logger{LogPath: logVM, Level: o.logLevel(), ShowLevel: true},
 		MachineConfig: &MachineConfig{
@@ -325,7 +326,7 @@ func restoreRequests(cfg vmm.Config, o *Options, ro RestoreOptions, p *plan) ([]
 	if o.BootPlan != nil && cfg.Net == nil {
 		return nil, errors.New("config Options.BootPlan: MMDS needs a network interface (cfg.Net)")
 	}
-	logVM, _ := p.own(logName)
+	logVM, _ := p.own(logFIFOName)
 	reqs := []Request{PutLogger(Logger{LogPath: logVM, Level: o.logLevel(), ShowLevel: true})}
 	if o.Metrics {
 		m, _ := p.own(metricsName)

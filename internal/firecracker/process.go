@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/fcvm/fcvm/internal/rotatelog"
@@ -26,7 +27,8 @@ func (d *Driver) launch(ctx context.Context, cfg vmm.Config, p *plan, configFile
 	log := d.opts.logger()
 	bin := d.binaryPath()
 	apiVM, apiHost := p.own(apiSocketName)
-	_, logHost := p.own(logName)
+	_, logFIFO := p.own(logFIFOName)
+	logPath := filepath.Join(cfg.RuntimeDir, logName)
 	_, vsockHost := p.own(vsockName)
 	_, metricsHost := p.own(metricsName)
 
@@ -55,9 +57,6 @@ func (d *Driver) launch(ctx context.Context, cfg vmm.Config, p *plan, configFile
 		if err := os.Remove(s); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("remove stale socket: %w", err)
 		}
-	}
-	if err := touch(logHost, uid, gid); err != nil {
-		return nil, fmt.Errorf("create firecracker log: %w", err)
 	}
 	if d.opts.Metrics {
 		if err := touch(metricsHost, uid, gid); err != nil {
@@ -92,11 +91,24 @@ func (d *Driver) launch(ctx context.Context, cfg vmm.Config, p *plan, configFile
 		netns = "" // the jailer joins it itself
 	}
 
-	stderr, err := os.OpenFile(logHost, os.O_WRONLY|os.O_APPEND, 0)
+	// Firecracker's log (PUT /logger names the FIFO) and its stderr go
+	// through a FIFO into a log that rotates at a cap: a guest can make
+	// the VMM log (its device errors, its rate-limited events), and a
+	// file would grow as it pleases. The log stays outside any jail.
+	lw, err := rotatelog.Create(logPath, 0)
 	if err != nil {
-		return nil, fmt.Errorf("open firecracker log: %w", err)
+		return nil, fmt.Errorf("create firecracker log: %w", err)
 	}
-	defer stderr.Close()
+	fwLog, err := rotatelog.NewFIFO(logFIFO, lw, uid, gid)
+	if err != nil {
+		return nil, fmt.Errorf("create firecracker log: %w", err)
+	}
+	// Drained by the machine's cleanup once it runs, or by undo if it
+	// never does: whichever comes first.
+	drainLog := sync.OnceValue(fwLog.Drain)
+	undo = append(undo, drainLog)
+	stderr := fwLog.W
+	defer stderr.Close() // Firecracker has its own
 	// The serial console goes through a pipe into a log that rotates at
 	// a cap: the guest writes it, as much as it likes.
 	var console *rotatelog.Pipe
@@ -127,36 +139,33 @@ func (d *Driver) launch(ctx context.Context, cfg vmm.Config, p *plan, configFile
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	cmd.SysProcAttr = sysProcAttr()
 	m := &Machine{
-		log:      log,
-		cmd:      cmd,
-		client:   NewClient(apiHost),
-		plan:     p,
-		apiSock:  apiHost,
-		vsock:    vsockHost,
-		logPath:  logHost,
-		finalLog: logHost,
-		cancel:   cancel,
-		done:     make(chan struct{}),
+		log:     log,
+		cmd:     cmd,
+		client:  NewClient(apiHost),
+		plan:    p,
+		apiSock: apiHost,
+		vsock:   vsockHost,
+		logPath: logPath,
+		cancel:  cancel,
+		done:    make(chan struct{}),
 	}
 	cmd.Cancel = m.interrupt
-	if p.jailRoot != "" {
-		m.finalLog = filepath.Join(cfg.RuntimeDir, logName)
-	}
 	m.cleanup = func() error {
 		m.client.Close()
 		var errs []error
 		if console != nil {
-			// Before done is closed, so that the log is complete when
-			// Wait returns.
+			// Before done is closed, so that the logs are complete
+			// when Wait returns.
 			errs = append(errs, console.Drain())
 		}
+		errs = append(errs, drainLog())
 		for _, s := range []string{apiHost, vsockHost} {
 			if err := os.Remove(s); err != nil && !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, err)
 			}
 		}
 		if p.jailRoot != "" {
-			errs = append(errs, moveFile(logHost, m.finalLog), removeJail(p.jailRoot))
+			errs = append(errs, removeJail(p.jailRoot))
 		}
 		return errors.Join(errs...)
 	}

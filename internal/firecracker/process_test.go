@@ -119,6 +119,40 @@ func TestConsoleLogIsCapped(t *testing.T) {
 	}
 }
 
+// TestFirecrackerLogIsCapped has the stand-in log 20 MiB through the
+// logger it is given (a FIFO), as a VMM made to log by its guest would:
+// the log keeps the newest lines within its cap, outside any jail.
+func TestFirecrackerLogIsCapped(t *testing.T) {
+	dir := t.TempDir()
+	d, _ := standinDriver(t, "api", Options{})
+	t.Setenv("FCVM_TEST_LOG_FLOOD", strconv.Itoa(20<<20))
+	cfg := minimalConfig(dir)
+	m, err := d.StartMachine(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopMachine(t, m)
+	if m.LogPath() != filepath.Join(cfg.RuntimeDir, logName) {
+		t.Errorf("log at %s, want it in the runtime dir", m.LogPath())
+	}
+	for _, p := range []string{m.LogPath(), m.LogPath() + ".1"} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Size() > rotatelog.DefaultLimit {
+			t.Errorf("%s holds %d bytes, over the cap of %d", p, st.Size(), rotatelog.DefaultLimit)
+		}
+	}
+	want := "stand-in logger: last line\n"
+	if end, err := rotatelog.Tail(m.LogPath(), int64(len(want))); err != nil || string(end) != want {
+		t.Errorf("firecracker log ends %q, %v: want the last line logged", end, err)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.RuntimeDir, logFIFOName)); !os.IsNotExist(err) {
+		t.Errorf("log FIFO left behind: %v", err)
+	}
+}
+
 func TestStopGracePeriod(t *testing.T) {
 	t.Run("guest powers off", func(t *testing.T) {
 		d, rec := standinDriver(t, "api", Options{})

@@ -10,7 +10,8 @@
 //
 // A child process writes into a Writer through a Pipe: the VMMs' serial
 // consoles go to their stdout, a Pipe's write end, rather than straight
-// to a file that would grow without bound.
+// to a file that would grow without bound. A child that opens its log by
+// name (Firecracker's logger) is given NewFIFO's named pipe instead.
 //
 // # Errors
 //

@@ -199,6 +199,14 @@ func TestPipeCopiesAChildsOutput(t *testing.T) {
 	}
 	cmd := exec.Command("sh", "-c", `i=0; while [ $i -lt 2000 ]; do echo "line $i"; i=$((i+1)); done`)
 	cmd.Stdout = pipe.W
+	runInto(t, cmd, pipe, p)
+}
+
+// runInto runs cmd, which writes 2000 numbered lines through pipe into a
+// log at p capped at 4096 bytes, and checks that the log ends with the last
+// line and kept to its cap.
+func runInto(t *testing.T, cmd *exec.Cmd, pipe *Pipe, p string) {
+	t.Helper()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -220,6 +228,29 @@ func TestPipeCopiesAChildsOutput(t *testing.T) {
 
 // TestPipeDrainIsBounded leaves the pipe open (a descendant that kept
 // it): Drain gives up after its grace period instead of hanging.
+// TestFIFOCopiesWritersByName: a child that opens the log by its FIFO's
+// name (as Firecracker opens the path PUT /logger gives it) is copied as
+// the one that writes to W is, and Drain removes the FIFO.
+func TestFIFOCopiesWritersByName(t *testing.T) {
+	dir := t.TempDir()
+	p, fifo := filepath.Join(dir, "vmm.log"), filepath.Join(dir, "vmm.log.fifo")
+	w, err := Create(p, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(fifo, []byte("stale"), 0o600) // left by a crashed run
+	pipe, err := NewFIFO(fifo, w, -1, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", "-c", `echo on-stderr >&2; i=0; while [ $i -lt 2000 ]; do echo "line $i"; i=$((i+1)); done >>"$1"`, "sh", fifo)
+	cmd.Stderr = pipe.W
+	runInto(t, cmd, pipe, p)
+	if _, err := os.Lstat(fifo); !os.IsNotExist(err) {
+		t.Errorf("FIFO left behind: %v", err)
+	}
+}
+
 func TestPipeDrainIsBounded(t *testing.T) {
 	w, err := Create(filepath.Join(t.TempDir(), "console.log"), 0)
 	if err != nil {
