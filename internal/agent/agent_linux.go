@@ -20,12 +20,17 @@ import (
 // Agent is the running fc-agent.
 type Agent struct {
 	log *slog.Logger
+	// diskOrder names the disks in the order the guest enumerates them,
+	// for a VMM whose disks have no serial (fcvm.disks).
+	diskOrder []string
 
 	mu sync.Mutex // guards the fields below
 	// gen is the host generation of the last handshake.
 	gen  uint64
 	ctr  *container
 	plan *channel.Plan
+	// members are the pod's other containers (pod_linux.go).
+	members map[string]*member
 
 	vols guestVolumes // has its own lock (volumes_linux.go)
 }
@@ -107,7 +112,7 @@ func run(log *slog.Logger) error {
 	default:
 		ln = &serialListener{name: "fcvm.0"}
 	}
-	a := &Agent{log: log}
+	a := &Agent{log: log, diskOrder: order}
 	return a.serve(ln)
 }
 
@@ -168,15 +173,21 @@ func (a *Agent) handle(ctx context.Context, req channel.Request, conn net.Conn) 
 	var err error
 	switch req.Kind {
 	case channel.KindStart:
-		err = a.start(req.Start, conn)
+		if req.Container != "" {
+			err = a.startMember(req.Container, req.Start, conn) // pod_linux.go
+		} else {
+			err = a.start(req.Start, conn)
+		}
+	case channel.KindRemove:
+		err = a.removeMember(req.Container, conn)
 	case channel.KindAttach:
-		err = a.attach(req.Attach, conn)
+		err = a.attach(req.Container, req.Attach, conn)
 	case channel.KindExec:
-		err = a.exec(ctx, req.Exec, conn)
+		err = a.exec(ctx, req.Container, req.Exec, conn)
 	case channel.KindSignal:
-		err = a.signal(req.Signal, conn)
+		err = a.signal(req.Container, req.Signal, conn)
 	case channel.KindStatus:
-		err = a.status(conn)
+		err = a.status(req.Container, conn)
 	case channel.KindWatch:
 		err = a.watch(req.Watch, conn)
 	case channel.KindCopyOut:
@@ -204,7 +215,14 @@ func (a *Agent) handle(ctx context.Context, req channel.Request, conn net.Conn) 
 func (a *Agent) shutdown() {
 	a.mu.Lock()
 	c := a.ctr
+	var ms []*member
+	for _, m := range a.members {
+		ms = append(ms, m)
+	}
 	a.mu.Unlock()
+	for _, m := range ms {
+		m.c.kill()
+	}
 	if c != nil {
 		c.kill()
 	}

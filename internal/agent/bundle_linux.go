@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -75,6 +76,13 @@ type specInput struct {
 	Seccomp *specs.LinuxSeccomp
 	// NoFile and NProc are the rlimits (see rlimitDefault).
 	NoFile, NProc uint64
+	// Name is the container's name for crun, which names its cgroup;
+	// "" is containerName.
+	Name string
+	// Join, for a pod member, is the PID of the VM's container, whose
+	// network, IPC and UTS namespaces the member joins (a pod's, as
+	// Kubernetes shares them).
+	Join int
 }
 
 // containerSpec is the OCI runtime spec of the plan's container.
@@ -156,7 +164,7 @@ func containerSpec(p *channel.Plan, in specInput) (*specs.Spec, error) {
 				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
 				Pids:    &specs.LinuxPids{Limit: &pids},
 			},
-			CgroupsPath:   "/fcvm/" + containerName,
+			CgroupsPath:   "/fcvm/" + cmp.Or(in.Name, containerName),
 			Namespaces:    namespaces,
 			MaskedPaths:   maskedPaths,
 			ReadonlyPaths: readonlyPaths,
@@ -166,7 +174,28 @@ func containerSpec(p *channel.Plan, in specInput) (*specs.Spec, error) {
 	if err := applyShape(spec, p.Shape); err != nil {
 		return nil, err
 	}
+	if in.Join > 0 {
+		joinPod(spec, in.Join)
+	}
 	return spec, nil
+}
+
+// joinPod puts a pod member into the network, IPC and UTS namespaces of
+// the process pid (the pod's first container); its PID, mount and cgroup
+// namespaces stay its own. The hostname is the pod's, set already.
+func joinPod(spec *specs.Spec, pid int) {
+	ns := []specs.LinuxNamespace{{Type: specs.PIDNamespace}}
+	for _, t := range []specs.LinuxNamespaceType{specs.NetworkNamespace, specs.IPCNamespace, specs.UTSNamespace} {
+		ns = append(ns, specs.LinuxNamespace{Type: t, Path: fmt.Sprintf("/proc/%d/ns/%s", pid, nsFile[t])})
+	}
+	spec.Linux.Namespaces = append(ns, specs.LinuxNamespace{Type: specs.MountNamespace}, specs.LinuxNamespace{Type: specs.CgroupNamespace})
+	spec.Hostname = ""
+	delete(spec.Linux.Sysctl, "net.ipv4.ping_group_range") // the pod's network's, not the member's
+}
+
+// nsFile is each namespace's name under /proc/PID/ns.
+var nsFile = map[specs.LinuxNamespaceType]string{
+	specs.NetworkNamespace: "net", specs.IPCNamespace: "ipc", specs.UTSNamespace: "uts",
 }
 
 // initPath is catatonit, podman's --init, in the guest; podman binds it to
@@ -383,19 +412,33 @@ const (
 	rootDiskDir = upperMount + "/container"
 )
 
+// bundleAt is where a container's bundle and root are made.
+type bundleAt struct {
+	name    string // crun's name for it
+	dir     string // the bundle
+	pidFile string
+	lower   string // the image, mounted read-only
+	disk    string // the root's upper and work directories, on the VM's disk
+	files   string // hosts, hostname and resolv.conf (the VM's container's, shared by its pod)
+	join    int    // a pod member: see specInput.Join
+}
+
+// mainBundle is the VM's container's.
+var mainBundle = bundleAt{name: containerName, dir: bundleDir, pidFile: pidFile, lower: imageMount, disk: rootDiskDir, files: bundleDir}
+
 // writeBundle makes the container's root (an overlay of the image on the
 // upper disk) and its bundle. What the container wrote in its root before
 // a stop is still in the upper directory when `fcvm start` boots the VM
 // again, as podman's start keeps a container's files.
-func writeBundle(p *channel.Plan) error {
-	root := filepath.Join(bundleDir, "rootfs")
-	os.Remove(pidFile) // its absence says crun failed (launch)
-	for _, d := range []string{root, rootDiskDir + "/upper", rootDiskDir + "/work"} {
+func writeBundle(p *channel.Plan, b bundleAt) error {
+	root := filepath.Join(b.dir, "rootfs")
+	os.Remove(b.pidFile) // its absence says crun failed (launch)
+	for _, d := range []string{root, b.disk + "/upper", b.disk + "/work"} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("container root: %w", err)
 		}
 	}
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s/upper,workdir=%s/work", imageMount, rootDiskDir, rootDiskDir)
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s/upper,workdir=%s/work", b.lower, b.disk, b.disk)
 	if err := mount("overlay", root, "overlay", 0, opts); err != nil {
 		return fmt.Errorf("container root: %w", err)
 	}
@@ -409,6 +452,43 @@ func writeBundle(p *channel.Plan) error {
 	if err != nil {
 		return err
 	}
+	if b.join == 0 {
+		if err := writeFiles(p); err != nil {
+			return err
+		}
+	}
+	// The filter depends on the capabilities; --privileged runs without.
+	var sc *specs.LinuxSeccomp
+	if !p.Shape.Privileged {
+		profile, err := os.ReadFile(seccompProfile)
+		if err != nil {
+			return fmt.Errorf("seccomp profile: %w", err)
+		}
+		if sc, err = convertSeccomp(profile, containerCaps(p.Shape), runtime.GOARCH, kernelRelease()); err != nil {
+			return err
+		}
+	}
+	spec, err := containerSpec(p, specInput{
+		Root: root, Files: b.files, User: u, Seccomp: sc,
+		NoFile: rlimitMax("/proc/sys/fs/nr_open"), NProc: rlimitMax("/proc/sys/kernel/pid_max"),
+		Name: b.name, Join: b.join,
+	})
+	if err != nil {
+		return err
+	}
+	js, err := json.Marshal(spec)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(b.dir, "config.json"), js, 0o600); err != nil {
+		return fmt.Errorf("write bundle: %w", err)
+	}
+	return nil
+}
+
+// writeFiles writes the files the VM's container (and its pod members)
+// see as /etc/hosts, /etc/hostname and /etc/resolv.conf.
+func writeFiles(p *channel.Plan) error {
 	hosts, err := os.ReadFile("/etc/hosts")
 	if err != nil {
 		return fmt.Errorf("read /etc/hosts: %w", err)
@@ -438,31 +518,6 @@ func writeBundle(p *channel.Plan) error {
 		if err := os.WriteFile(filepath.Join(bundleDir, name), b, 0o644); err != nil {
 			return fmt.Errorf("write bundle: %w", err)
 		}
-	}
-	// The filter depends on the capabilities; --privileged runs without.
-	var sc *specs.LinuxSeccomp
-	if !p.Shape.Privileged {
-		profile, err := os.ReadFile(seccompProfile)
-		if err != nil {
-			return fmt.Errorf("seccomp profile: %w", err)
-		}
-		if sc, err = convertSeccomp(profile, containerCaps(p.Shape), runtime.GOARCH, kernelRelease()); err != nil {
-			return err
-		}
-	}
-	spec, err := containerSpec(p, specInput{
-		Root: root, Files: bundleDir, User: u, Seccomp: sc,
-		NoFile: rlimitMax("/proc/sys/fs/nr_open"), NProc: rlimitMax("/proc/sys/kernel/pid_max"),
-	})
-	if err != nil {
-		return err
-	}
-	b, err := json.Marshal(spec)
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(bundleDir, "config.json"), b, 0o600); err != nil {
-		return fmt.Errorf("write bundle: %w", err)
 	}
 	return nil
 }

@@ -341,3 +341,33 @@ func TestShape(t *testing.T) {
 		t.Errorf("rlimits %+v, want %+v", s.Process.Rlimits, want)
 	}
 }
+
+// TestPodMemberSpec: a pod member joins the pod's network, IPC and UTS
+// namespaces by path, keeps PID, mount and cgroup namespaces of its own,
+// lives in a cgroup named for it, and leaves the pod's hostname alone.
+func TestPodMemberSpec(t *testing.T) {
+	root0 := &user.ExecUser{Home: "/root"}
+	plan := &channel.Plan{Cmd: []string{"sleep", "1"}, Hostname: "pod"}
+	s, err := containerSpec(plan, specInput{Root: "/r", Files: "/f", User: root0, NoFile: 1, NProc: 1, Name: "c1", Join: 42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[specs.LinuxNamespaceType]string{}
+	for _, ns := range s.Linux.Namespaces {
+		got[ns.Type] = ns.Path
+	}
+	want := map[specs.LinuxNamespaceType]string{
+		specs.PIDNamespace: "", specs.MountNamespace: "", specs.CgroupNamespace: "",
+		specs.NetworkNamespace: "/proc/42/ns/net", specs.IPCNamespace: "/proc/42/ns/ipc", specs.UTSNamespace: "/proc/42/ns/uts",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("namespaces %v, want %v", got, want)
+	}
+	if s.Linux.CgroupsPath != "/fcvm/c1" || s.Hostname != "" || s.Linux.Sysctl["net.ipv4.ping_group_range"] != "" {
+		t.Errorf("cgroup %q hostname %q sysctl %v", s.Linux.CgroupsPath, s.Hostname, s.Linux.Sysctl)
+	}
+	s, _ = containerSpec(plan, specInput{Root: "/r", Files: "/f", User: root0, NoFile: 1, NProc: 1})
+	if s.Linux.CgroupsPath != "/fcvm/"+containerName || s.Hostname != "pod" {
+		t.Errorf("the VM's container: cgroup %q hostname %q", s.Linux.CgroupsPath, s.Hostname)
+	}
+}

@@ -28,6 +28,11 @@ const containerName = "fcvm"
 const outputLimit = 8 << 20
 
 type container struct {
+	// name is the container's name for crun (containerName, or a pod
+	// member's), bundle its OCI bundle and pidFile where crun writes its
+	// init's PID.
+	name, bundle, pidFile string
+
 	out *outputLog
 	cmd *exec.Cmd // crun run
 
@@ -47,10 +52,13 @@ type container struct {
 
 // kill ends the container: its init, and with it its PID namespace.
 func (c *container) kill() {
-	if pid, err := containerPID(); err == nil {
+	if pid, err := c.pid(); err == nil {
 		unix.Kill(pid, unix.SIGKILL)
 	}
 }
+
+// pid is the container's init, from crun's state.
+func (c *container) pid() (int, error) { return crunPID(c.name) }
 
 func (a *Agent) start(p *channel.Plan, conn net.Conn) error {
 	if p == nil {
@@ -99,40 +107,57 @@ func (a *Agent) launch(p *channel.Plan) (c *container, already bool, err error) 
 	if err := a.mountVolumes(p.Volumes); err != nil {
 		return nil, false, err
 	}
-	if err := writeBundle(p); err != nil {
+	if err := writeBundle(p, mainBundle); err != nil {
 		return nil, false, err
 	}
-	c = &container{out: newOutputLog(outputLimit), up: make(chan struct{}), done: make(chan struct{})}
-	args := []string{"run", "--bundle", bundleDir, "--pid-file", pidFile}
+	c = newContainer(containerName, bundleDir, pidFile)
+	if err := a.runCrun(c, p); err != nil {
+		return nil, false, err
+	}
+	a.ctr = c
+	a.plan = p
+	a.log.Info("container started", "entrypoint", p.Entrypoint, "cmd", p.Cmd)
+	return c, false, nil
+}
+
+func newContainer(name, bundle, pidFile string) *container {
+	return &container{name: name, bundle: bundle, pidFile: pidFile,
+		out: newOutputLog(outputLimit), up: make(chan struct{}), done: make(chan struct{})}
+}
+
+// runCrun runs c's bundle with crun: its output goes into c.out, its exit
+// closes c.done, and c.up is closed once it runs.
+func (a *Agent) runCrun(c *container, p *channel.Plan) (err error) {
+	args := []string{"run", "--bundle", c.bundle, "--pid-file", c.pidFile}
 	var console *consoleSocket
 	if p.TTY {
-		if console, err = newConsoleSocket(filepath.Join(bundleDir, "console.sock")); err != nil {
-			return nil, false, err
+		if console, err = newConsoleSocket(filepath.Join(c.bundle, "console.sock")); err != nil {
+			return err
 		}
 		defer console.Close()
 		args = append(args, "--console-socket", console.path)
 	}
-	c.cmd = exec.Command("crun", append(args, containerName)...)
+	c.cmd = exec.Command("crun", append(args, c.name)...)
 	c.cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	// Without a terminal the container's stdio are crun's: the agent's
 	// pipes. With one, crun's own stdio carry only its errors.
 	stdout, err := c.cmd.StdoutPipe()
 	if err != nil {
-		return nil, false, err
+		return err
 	}
 	stderr, err := c.cmd.StderrPipe()
 	if err != nil {
-		return nil, false, err
+		return err
 	}
 	if p.Interactive && !p.TTY {
 		if c.stdin, err = c.cmd.StdinPipe(); err != nil {
-			return nil, false, err
+			return err
 		}
 	}
 	errTail := &tailWriter{}
 	if err := startChild(c.cmd); err != nil {
-		return nil, false, fmt.Errorf("start crun: %w", err)
+		return fmt.Errorf("start crun: %w", err)
 	}
 	var pipes sync.WaitGroup
 	pipes.Add(2)
@@ -150,14 +175,11 @@ func (a *Agent) launch(p *channel.Plan) (c *container, already bool, err error) 
 			c.cmd.Process.Kill()
 			<-crunDone
 			waitChild(c.cmd)
-			return nil, false, fmt.Errorf("container terminal: %w: %s", err, bytes.TrimSpace(errTail.tail()))
+			return fmt.Errorf("container terminal: %w: %s", err, bytes.TrimSpace(errTail.tail()))
 		}
 		c.tty, c.stdin = ptmx, ptmx
 		go func() { defer close(ttyDone); pump(c.out, channel.FrameStdout, ptmx) }()
 	}
-	a.ctr = c
-	a.plan = p
-	a.log.Info("container started", "entrypoint", p.Entrypoint, "cmd", p.Cmd)
 	go func() {
 		<-crunDone
 		err := waitChild(c.cmd)
@@ -171,7 +193,7 @@ func (a *Agent) launch(p *channel.Plan) (c *container, already bool, err error) 
 				}
 				if rc, ok := runtimeFailure(code, errTail.tail()); ok {
 					code = rc
-				} else if _, err := os.Stat(pidFile); code == 1 && err != nil {
+				} else if _, err := os.Stat(c.pidFile); code == 1 && err != nil {
 					// crun failed before there was a container
 					// (its message is on stderr): podman's code for
 					// an OCI runtime error.
@@ -190,12 +212,12 @@ func (a *Agent) launch(p *channel.Plan) (c *container, already bool, err error) 
 			c.tty.Close()
 		}
 		c.closeZygote()
-		a.log.Info("container exited", "code", code)
+		a.log.Info("container exited", "container", c.name, "code", code)
 		c.out.exit(code)
 		close(c.done)
 	}()
 	go c.watchRunning(a.log)
-	return c, false, nil
+	return nil
 }
 
 // watchRunning closes c.up once crun has started the container's process,
@@ -205,7 +227,7 @@ func (c *container) watchRunning(log *slog.Logger) {
 	defer close(c.up)
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
-	state := filepath.Join(runtimeStateDir, containerName)
+	state := filepath.Join(runtimeStateDir, c.name)
 	for {
 		select {
 		case <-c.done:
@@ -216,7 +238,10 @@ func (c *container) watchRunning(log *slog.Logger) {
 			continue
 		}
 		if _, err := os.Stat(filepath.Join(state, "exec.fifo")); errors.Is(err, os.ErrNotExist) {
-			log.Info("container running")
+			log.Info("container running", "container", c.name)
+			if c.name != containerName {
+				return // pod members exec through crun
+			}
 			// Warm the zygote, so that the first exec is as fast as
 			// the next ones; not at once, so that a container that
 			// only runs a command and exits does not pay for it.
@@ -243,9 +268,18 @@ func pump(out *outputLog, stream channel.FrameType, r io.Reader) {
 	}
 }
 
-func (a *Agent) container() (*container, error) {
+func (a *Agent) container() (*container, error) { return a.containerOf("") }
+
+// containerOf is the VM's container ("") or the pod member name.
+func (a *Agent) containerOf(name string) (*container, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if name != "" {
+		if m := a.members[name]; m != nil {
+			return m.c, nil
+		}
+		return nil, fmt.Errorf("no pod member %q in this VM", name)
+	}
 	if a.ctr == nil {
 		return nil, errors.New("container not started")
 	}
@@ -254,11 +288,11 @@ func (a *Agent) container() (*container, error) {
 
 // attach streams output from req.From on, then the exit code; it takes
 // acks, stdin, resizes and signals from the host.
-func (a *Agent) attach(req *channel.AttachRequest, conn net.Conn) error {
+func (a *Agent) attach(name string, req *channel.AttachRequest, conn net.Conn) error {
 	if req == nil {
 		return errors.New("attach: no request")
 	}
-	c, err := a.container()
+	c, err := a.containerOf(name)
 	if err != nil {
 		return err
 	}
@@ -298,7 +332,7 @@ func (a *Agent) attach(req *channel.AttachRequest, conn net.Conn) error {
 				}
 			case channel.FrameSignal:
 				if sig, err := channel.ParseUint32(f.Payload); err == nil {
-					if pid, err := containerPID(); err == nil {
+					if pid, err := c.pid(); err == nil {
 						unix.Kill(pid, syscall.Signal(sig))
 					}
 				}
@@ -333,8 +367,8 @@ func (a *Agent) attach(req *channel.AttachRequest, conn net.Conn) error {
 
 // signal delivers sig to the container's main process, as podman kill
 // does; SIGKILL and SIGSTOP reach it like any other.
-func (a *Agent) signal(sig int, conn net.Conn) error {
-	c, err := a.container()
+func (a *Agent) signal(name string, sig int, conn net.Conn) error {
+	c, err := a.containerOf(name)
 	if err != nil {
 		return err
 	}
@@ -343,7 +377,7 @@ func (a *Agent) signal(sig int, conn net.Conn) error {
 		case <-c.up:
 		case <-time.After(startTimeout):
 		}
-		if pid, err := containerPID(); err == nil {
+		if pid, err := c.pid(); err == nil {
 			if err := unix.Kill(pid, syscall.Signal(sig)); err != nil && !errors.Is(err, unix.ESRCH) {
 				return fmt.Errorf("signal %d to the container: %w", sig, err)
 			}
@@ -352,11 +386,17 @@ func (a *Agent) signal(sig int, conn net.Conn) error {
 	return channel.Reply(conn, nil)
 }
 
-func (a *Agent) status(conn net.Conn) error {
+func (a *Agent) status(name string, conn net.Conn) error {
 	a.mu.Lock()
 	st := channel.Status{State: "created", Generation: a.gen}
 	c := a.ctr
 	a.mu.Unlock()
+	if name != "" {
+		var err error
+		if c, err = a.containerOf(name); err != nil {
+			return err
+		}
+	}
 	if c != nil {
 		st.State = "running"
 		if exited, code := c.out.status(); exited {

@@ -163,7 +163,7 @@ func reapOrphans() {
 
 // exec runs one command, streaming its stdio as frames: in the VM, or in
 // the container through crun exec with the container's own process spec.
-func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Conn) error {
+func (a *Agent) exec(ctx context.Context, name string, req *channel.ExecRequest, conn net.Conn) error {
 	if req == nil || len(req.Cmd) == 0 {
 		return errors.New("exec: no command")
 	}
@@ -178,7 +178,7 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 		req.Rows, req.Cols = 24, 80
 	}
 	if !req.InVM {
-		c, err := a.container()
+		c, err := a.containerOf(name)
 		if err != nil {
 			return err
 		}
@@ -192,11 +192,13 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 		b := make([]byte, 8)
 		rand.Read(b)
 		marker = hex.EncodeToString(b)
-		proc, err := execProcess(filepath.Join(runtimeStateDir, containerName, "config.json"), filepath.Join(bundleDir, "rootfs"), req, marker)
+		proc, err := execProcess(filepath.Join(runtimeStateDir, c.name, "config.json"), filepath.Join(c.bundle, "rootfs"), req, marker)
 		if err != nil {
 			return err
 		}
-		if zr, err := zygoteRequestFor(proc); err == nil {
+		// Pod members exec through crun: the zygote stands in the VM's
+		// container only.
+		if zr, err := zygoteRequestFor(proc); err == nil && c.name == containerName {
 			// A zygote found dead is replaced once; then crun.
 			for range 2 {
 				z := c.zygote(a.log)
@@ -209,7 +211,7 @@ func (a *Agent) exec(ctx context.Context, req *channel.ExecRequest, conn net.Con
 			}
 		}
 		var spec string
-		if argv, spec, err = runtimeExecArgs(req, proc, marker); err != nil {
+		if argv, spec, err = runtimeExecArgs(req, proc, marker, c.name); err != nil {
 			return err
 		}
 		defer os.Remove(spec)

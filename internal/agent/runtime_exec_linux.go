@@ -34,7 +34,7 @@ const runtimeExecDir = "/run/fcvm-exec"
 // runtimeExecArgs returns crun's command line for req in the container
 // with the process spec proc (execProcess), and the process spec file to
 // remove once the command has exited.
-func runtimeExecArgs(req *channel.ExecRequest, proc []byte, marker string) (argv []string, spec string, err error) {
+func runtimeExecArgs(req *channel.ExecRequest, proc []byte, marker, name string) (argv []string, spec string, err error) {
 	if err := os.MkdirAll(runtimeExecDir, 0o700); err != nil {
 		return nil, "", err
 	}
@@ -46,7 +46,7 @@ func runtimeExecArgs(req *channel.ExecRequest, proc []byte, marker string) (argv
 	if req.Detach {
 		argv = append(argv, "--detach")
 	}
-	return append(argv, containerName), spec, nil
+	return append(argv, name), spec, nil
 }
 
 // execProcess is the container's process spec from configPath with req's

@@ -29,15 +29,14 @@ import (
 const watchMask = unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_MODIFY | unix.IN_DELETE |
 	unix.IN_MOVED_FROM | unix.IN_ATTRIB | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF | unix.IN_ONLYDIR
 
-// containerPID is the PID of the container's main process, from the OCI
+// containerPID is the PID of the VM's container's main process.
+func containerPID() (int, error) { return crunPID(containerName) }
+
+// crunPID is the PID of container name's main process, from the OCI
 // runtime's state (crun keeps {"pid":N,...} in its status file).
-func containerPID() (int, error) {
-	files, _ := filepath.Glob("/run/crun/*/status")
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
+func crunPID(name string) (int, error) {
+	b, err := os.ReadFile(filepath.Join(runtimeStateDir, name, "status"))
+	if err == nil {
 		var st struct {
 			PID int `json:"pid"`
 		}

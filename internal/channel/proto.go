@@ -19,6 +19,10 @@ type Request struct {
 	Signal int            `json:"signal,omitempty"`
 	Volume int            `json:"volume,omitempty"`
 	Copy   *CopyRequest   `json:"copy,omitempty"`
+	// Container names a pod member (a container a pod VM runs besides
+	// its own, see KindStart) for start, attach, exec, signal, status and
+	// remove; "" is the VM's own container.
+	Container string `json:"container,omitempty"`
 }
 
 // Kind names a stream's purpose.
@@ -28,8 +32,14 @@ type Kind string
 const (
 	// KindStart starts the container from a Plan. Starting is idempotent:
 	// a second start of a running or finished container only reports its
-	// state, so a reconnect never runs anything twice.
+	// state, so a reconnect never runs anything twice. With
+	// Request.Container it starts a pod member: a container in the VM's
+	// container's network, IPC and UTS namespaces, its root the read-only
+	// image on the disk Plan.Slot names, once that container runs.
 	KindStart Kind = "start"
+	// KindRemove removes an exited pod member: its runtime state, its
+	// root and its mounts, so that its slot disk may take another image.
+	KindRemove Kind = "remove"
 	// KindAttach streams the container's output from a sequence number,
 	// then its exit code; host stdin goes the other way.
 	KindAttach Kind = "attach"
@@ -133,6 +143,8 @@ type Plan struct {
 	// ClockUnixNano is the host's clock when it sent the plan; the guest
 	// steps its clock to it (guests have no RTC under microvm).
 	ClockUnixNano int64 `json:"clock_unix_nano,omitempty"`
+	// Slot is a pod member's image disk, by serial (see KindStart).
+	Slot string `json:"slot,omitempty"`
 }
 
 // NetPlan is the guest's static network configuration.

@@ -96,13 +96,24 @@ type manager struct{}
 func (manager) Name() string { return RuntimeType }
 
 // Start starts the long-lived shim server for container id and returns
-// its socket address, which containerd writes down and dials.
+// its socket address, which containerd writes down and dials. A CRI pod's
+// containers go to their sandbox's server, which runs them in the pod's
+// VM: the socket is named for the sandbox, as runc's shim groups a pod.
 func (manager) Start(ctx context.Context, id string, opts shim.StartOpts) (_ string, retErr error) {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
 		return "", err
 	}
-	address, err := shim.SocketAddress(ctx, opts.Address, id)
+	group := id
+	// Start runs in the bundle.
+	spec, err := readSpec(".")
+	if err != nil {
+		return "", err
+	}
+	if sb := spec.Annotations[annotationSandboxID]; sb != "" {
+		group = sb
+	}
+	address, err := shim.SocketAddress(ctx, opts.Address, group)
 	if err != nil {
 		return "", err
 	}
@@ -112,7 +123,7 @@ func (manager) Start(ctx context.Context, id string, opts shim.StartOpts) (_ str
 			return "", fmt.Errorf("create shim socket: %w", err)
 		}
 		if shim.CanConnect(address) {
-			// A server for id already runs (containerd retried).
+			// The pod's server, or one for id (containerd retried).
 			return address, shim.WriteAddress("address", address)
 		}
 		if err := shim.RemoveSocket(address); err != nil {
@@ -175,6 +186,11 @@ func (manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	}
 	if err := eng.Remove(vmName(ns, id), true); err != nil && !isNotFound(err) {
 		return shim.StopStatus{}, fmt.Errorf("remove VM of %s: %w", id, err)
+	}
+	// A pod's container shares its sandbox's server: the address file
+	// names the sandbox's socket, which the sandbox's own delete removes.
+	if spec, err := readSpec("."); err == nil && spec.Annotations[annotationCRIType] == criContainer {
+		return shim.StopStatus{ExitedAt: time.Now(), ExitStatus: 128 + int(syscall.SIGKILL)}, nil
 	}
 	// A server killed outright left its socket behind.
 	if address, err := shim.ReadAddress("address"); err == nil {

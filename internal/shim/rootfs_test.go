@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/containerd/containerd/api/types"
+	"github.com/fcvm/fcvm/internal/supervisor"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -136,8 +137,12 @@ func TestLaunchOptions(t *testing.T) {
 	}
 	spec.Linux = nil
 	spec.Annotations = map[string]string{annotationCRIType: "sandbox"}
-	if _, err := launchOptions(spec); err == nil || !strings.Contains(err.Error(), "pods are not supported") {
-		t.Errorf("CRI sandbox: %v", err)
+	if o, err := launchOptions(spec); err != nil || o.PodSlots != supervisor.MaxPodSlots {
+		t.Errorf("CRI sandbox: slots %d, %v; want %d", o.PodSlots, err, supervisor.MaxPodSlots)
+	}
+	spec.Annotations = map[string]string{annotationCRIType: "podvm"}
+	if _, err := launchOptions(spec); err == nil || !strings.Contains(err.Error(), `CRI container type "podvm"`) {
+		t.Errorf("unknown CRI container type: %v", err)
 	}
 	for ann, want := range map[string]string{
 		"fcvm.io/cpu":     "annotation fcvm.io/cpu: unknown",
@@ -165,5 +170,33 @@ func TestReadSpec(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "config.json"), []byte(`{"process":{"args":["sh"]}}`), 0o644)
 	if s, err := readSpec(dir); err != nil || s.Process.Args[0] != "sh" {
 		t.Errorf("spec: %v", err)
+	}
+}
+
+func TestMemberPlan(t *testing.T) {
+	spec := &specs.Spec{
+		Process: &specs.Process{Args: []string{"httpd", "-f"}, Env: []string{"A=1"}, Cwd: "/www", User: specs.User{UID: 33, GID: 33}},
+		Mounts: []specs.Mount{
+			{Destination: "/etc/hosts", Type: "bind", Source: "/var/lib/containerd/x/hosts", Options: []string{"rbind"}},
+			{Destination: "/dev/shm", Type: "bind", Source: "/run/containerd/x/shm", Options: []string{"rbind"}},
+			{Destination: "/proc", Type: "proc", Source: "proc"},
+		},
+	}
+	p, err := memberPlan(spec, 3, true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(p.Entrypoint, " ") != "httpd" || strings.Join(p.Cmd, " ") != "-f" || p.User != "33:33" || p.Workdir != "/www" ||
+		p.Slot != "slot3" || !p.TTY || !p.Interactive {
+		t.Errorf("plan: %+v", p)
+	}
+	spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/data", Type: "bind", Source: "/srv/data", Options: []string{"rbind"}})
+	if _, err := memberPlan(spec, 0, false, false); err == nil || !strings.Contains(err.Error(), "host directories in a pod's containers are not supported") {
+		t.Errorf("volume bind: %v", err)
+	}
+	spec.Mounts = nil
+	spec.Annotations = map[string]string{annotationMemory: "256"}
+	if _, err := memberPlan(spec, 0, false, false); err == nil || !strings.Contains(err.Error(), "from the pod's annotations") {
+		t.Errorf("fcvm.io annotation on a pod's container: %v", err)
 	}
 }

@@ -52,6 +52,8 @@ type service struct {
 
 	mu sync.Mutex
 	c  *container // nil before Create and after Delete
+	// members are a CRI pod's containers, run in c's VM (pod.go).
+	members map[string]*container
 }
 
 // container is the task: its VM and its processes.
@@ -65,6 +67,14 @@ type container struct {
 	// Delete of a task never started); teardownOnce guards it.
 	gone         chan struct{}
 	teardownOnce sync.Once
+
+	// A pod member (pod.go): its slot disk and plan, in the sandbox's VM.
+	member bool
+	slot   int
+	plan   *channel.Plan
+	// A pod sandbox: which slot disk holds which member (guarded by
+	// service.mu).
+	slots map[int]string
 }
 
 // proc is the init process or an exec.
@@ -173,6 +183,9 @@ func (s *service) get(id, execID string) (*container, *proc, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.c
+	if m := s.members[id]; m != nil {
+		c = m
+	}
 	if c == nil || c.id != id {
 		return nil, nil, errdefs.ToGRPCf(errdefs.ErrNotFound, "container %s", id)
 	}
@@ -191,11 +204,14 @@ func (s *service) get(id, execID string) (*container, *proc, error) {
 func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.c != nil {
-		return nil, errdefs.ToGRPCf(errdefs.ErrAlreadyExists, "this shim already runs container %s", s.c.id)
-	}
 	if r.Checkpoint != "" || r.ParentCheckpoint != "" {
 		return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "create %s from a checkpoint: not supported by fcvm (use fcvm snapshot)", r.ID)
+	}
+	if spec, err := readSpec(r.Bundle); err == nil && spec.Annotations[annotationCRIType] == criContainer {
+		return s.createMember(ctx, r, spec) // pod.go
+	}
+	if s.c != nil {
+		return nil, errdefs.ToGRPCf(errdefs.ErrAlreadyExists, "this shim already runs container %s", s.c.id)
 	}
 	pp, err := openPipes(ctx, r.Stdin, r.Stdout, r.Stderr)
 	if err != nil {
@@ -246,6 +262,9 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest, pp *
 		init: &proc{terminal: r.Terminal, stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, pipes: pp,
 			status: tasktypes.Status_CREATED, pid: uint32(vm.Record.VMM.PID), done: make(chan struct{})},
 	}
+	if o.PodSlots > 0 {
+		c.slots = map[int]string{}
+	}
 	return c, nil
 }
 
@@ -274,8 +293,12 @@ const (
 	annotationCPUs    = "fcvm.io/cpus"
 	annotationMemory  = "fcvm.io/memory-mib"
 	annotationNetwork = "fcvm.io/network"
-	// annotationCRIType marks a CRI pod's sandbox or container.
-	annotationCRIType = "io.kubernetes.cri.container-type"
+	// annotationCRIType marks a CRI pod's sandbox or container, and
+	// annotationSandboxID names a container's pod sandbox.
+	annotationCRIType   = "io.kubernetes.cri.container-type"
+	annotationSandboxID = "io.kubernetes.cri.sandbox-id"
+	criSandbox          = "sandbox"
+	criContainer        = "container"
 )
 
 // launchOptions maps the OCI spec onto fcvm's run options: the process
@@ -304,8 +327,13 @@ func launchOptions(spec *specs.Spec) (supervisor.Options, error) {
 	if p.ConsoleSize != nil {
 		o.Rows, o.Cols = uint16(p.ConsoleSize.Height), uint16(p.ConsoleSize.Width)
 	}
-	if t := spec.Annotations[annotationCRIType]; t != "" {
-		return o, fmt.Errorf("CRI %s: pods are not supported by fcvm's shim yet (one VM per container, started by ctr): run the pod with another runtime class", t)
+	switch t := spec.Annotations[annotationCRIType]; t {
+	case "":
+	case criSandbox:
+		// The pod's VM: its containers' images go on spare disks.
+		o.PodSlots = supervisor.MaxPodSlots
+	default:
+		return o, fmt.Errorf("CRI container type %q: fcvm runs a pod's sandbox as its VM and containers in it", t)
 	}
 	if path := specNetNS(spec); path != "" {
 		if v, ok := spec.Annotations[annotationNetwork]; ok {
@@ -358,6 +386,9 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	if r.ExecID != "" {
 		return s.startExec(c, p)
 	}
+	if c.member {
+		return s.startMember(ctx, c) // pod.go
+	}
 	if st, _, _, _ := p.snapshot(); st != tasktypes.Status_CREATED {
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "start %s: the container is %s, not created", r.ID, strings.ToLower(st.String()))
 	}
@@ -400,6 +431,7 @@ func (s *service) finish(c *container, code int, runErr error) {
 		s.send(&eventstypes.TaskExit{ContainerID: c.id, ID: c.id, Pid: pid, ExitStatus: ec, ExitedAt: protobuf.ToTimestamp(at)})
 	}
 	s.teardown(c)
+	s.endMembers() // a pod's containers went with its VM
 }
 
 // teardown powers the VM off and removes everything it made; once.
@@ -430,6 +462,7 @@ func (s *service) teardownAll() {
 	c := s.c
 	s.mu.Unlock()
 	if c == nil {
+		s.endMembers()
 		return
 	}
 	s.end() // a running container's Run returns, and finish tears down
@@ -463,7 +496,12 @@ func (s *service) startExec(c *container, p *proc) (*taskAPI.StartResponse, erro
 	if p.spec.ConsoleSize != nil {
 		req.Rows, req.Cols = uint16(p.spec.ConsoleSize.Height), uint16(p.spec.ConsoleSize.Width)
 	}
-	x, err := s.eng.Exec(s.ctx, c.name, req)
+	var x *engine.Exec
+	if c.member {
+		x, err = s.eng.ExecMember(s.ctx, c.name, c.id, req)
+	} else {
+		x, err = s.eng.Exec(s.ctx, c.name, req)
+	}
 	if err != nil {
 		pp.Close()
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "exec %s in %s: %v", p.execID, c.id, err)
@@ -498,6 +536,9 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	c, p, err := s.get(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
+	}
+	if r.ExecID == "" && c.member {
+		return s.deleteMember(ctx, c) // pod.go
 	}
 	st, pid, code, at := p.snapshot()
 	switch {
@@ -574,6 +615,9 @@ func (s *service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*
 		return nil, err
 	}
 	sz := [2]uint16{uint16(r.Height), uint16(r.Width)}
+	if r.ExecID == "" && c.member {
+		return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "resize %s: a pod container's own terminal keeps its first size (an exec's resizes)", r.ID)
+	}
 	if r.ExecID == "" {
 		// Keep only the latest size for the attach loop.
 		select {
@@ -631,6 +675,9 @@ func (s *service) vmOp(ctx context.Context, id string, op func(context.Context, 
 	if err != nil {
 		return nil, err
 	}
+	if c.member {
+		return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "%s is a pod's container: pause or resume the pod's sandbox, whose VM it runs in", id)
+	}
 	if err := op(ctx, c.name); err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "%v", err)
 	}
@@ -652,6 +699,10 @@ func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Emp
 	switch st, _, _, _ := p.snapshot(); {
 	case st == tasktypes.Status_STOPPED:
 		return nil, errdefs.ToGRPCf(errdefs.ErrNotFound, "kill %s: process already finished", r.ID)
+	case r.ExecID == "" && c.member:
+		if err := s.killMember(ctx, c, sig); err != nil {
+			return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "%v", err)
+		}
 	case r.ExecID != "":
 		p.mu.Lock()
 		x := p.x
@@ -768,7 +819,7 @@ func (s *service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*task
 // not count: they end with their container).
 func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*ptypes.Empty, error) {
 	s.mu.Lock()
-	busy := s.c != nil
+	busy := s.c != nil || len(s.members) > 0
 	s.mu.Unlock()
 	if !busy {
 		s.sd.Shutdown()

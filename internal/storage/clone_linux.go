@@ -62,10 +62,50 @@ func sparseCopy(in, out *os.File) error {
 	if err != nil {
 		return err
 	}
-	size := st.Size()
-	if err := out.Truncate(size); err != nil {
+	if err := out.Truncate(st.Size()); err != nil {
 		return err
 	}
+	return copyData(in, out, st.Size())
+}
+
+// FillSlot writes the disk image src at the start of slot, the backing
+// file of a disk a running VM has attached (a pod VM's spare disk):
+// slot's size, which is the disk's, does not change, and what the
+// previous image wrote there reads as zeros. src must fit.
+func FillSlot(slot, src string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(slot, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	si, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	so, err := out.Stat()
+	if err != nil {
+		return err
+	}
+	if si.Size() > so.Size() {
+		return fmt.Errorf("fill slot disk %s: the image is %d MiB, the slot %d MiB", slot, si.Size()>>20, so.Size()>>20)
+	}
+	if err := unix.Fallocate(int(out.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, so.Size()); err != nil {
+		return fmt.Errorf("fill slot disk %s: drop the previous image: %w", slot, err)
+	}
+	if err := copyData(in, out, si.Size()); err != nil {
+		return fmt.Errorf("fill slot disk %s: %w", slot, err)
+	}
+	return out.Sync()
+}
+
+// copyData copies in's data extents (the first size bytes) to the same
+// offsets of out, leaving its holes alone.
+func copyData(in, out *os.File, size int64) error {
 	fdIn := int(in.Fd())
 	var off int64
 	for off < size {

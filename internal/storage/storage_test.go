@@ -3,8 +3,10 @@ package storage
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -68,5 +70,31 @@ func BenchmarkUpperDisk(b *testing.B) {
 			b.Fatal(err)
 		}
 		os.Remove(dst)
+	}
+}
+
+// TestFillSlot: the image lands at the slot's start, the previous image's
+// bytes beyond it read as zeros, the slot keeps its size, and an image
+// larger than the slot is refused.
+func TestFillSlot(t *testing.T) {
+	dir := t.TempDir()
+	slot, src, big := filepath.Join(dir, "slot"), filepath.Join(dir, "img"), filepath.Join(dir, "big")
+	old := bytes.Repeat([]byte{0xAA}, 1<<20)
+	if err := os.WriteFile(slot, old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img := make([]byte, 100<<10)
+	rand.Read(img)
+	os.WriteFile(src, img, 0o644)
+	os.WriteFile(big, make([]byte, 2<<20), 0o644)
+	if err := FillSlot(slot, src); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(slot)
+	if len(got) != len(old) || !bytes.Equal(got[:len(img)], img) || !bytes.Equal(got[len(img):], make([]byte, len(old)-len(img))) {
+		t.Errorf("slot after fill: %d bytes, image there %v, rest zero %v", len(got), bytes.Equal(got[:len(img)], img), bytes.Equal(got[len(img):], make([]byte, len(old)-len(img))))
+	}
+	if err := FillSlot(slot, big); err == nil || !strings.Contains(err.Error(), "the image is 2 MiB, the slot 1 MiB") {
+		t.Errorf("image larger than the slot: %v", err)
 	}
 }

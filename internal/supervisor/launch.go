@@ -77,13 +77,32 @@ type Options struct {
 	// Driver, when set, starts the VM instead of the one VMM names (tests,
 	// tuned drivers).
 	Driver vmm.Driver
+	// PodSlots is the number of spare read-only disks a pod VM (the
+	// containerd shim's CRI sandbox) boots with, for its members' images
+	// (SlotPath); at most MaxPodSlots.
+	PodSlots int
 }
 
 // Limits on the resources a VM may ask for.
 const (
 	MinMemoryMiB = 128
 	MaxCPUs      = 64
+	MaxPodSlots  = 8
 )
+
+// slotSize is the size of a pod VM's spare disk: sparse, so what it costs
+// is the image written into it; an image expands to at most 64 GiB.
+const slotSize = 64 << 30
+
+// SlotPath is the backing file of the pod VM's spare disk i, which the
+// guest finds as SlotID(i); the containerd shim writes a member's image
+// into it (storage.FillSlot) before it starts the member.
+func (vm *VM) SlotPath(i int) string {
+	return filepath.Join(vm.Record.Dir, fmt.Sprintf("slot%d.img", i))
+}
+
+// SlotID is the serial of spare disk i.
+func SlotID(i int) string { return fmt.Sprintf("slot%d", i) }
 
 // Validate checks the options that need no I/O.
 func (o *Options) Validate() error {
@@ -92,6 +111,9 @@ func (o *Options) Validate() error {
 	}
 	if o.Network == "none" && len(o.Shape.DNS) > 0 {
 		return errors.New("--dns: conflicts with --network none (no resolver to name), as in podman")
+	}
+	if o.PodSlots < 0 || o.PodSlots > MaxPodSlots {
+		return fmt.Errorf("pod slots %d: must be between 0 and %d", o.PodSlots, MaxPodSlots)
 	}
 	if o.CPUs < 1 || o.CPUs > MaxCPUs {
 		return fmt.Errorf("--cpus %d: must be between 1 and %d", o.CPUs, MaxCPUs)
@@ -271,6 +293,23 @@ type bootSpec struct {
 	started bool
 }
 
+// makeSlot makes an empty spare disk at path (sparse: it costs nothing
+// until an image is written into it).
+func makeSlot(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("make slot disk: %w", err)
+	}
+	err = f.Truncate(slotSize)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("make slot disk %s: %w", path, err)
+	}
+	return nil
+}
+
 // prepare does what a cold boot and a clone share: the record, the VM
 // value, its runtime dir and upper disk, the network, and the vmm.Config
 // of all of them. Only how the machine starts (Start or Restore) differs.
@@ -313,6 +352,13 @@ func prepare(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, store *st
 			{ID: "image", Path: spec.boot.ImageDisk, ReadOnly: true},
 		},
 		ConsoleLog: filepath.Join(rec.Dir, "console.log"),
+	}
+	for i := range spec.boot.Slots {
+		path := vm.SlotPath(i)
+		if err := makeSlot(path); err != nil {
+			return vm, cfg, err
+		}
+		cfg.Disks = append(cfg.Disks, vmm.Disk{ID: SlotID(i), Path: path, ReadOnly: true})
 	}
 	// A clone keeps the guest's network identity (the same inside every
 	// VM's namespace); only the host side and the published ports are its
@@ -407,7 +453,7 @@ func Launch(ctx context.Context, log *slog.Logger, dirs datadir.Dirs, o Options)
 			Restart:     o.Restart,
 		},
 		driver:  driver,
-		boot:    launchInfo{Kernel: set.Kernel, Initrd: set.Initrd, Rootfs: set.Rootfs, ImageDisk: img.Disk, Generation: 1, Health: healthToKeep(o.Health)},
+		boot:    launchInfo{Kernel: set.Kernel, Initrd: set.Initrd, Rootfs: set.Rootfs, ImageDisk: img.Disk, Generation: 1, Health: healthToKeep(o.Health), Slots: o.PodSlots},
 		plan:    plan,
 		upper:   func(ctx context.Context, path string) error { return disks.UpperDisk(ctx, path, o.DiskMiB) },
 		cmdline: coldCmdline(),

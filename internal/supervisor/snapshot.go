@@ -36,6 +36,8 @@ type launchInfo struct {
 	Generation uint64        `json:"generation"`
 	// Health is the run's health check, which start brings back.
 	Health *HealthOptions `json:"health,omitempty"`
+	// Slots is the number of spare disks of a pod VM (Options.PodSlots).
+	Slots int `json:"slots,omitempty"`
 }
 
 func writeLaunchInfo(dir string, li launchInfo) error {
@@ -120,6 +122,9 @@ func (vm *VM) Snapshot(ctx context.Context, tag string) (*snapshot.Manifest, err
 	li, err := readLaunchInfo(rec) // restart.go
 	if err != nil {
 		return nil, err
+	}
+	if li.Slots > 0 {
+		return nil, fmt.Errorf("VM %s is a pod's, whose members' images are on disks its clones would not have: snapshot a VM of its own", rec.Name)
 	}
 	snaps := &snapshot.Store{Dir: vm.dirs.Snapshots()}
 	staging, err := snaps.Staging(tag)
