@@ -7,7 +7,7 @@ apt-get install -y -q --no-install-recommends \
   qemu-system-x86 debootstrap debian-archive-keyring e2fsprogs cpio \
   podman runc crun conmon uidmap fuse-overlayfs catatonit skopeo \
   docker-registry busybox-static \
-  passt slirp4netns nftables iproute2 \
+  passt slirp4netns nftables iproute2 containernetworking-plugins \
   btrfs-progs xfsprogs fuse3 \
   gcc libc6-dev ca-certificates curl procps util-linux tmux xz-utils kmod hyperfine
 
@@ -24,4 +24,13 @@ if [ ! -x "$containerd_dir/usr/bin/containerd" ]; then
   mkdir -p "$containerd_dir"
   dpkg -x "$tmp"/containerd_*.deb "$containerd_dir"
   rm -rf "$tmp"
+fi
+
+# crictl, which the CRI e2e test drives containerd with (kubelet's side of
+# CRI), built from the Go module proxy once (about two minutes).
+tools_dir=/var/cache/fcvm/tools
+if [ ! -x "$tools_dir/crictl" ]; then
+  mkdir -p "$tools_dir"
+  (cd / && GOBIN="$tools_dir" PATH=/usr/local/go/bin:$PATH \
+    go install sigs.k8s.io/cri-tools/cmd/crictl@v1.34.0)
 fi

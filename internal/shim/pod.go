@@ -36,13 +36,10 @@ import (
 // VM's container's, which members bind) and a /dev/shm of their own.
 var podMounts = map[string]bool{"/etc/hosts": true, "/etc/hostname": true, "/etc/resolv.conf": true, "/dev/shm": true}
 
-// memberPlan is a pod container's process, as the guest runs it.
+// memberPlan is a pod container's process, as the guest runs it. Its
+// fcvm.io/ annotations are the pod's, which CRI copies onto every
+// container: they sized the pod's VM, checked there.
 func memberPlan(spec *specs.Spec, slot int, tty, stdin bool) (*channel.Plan, error) {
-	for k := range spec.Annotations {
-		if strings.HasPrefix(k, "fcvm.io/") {
-			return nil, fmt.Errorf("annotation %s on a pod's container: fcvm sizes and connects the pod's VM from the pod's annotations", k)
-		}
-	}
 	for _, m := range spec.Mounts {
 		if (m.Type == "bind" || m.Type == "rbind" || hasOption(m.Options, "bind") || hasOption(m.Options, "rbind")) && !podMounts[m.Destination] {
 			return nil, fmt.Errorf("mount of %s at %s: host directories in a pod's containers are not supported by fcvm yet", m.Source, m.Destination)

@@ -110,7 +110,7 @@ func TestRootfsKey(t *testing.T) {
 }
 
 func TestLaunchOptions(t *testing.T) {
-	spec := &specs.Spec{Process: &specs.Process{
+	spec := &specs.Spec{Hostname: "webpod", Process: &specs.Process{
 		Args: []string{"/bin/sh", "-c", "echo hi"}, Env: []string{"A=1"}, Cwd: "/srv",
 		User: specs.User{UID: 1000, GID: 100}, ConsoleSize: &specs.Box{Height: 24, Width: 80},
 	}}
@@ -118,7 +118,7 @@ func TestLaunchOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if *o.Entrypoint != "/bin/sh" || strings.Join(o.Cmd, " ") != "-c echo hi" || o.User != "1000:100" ||
+	if *o.Entrypoint != "/bin/sh" || strings.Join(o.Cmd, " ") != "-c echo hi" || o.User != "1000:100" || o.Hostname != "webpod" ||
 		o.Workdir != "/srv" || o.Network != "none" || o.Rows != 24 || o.Cols != 80 {
 		t.Errorf("options: %+v", o)
 	}
@@ -193,10 +193,5 @@ func TestMemberPlan(t *testing.T) {
 	spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/data", Type: "bind", Source: "/srv/data", Options: []string{"rbind"}})
 	if _, err := memberPlan(spec, 0, false, false); err == nil || !strings.Contains(err.Error(), "host directories in a pod's containers are not supported") {
 		t.Errorf("volume bind: %v", err)
-	}
-	spec.Mounts = nil
-	spec.Annotations = map[string]string{annotationMemory: "256"}
-	if _, err := memberPlan(spec, 0, false, false); err == nil || !strings.Contains(err.Error(), "from the pod's annotations") {
-		t.Errorf("fcvm.io annotation on a pod's container: %v", err)
 	}
 }

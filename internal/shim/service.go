@@ -323,6 +323,8 @@ func launchOptions(spec *specs.Spec) (supervisor.Options, error) {
 		VMM:        "auto",
 		Network:    "none",
 		Labels:     map[string]string{"io.containerd.runtime": RuntimeType},
+		// The container's (and a pod's) host name; "" is the VM's ID.
+		Hostname: spec.Hostname,
 	}
 	if p.ConsoleSize != nil {
 		o.Rows, o.Cols = uint16(p.ConsoleSize.Height), uint16(p.ConsoleSize.Width)

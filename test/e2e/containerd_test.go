@@ -54,7 +54,11 @@ var containerdRunParents = []string{"/run/containerd"}
 
 var containerdRunDirs = []string{"/run/containerd/s", "/run/containerd/fifo"}
 
-func startContainerd(t *testing.T) *ctrd {
+func startContainerd(t *testing.T) *ctrd { return startContainerdWith(t, "") }
+
+// startContainerdWith starts a containerd whose config ends with cri, the
+// CRI plugin's section; without one the CRI plugin is off.
+func startContainerdWith(t *testing.T, cri string) *ctrd {
 	t.Helper()
 	bin := filepath.Join(containerdDir(), "usr", "bin")
 	if _, err := os.Stat(filepath.Join(bin, "containerd")); err != nil {
@@ -74,15 +78,19 @@ func startContainerd(t *testing.T) *ctrd {
 			c.runEntries[filepath.Join(d, e.Name())] = true
 		}
 	}
+	disabled := `disabled_plugins = ["io.containerd.grpc.v1.cri"]`
+	if cri != "" {
+		disabled = ""
+	}
 	config := fmt.Sprintf(`version = 2
 root = %q
 state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+%s
 [grpc]
   address = %q
 [ttrpc]
   address = %q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.sock, c.sock+".ttrpc")
+%s`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), disabled, c.sock, c.sock+".ttrpc", strings.ReplaceAll(cri, "DIR", dir))
 	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
