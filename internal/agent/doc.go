@@ -25,6 +25,14 @@
 // the channel breaks and comes back the host resumes from the last chunk it
 // stored: output is neither lost nor repeated.
 //
+// # Pods
+//
+// A pod VM (the containerd shim's CRI sandbox) runs members besides its
+// container: each started by name on an image the host wrote into one of
+// the VM's spare slot disks, in the container's network, IPC and UTS
+// namespaces (pod_linux.go). Attach, exec, signal, status and remove name
+// the member; the VM's container is the one with no name.
+//
 // # Looking into the container
 //
 // cp, top and stats need no tool in the image: the agent resolves the
