@@ -1,6 +1,7 @@
 // Package shim is containerd-shim-fcvm-v2, the containerd runtime v2 shim
 // of runtime type io.containerd.fcvm.v2: it serves containerd's task API
-// over ttrpc and runs each container in its own fcvm microVM, through
+// over ttrpc and runs each container in its own fcvm microVM, and each CRI
+// pod in one microVM with its containers as members (pod.go), through
 // internal/engine. The shim process is the VM's supervisor, as a
 // foreground `fcvm run` is: the VMM dies with it (parent-death signal),
 // and what a killed shim leaves (records, sockets, network) containerd's

@@ -26,9 +26,11 @@ func crictlPath() string {
 
 // The pod network of the CRI test: CNI's bridge plugin on a bridge of
 // the test's, addresses from a /24 of the test's. The host reaches the
-// pods through the bridge; nothing is masqueraded.
+// pods through the bridge; nothing is masqueraded. The bridge's name does
+// not start with "fcvm", which the network package's tests count as
+// theirs to find gone.
 const (
-	criBridge = "fcvmcri0"
+	criBridge = "cri0fc"
 	criSubnet = "10.97.16.0/24"
 	criHostIP = "10.97.16.1"
 )
@@ -253,6 +255,24 @@ func TestContainerdCRI(t *testing.T) {
 			"annotations": map[string]string{"fcvm.io/vcpus": "2"},
 			"linux":       map[string]any{},
 		})
+		broken := c.writeJSON("broken.json", map[string]any{
+			"metadata": map[string]any{"name": "broken"},
+			"image":    map[string]any{"image": "fcvm.test/busybox:1"},
+			"command":  []string{"/no/such/entrypoint"},
+			"log_path": "broken.log",
+			"linux":    map[string]any{},
+		})
+		r := c.crictl("create", podID, broken, pod)
+		if r.code != 0 {
+			t.Fatalf("create broken: %s", r)
+		}
+		id := strings.TrimSpace(r.stdout)
+		if r := c.crictl("start", id); r.code == 0 || !strings.Contains(r.stderr, `exec: "/no/such/entrypoint": no such file or directory in the image`) {
+			t.Errorf("a pod container whose entrypoint is missing: want a clear error, got %s", r)
+		}
+		if r := c.crictl("rm", id); r.code != 0 {
+			t.Errorf("rm broken: %s", r)
+		}
 		if r := c.crictl("runp", bad); r.code == 0 || !strings.Contains(r.stderr, "annotation fcvm.io/vcpus: unknown") {
 			t.Errorf("pod with an unknown fcvm.io annotation: want a clear error, got %s", r)
 		}
