@@ -51,12 +51,16 @@ func markedPIDs(marker string) []int {
 type execProc struct {
 	cmd    *exec.Cmd     // nil for a command the zygote started
 	marker string        // "" for a command in the VM
+	pgid   int           // a zygote's command's process group (its PID)
 	done   chan struct{} // closed once cmd has been waited for
 }
 
 // signal delivers sig the way a terminal's Ctrl-C would: to every process
-// of the command (its process group in the VM; every marked process in
-// the container).
+// of the command (its process group in the VM; in the container its
+// process group, if the zygote started it, and every marked process).
+// The group takes the signal as one, a child being forked at that moment
+// included; the scan of /proc finds what left the group, but not a child
+// forked after it read the list, so a SIGKILL scans until none is left.
 func (p *execProc) signal(sig syscall.Signal) {
 	select {
 	case <-p.done:
@@ -67,13 +71,31 @@ func (p *execProc) signal(sig syscall.Signal) {
 		syscall.Kill(-p.cmd.Process.Pid, sig)
 		return
 	}
-	for _, pid := range markedPIDs(p.marker) {
-		syscall.Kill(pid, sig)
+	if p.pgid > 0 {
+		syscall.Kill(-p.pgid, sig)
+	}
+	for round := 0; round < killRounds; round++ {
+		pids := markedPIDs(p.marker)
+		for _, pid := range pids {
+			syscall.Kill(pid, sig)
+		}
+		if sig != syscall.SIGKILL || len(pids) == 0 {
+			break
+		}
+		time.Sleep(killRoundWait)
 	}
 	if sig == syscall.SIGKILL && p.cmd != nil {
 		p.cmd.Process.Kill()
 	}
 }
+
+// killRounds and killRoundWait bound the scans a SIGKILL makes for a
+// command's processes; each round finds fewer (a dead process's environ
+// reads empty, so the killed drop out of the scan at once).
+const (
+	killRounds    = 20
+	killRoundWait = 5 * time.Millisecond
+)
 
 // The agent is PID 1: orphans of the guest (crun's intermediate
 // processes, a detached exec's command once its parent is gone) become its

@@ -376,7 +376,7 @@ func (a *Agent) execZygote(conn net.Conn, req *channel.ExecRequest, z *zygoteCli
 		out.Send(channel.FrameStderr, []byte(first.Err+"\n"))
 		return out.Send(channel.FrameExit, channel.Uint32(uint32(first.Code)))
 	}
-	proc := &execProc{marker: marker, done: make(chan struct{})}
+	proc := &execProc{marker: marker, pgid: first.Pid, done: make(chan struct{})}
 	var tty *os.File
 	if zr.Terminal {
 		if len(first.files) != 1 {

@@ -327,7 +327,10 @@ func (z *zygoteServer) enterAndStartErr(req *zygoteRequest, files []*os.File) (p
 	}
 	// From here on the thread is the container's: paths resolve in its
 	// mount namespace, with the command's user.
-	attr := &os.ProcAttr{Dir: req.Cwd, Env: req.Env, Files: files}
+	// Every command leads a session of its own, so that its process
+	// group takes a signal as one: a child it is forking right then
+	// included, which a scan of /proc would miss (execProc.signal).
+	attr := &os.ProcAttr{Dir: req.Cwd, Env: req.Env, Files: files, Sys: &syscall.SysProcAttr{Setsid: true}}
 	if req.Terminal {
 		var slave *os.File
 		if master, slave, err = openPty(req.Rows, req.Cols); err != nil {
@@ -341,12 +344,19 @@ func (z *zygoteServer) enterAndStartErr(req *zygoteRequest, files []*os.File) (p
 	if err != nil {
 		return nil, master, err
 	}
+	// The child's chdir failing would read as its exec failing: look
+	// first, as os.StartProcess does itself only without SysProcAttr.
+	if req.Cwd != "" {
+		if _, err := os.Stat(req.Cwd); err != nil {
+			var pe *os.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err
+			}
+			return nil, master, &startError{255, fmt.Sprintf("chdir `%s`: %s", req.Cwd, errnoText(err))}
+		}
+	}
 	p, err = os.StartProcess(path, req.Args, attr)
 	if err != nil {
-		var pe *os.PathError
-		if errors.As(err, &pe) && pe.Op == "chdir" {
-			return nil, master, &startError{255, fmt.Sprintf("chdir `%s`: %s", req.Cwd, errnoText(pe.Err))}
-		}
 		switch {
 		case errors.Is(err, unix.ENOENT):
 			return nil, master, &startError{127, fmt.Sprintf("executable file `%s` not found in $PATH: No such file or directory", req.Args[0])}

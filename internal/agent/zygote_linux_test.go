@@ -183,6 +183,37 @@ func TestZygote(t *testing.T) {
 			t.Errorf("got exit %d (%s), output %q, want %q", code, serr, out, want)
 		}
 	})
+	t.Run("a kill reaches every process of the command", func(t *testing.T) {
+		// The command forks as fast as it can when the SIGKILL comes: a
+		// child being forked then must not survive it (it would hold the
+		// output open, and the exec would never end).
+		outR, outW, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer outR.Close()
+		const marker = "zygote-kill-test"
+		first, exited, err := z.start(zygoteRequest{
+			Args: []string{"sh", "-c", `while :; do sleep 600 & done`},
+			Env:  []string{"PATH=/usr/bin:/bin", markerVar + "=" + marker}, Cwd: "/",
+		}, []*os.File{outW, outW, outW})
+		outW.Close()
+		if err != nil || first.Err != "" {
+			t.Fatalf("start: %v %+v", err, first)
+		}
+		time.Sleep(50 * time.Millisecond)
+		(&execProc{marker: marker, pgid: first.Pid, done: make(chan struct{})}).signal(syscall.SIGKILL)
+		eof := make(chan struct{})
+		go func() { io.Copy(io.Discard, outR); close(eof) }()
+		select {
+		case <-eof:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the command's output is still open 10 s after SIGKILL: processes left %v", markedPIDs(marker))
+		}
+		if r := <-exited; r.Code != 128+int(syscall.SIGKILL) {
+			t.Errorf("exit %d, want %d", r.Code, 128+int(syscall.SIGKILL))
+		}
+	})
 	t.Run("a terminal", func(t *testing.T) {
 		first, exited, err := z.start(zygoteRequest{
 			Args: []string{"sh", "-c", `tty >/dev/null && echo tty; stty size; stat -c %u "$(tty)"; exit 3`}, Env: []string{"PATH=/usr/bin:/bin"}, Cwd: "/",
