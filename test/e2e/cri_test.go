@@ -267,7 +267,7 @@ func TestContainerdCRI(t *testing.T) {
 			t.Fatalf("create broken: %s", r)
 		}
 		id := strings.TrimSpace(r.stdout)
-		if r := c.crictl("start", id); r.code == 0 || !strings.Contains(r.stderr, `exec: "/no/such/entrypoint": no such file or directory in the image`) {
+		if r := c.crictl("start", id); r.code == 0 || !strings.Contains(r.stderr, `/no/such/entrypoint\": no such file or directory in the image`) {
 			t.Errorf("a pod container whose entrypoint is missing: want a clear error, got %s", r)
 		}
 		if r := c.crictl("rm", id); r.code != 0 {
