@@ -86,6 +86,11 @@ type Checker struct {
 	// records (a VM's stored health) is current when a waiter wakes.
 	OnChange func(Result)
 	Log      *slog.Logger
+	// Paused, if set, says the container is paused (its VM's vCPUs are
+	// stopped): no check runs then, and one that was running when the
+	// pause came does not count, as podman skips a paused container's
+	// checks. Otherwise a paused sandbox would turn unhealthy.
+	Paused func() bool
 
 	// mu guards the fields below.
 	mu      sync.Mutex
@@ -121,9 +126,17 @@ func (c *Checker) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 		began := time.Now()
+		if c.paused() {
+			t.Reset(c.Config.Interval)
+			continue
+		}
 		err := c.check(ctx)
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if err != nil && c.paused() {
+			t.Reset(c.Config.Interval)
+			continue
 		}
 		inStart := began.Sub(start) < c.Config.StartPeriod
 		prev := res.Status
@@ -155,6 +168,8 @@ func next(r Result, err error, inStartPeriod bool, retries int) Result {
 	}
 	return r
 }
+
+func (c *Checker) paused() bool { return c.Paused != nil && c.Paused() }
 
 func (c *Checker) check(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, c.Config.Timeout)

@@ -325,3 +325,24 @@ func TestOnChangeBeforeWaiters(t *testing.T) {
 		t.Errorf("WaitDecided returned %s while OnChange had stored %v", r.Status, got)
 	}
 }
+
+// TestPausedChecksDoNotRun: while the container is paused no check runs
+// and none counts; once it resumes the failures count again.
+func TestPausedChecksDoNotRun(t *testing.T) {
+	s, n := server(t, 500)
+	var paused atomic.Bool
+	paused.Store(true)
+	c := &Checker{Probe: &HTTP{URL: s.URL}, Config: fast(), Log: testLog(t), Paused: paused.Load}
+	run(t, c)
+	time.Sleep(200 * time.Millisecond) // 20 intervals
+	if got := n.Load(); got != 0 {
+		t.Errorf("%d checks ran while paused", got)
+	}
+	if r := c.Last(); r.Status != Starting || r.Failures != 0 {
+		t.Errorf("while paused: %+v, want Starting and no failures", r)
+	}
+	paused.Store(false)
+	if r, err := wait(t, c); err != nil || r.Status != Unhealthy {
+		t.Errorf("after resume: %+v, %v; want unhealthy", r, err)
+	}
+}

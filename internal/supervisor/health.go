@@ -136,6 +136,7 @@ func (vm *VM) startHealth(ctx context.Context) {
 			Probe:  probe,
 			Config: h.opts.Config,
 			Log:    vm.log.With("check", "health"),
+			Paused: vm.paused.Load,
 			OnChange: func(r health.Result) {
 				if r.Status == health.Unhealthy {
 					vm.log.Warn("container unhealthy", "failures", r.Failures, "err", r.Err)
