@@ -97,6 +97,8 @@ func FillSlot(slot, src string) error {
 	if err := unix.Fallocate(int(out.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, so.Size()); err != nil {
 		return fmt.Errorf("fill slot disk %s: drop the previous image: %w", slot, err)
 	}
+	// copy_file_range shares the extents where the filesystem can
+	// (btrfs, xfs): no copy then.
 	if err := copyData(in, out, si.Size()); err != nil {
 		return fmt.Errorf("fill slot disk %s: %w", slot, err)
 	}

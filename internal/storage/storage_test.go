@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -96,5 +97,55 @@ func TestFillSlot(t *testing.T) {
 	}
 	if err := FillSlot(slot, big); err == nil || !strings.Contains(err.Error(), "the image is 2 MiB, the slot 1 MiB") {
 		t.Errorf("image larger than the slot: %v", err)
+	}
+}
+
+// TestFillSlotReflinks: on a filesystem that can (btrfs), the slot shares
+// the image's extents instead of holding a copy (copy_file_range reflinks
+// there).
+func TestFillSlotReflinks(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("TestFillSlotReflinks needs root (a loop mount)")
+	}
+	dir := t.TempDir()
+	img, mnt := filepath.Join(dir, "btrfs.img"), filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	f, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(256 << 20)
+	f.Close()
+	if out, err := exec.Command("mkfs.btrfs", "-q", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.btrfs (apt-get install btrfs-progs): %v\n%s", err, out)
+	}
+	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(mnt, 0); err != nil {
+			t.Errorf("unmount %s: %v", mnt, err)
+		}
+	})
+	slot, src := filepath.Join(mnt, "slot"), filepath.Join(mnt, "img")
+	s, _ := os.Create(slot)
+	s.Truncate(64 << 20)
+	s.Close()
+	data := make([]byte, 8<<20) // a whole number of blocks, as mkfs makes images
+	rand.Read(data)
+	os.WriteFile(src, data, 0o644)
+	if err := FillSlot(slot, src); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(slot)
+	if len(got) != 64<<20 || !bytes.Equal(got[:len(data)], data) || !bytes.Equal(got[len(data):], make([]byte, len(got)-len(data))) {
+		t.Fatalf("slot after fill: %d bytes, image there %v", len(got), bytes.Equal(got[:len(data)], data))
+	}
+	out, err := exec.Command("filefrag", "-v", slot).CombinedOutput()
+	if err != nil {
+		t.Fatalf("filefrag: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "shared") {
+		t.Errorf("the slot's extents are not shared with the image (a copy, not a reflink):\n%s", out)
 	}
 }
