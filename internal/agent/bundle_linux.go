@@ -125,7 +125,7 @@ func containerSpec(p *channel.Plan, in specInput) (*specs.Spec, error) {
 	// podman gives a container on the host's network the host's
 	// resolver, and one without a network none (the image's file stays)
 	// unless --dns names one.
-	if p.Network != nil || len(p.Shape.DNS) > 0 {
+	if p.Network != nil || p.Shape.SetsDNS() {
 		mounts = append(mounts, specs.Mount{Destination: "/etc/resolv.conf", Type: "bind", Source: filepath.Join(in.Files, "resolv.conf"), Options: []string{"bind", "rprivate"}})
 	}
 	mounts = append(mounts, specs.Mount{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"rprivate", "nosuid", "noexec", "nodev", "relatime", "ro"}})
@@ -503,11 +503,8 @@ func writeFiles(p *channel.Plan) error {
 	}
 	hosts = append(added, hosts...)
 	resolv, _ := os.ReadFile("/etc/resolv.conf")
-	if len(p.Shape.DNS) > 0 {
-		resolv = nil
-		for _, d := range p.Shape.DNS {
-			resolv = fmt.Appendf(resolv, "nameserver %s\n", d)
-		}
+	if p.Shape.SetsDNS() {
+		resolv = resolvConf(resolv, p.Shape)
 	}
 	if p.Shape.Init {
 		if _, err := os.Stat(initPath); err != nil {
@@ -520,6 +517,47 @@ func writeFiles(p *channel.Plan) error {
 		}
 	}
 	return nil
+}
+
+// resolvConf is the container's resolv.conf: the guest's, with the
+// nameservers, search domains and options run's flags give in place of
+// its own, as podman writes it (--dns-search . means none).
+func resolvConf(base []byte, s channel.Shape) []byte {
+	var ns, search, opts []string
+	for _, l := range strings.Split(string(base), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		switch f[0] {
+		case "nameserver":
+			ns = append(ns, f[1])
+		case "search", "domain":
+			search = append(search, f[1:]...)
+		case "options":
+			opts = append(opts, f[1:]...)
+		}
+	}
+	if len(s.DNS) > 0 {
+		ns = s.DNS
+	}
+	if len(s.DNSSearch) > 0 {
+		search = slices.DeleteFunc(slices.Clone(s.DNSSearch), func(d string) bool { return d == "." })
+	}
+	if len(s.DNSOptions) > 0 {
+		opts = s.DNSOptions
+	}
+	var b []byte
+	if len(search) > 0 {
+		b = fmt.Appendf(b, "search %s\n", strings.Join(search, " "))
+	}
+	for _, n := range ns {
+		b = fmt.Appendf(b, "nameserver %s\n", n)
+	}
+	if len(opts) > 0 {
+		b = fmt.Appendf(b, "options %s\n", strings.Join(opts, " "))
+	}
+	return b
 }
 
 // mkdirInRoot makes dir and its parents inside root, resolving every

@@ -371,3 +371,19 @@ func TestPodMemberSpec(t *testing.T) {
 		t.Errorf("the VM's container: cgroup %q hostname %q", s.Linux.CgroupsPath, s.Hostname)
 	}
 }
+
+func TestResolvConf(t *testing.T) {
+	base := []byte("# from the host\nsearch a.test b.test\nnameserver 10.0.0.1\nnameserver 10.0.0.2\noptions ndots:1\n")
+	for _, c := range []struct {
+		shape channel.Shape
+		want  string
+	}{
+		{channel.Shape{DNS: []string{"192.0.2.53"}}, "search a.test b.test\nnameserver 192.0.2.53\noptions ndots:1\n"},
+		{channel.Shape{DNSSearch: []string{"svc.test", "cluster.test"}}, "search svc.test cluster.test\nnameserver 10.0.0.1\nnameserver 10.0.0.2\noptions ndots:1\n"},
+		{channel.Shape{DNSSearch: []string{"."}, DNSOptions: []string{"ndots:5", "timeout:2"}}, "nameserver 10.0.0.1\nnameserver 10.0.0.2\noptions ndots:5 timeout:2\n"},
+	} {
+		if got := string(resolvConf(base, c.shape)); got != c.want {
+			t.Errorf("%+v: got\n%s\nwant\n%s", c.shape, got, c.want)
+		}
+	}
+}

@@ -29,7 +29,14 @@ type Shape struct {
 	AddHosts []string `json:"add_hosts,omitempty"`
 	// DNS are nameservers for the container's resolv.conf (--dns).
 	DNS []string `json:"dns,omitempty"`
+	// DNSSearch are its search domains (--dns-search; "." for none),
+	// DNSOptions its options (--dns-option, e.g. ndots:5).
+	DNSSearch  []string `json:"dns_search,omitempty"`
+	DNSOptions []string `json:"dns_options,omitempty"`
 }
+
+// SetsDNS reports whether s changes the container's resolv.conf.
+func (s *Shape) SetsDNS() bool { return len(s.DNS)+len(s.DNSSearch)+len(s.DNSOptions) > 0 }
 
 // Limits on what a Shape may carry.
 const maxShapeEntries = 256
@@ -105,9 +112,16 @@ func Ulimit(s string) (name string, soft, hard uint64, err error) {
 // Validate checks s as podman checks its flags, with one-line errors that
 // name the flag.
 func (s *Shape) Validate() error {
-	for _, l := range [][]string{s.CapAdd, s.CapDrop, s.Tmpfs, s.Ulimits, s.AddHosts, s.DNS} {
+	for _, l := range [][]string{s.CapAdd, s.CapDrop, s.Tmpfs, s.Ulimits, s.AddHosts, s.DNS, s.DNSSearch, s.DNSOptions} {
 		if len(l) > maxShapeEntries {
-			return fmt.Errorf("at most %d of each of --cap-add, --cap-drop, --tmpfs, --ulimit, --add-host, --dns", maxShapeEntries)
+			return fmt.Errorf("at most %d of each of --cap-add, --cap-drop, --tmpfs, --ulimit, --add-host, --dns, --dns-search, --dns-option", maxShapeEntries)
+		}
+	}
+	for flag, l := range map[string][]string{"--dns-search": s.DNSSearch, "--dns-option": s.DNSOptions} {
+		for _, v := range l {
+			if v == "" || len(v) > 253 || strings.ContainsAny(v, " \t\r\n\x00#;") {
+				return fmt.Errorf("%s %q: want one word of at most 253 characters", flag, v)
+			}
 		}
 	}
 	for flag, caps := range map[string][]string{"--cap-add": s.CapAdd, "--cap-drop": s.CapDrop} {

@@ -18,4 +18,6 @@ func addShapeFlags(f *pflag.FlagSet, s *channel.Shape) {
 	f.BoolVar(&s.Init, "init", false, "run an init (catatonit) as the container's PID 1 that forwards signals and reaps")
 	f.StringArrayVar(&s.AddHosts, "add-host", nil, "add HOST:IP to the container's /etc/hosts")
 	f.StringArrayVar(&s.DNS, "dns", nil, "nameserver for the container's resolv.conf")
+	f.StringArrayVar(&s.DNSSearch, "dns-search", nil, "search domain for the container's resolv.conf (. for none)")
+	f.StringArrayVar(&s.DNSOptions, "dns-option", nil, "option for the container's resolv.conf (e.g. ndots:5)")
 }

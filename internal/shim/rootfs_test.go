@@ -135,6 +135,18 @@ func TestLaunchOptions(t *testing.T) {
 	if _, err := launchOptions(spec); err == nil || !strings.Contains(err.Error(), "given the network namespace /run/netns/pod1 already") {
 		t.Errorf("network annotation with a namespace in the spec: %v", err)
 	}
+	// CRI's resolv.conf for the pod: its nameservers (not the host's
+	// loopback one), search domains and options.
+	resolv := filepath.Join(t.TempDir(), "resolv.conf")
+	os.WriteFile(resolv, []byte("search ns1.svc.cluster.local svc.cluster.local\nnameserver 127.0.0.53\nnameserver 10.96.0.10\noptions ndots:5\n"), 0o644)
+	spec.Annotations = nil
+	spec.Mounts = []specs.Mount{{Destination: "/etc/resolv.conf", Type: "bind", Source: resolv, Options: []string{"rbind", "ro"}}}
+	o, err = launchOptions(spec)
+	if err != nil || strings.Join(o.Shape.DNS, " ") != "10.96.0.10" || strings.Join(o.Shape.DNSSearch, " ") != "ns1.svc.cluster.local svc.cluster.local" ||
+		strings.Join(o.Shape.DNSOptions, " ") != "ndots:5" {
+		t.Errorf("the pod's resolv.conf: dns %v search %v options %v, %v", o.Shape.DNS, o.Shape.DNSSearch, o.Shape.DNSOptions, err)
+	}
+	spec.Mounts = nil
 	spec.Linux = nil
 	spec.Annotations = map[string]string{annotationCRIType: "sandbox"}
 	if o, err := launchOptions(spec); err != nil || o.PodSlots != supervisor.MaxPodSlots {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -342,6 +343,11 @@ func launchOptions(spec *specs.Spec) (supervisor.Options, error) {
 			return o, fmt.Errorf("annotation %s=%s: the container is given the network namespace %s already: drop the annotation", annotationNetwork, v, path)
 		}
 		o.Network = "ns:" + path
+		// CRI's resolv.conf for the pod (its dns_config, or the host's):
+		// the guest's container gets what it says.
+		if err := specDNS(spec, &o.Shape); err != nil {
+			return o, err
+		}
 	}
 	for k, v := range spec.Annotations {
 		if !strings.HasPrefix(k, "fcvm.io/") {
@@ -363,6 +369,51 @@ func launchOptions(spec *specs.Spec) (supervisor.Options, error) {
 		}
 	}
 	return o, o.Validate()
+}
+
+// maxResolvConf bounds the resolv.conf the shim reads from the host.
+const maxResolvConf = 64 << 10
+
+// specDNS sets s's nameservers, search domains and options from the
+// resolv.conf the spec binds at /etc/resolv.conf (CRI writes one per pod).
+// A loopback nameserver is the host's own, which the guest cannot reach:
+// it is left out, as `--network ns:` leaves it out.
+func specDNS(spec *specs.Spec, s *channel.Shape) error {
+	var src string
+	for _, m := range spec.Mounts {
+		if m.Destination == "/etc/resolv.conf" {
+			src = m.Source
+		}
+	}
+	if src == "" {
+		return nil
+	}
+	f, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("read the pod's resolv.conf: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxResolvConf))
+	if err != nil {
+		return fmt.Errorf("read the pod's resolv.conf: %w", err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		fs := strings.Fields(l)
+		if len(fs) < 2 {
+			continue
+		}
+		switch fs[0] {
+		case "nameserver":
+			if a, err := netip.ParseAddr(fs[1]); err == nil && !a.IsLoopback() {
+				s.DNS = append(s.DNS, a.String())
+			}
+		case "search":
+			s.DNSSearch = append(s.DNSSearch, fs[1:]...)
+		case "options":
+			s.DNSOptions = append(s.DNSOptions, fs[1:]...)
+		}
+	}
+	return s.Validate()
 }
 
 // specNetNS is the path of the network namespace the spec puts the

@@ -109,8 +109,15 @@ func (o *Options) Validate() error {
 	if err := o.Shape.Validate(); err != nil {
 		return err
 	}
-	if o.Network == "none" && len(o.Shape.DNS) > 0 {
-		return errors.New("--dns: conflicts with --network none (no resolver to name), as in podman")
+	if o.Network == "none" {
+		for _, f := range []struct {
+			name string
+			set  []string
+		}{{"--dns", o.Shape.DNS}, {"--dns-search", o.Shape.DNSSearch}, {"--dns-option", o.Shape.DNSOptions}} {
+			if len(f.set) > 0 {
+				return fmt.Errorf("%s: conflicts with --network none (no resolver to name), as in podman", f.name)
+			}
+		}
 	}
 	if o.PodSlots < 0 || o.PodSlots > MaxPodSlots {
 		return fmt.Errorf("pod slots %d: must be between 0 and %d", o.PodSlots, MaxPodSlots)

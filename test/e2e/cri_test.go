@@ -134,6 +134,7 @@ func TestContainerdCRI(t *testing.T) {
 		"hostname":      "webpod",
 		"log_directory": filepath.Join(c.dir, "logs"),
 		"annotations":   map[string]string{"fcvm.io/memory-mib": "384"},
+		"dns_config":    map[string]any{"servers": []string{criHostIP}, "searches": []string{"default.svc.test", "svc.test"}, "options": []string{"ndots:5"}},
 		"linux":         map[string]any{},
 	})
 	r := c.crictl("runp", pod)
@@ -227,6 +228,15 @@ func TestContainerdCRI(t *testing.T) {
 		var mib int
 		if _, err := fmt.Sscan(r.stdout, &mib); err != nil || mib > 384 || mib < 300 {
 			t.Errorf("MemTotal %q MiB, want 300 to 384 (a 384 MiB VM)", r.stdout)
+		}
+	})
+	t.Run("dns-config", func(t *testing.T) {
+		// The pod's dns_config, in every container of the pod.
+		want := "search default.svc.test svc.test\nnameserver " + criHostIP + "\noptions ndots:5"
+		for _, id := range []string{webID, sideID} {
+			if r := c.crictl("exec", "-s", id, "cat", "/etc/resolv.conf"); strings.TrimSpace(r.stdout) != want {
+				t.Errorf("resolv.conf of %s: %q, want %q", id, r.stdout, want)
+			}
 		}
 	})
 	t.Run("exec-streaming", func(t *testing.T) {

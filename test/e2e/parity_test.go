@@ -33,7 +33,8 @@ func TestParity(t *testing.T) {
 	errs := make([]error, 3)
 	var host *hostPodman
 	for i, args := range [][]string{
-		{"--name", portVM, "-p", fmt.Sprintf("127.0.0.1:%d:80", tcpPort), "-p", fmt.Sprintf("127.0.0.1:%d:53/udp", udpPort), ref, "sh", "-c", trapUSR1},
+		{"--name", portVM, "-p", fmt.Sprintf("127.0.0.1:%d:80", tcpPort), "-p", fmt.Sprintf("127.0.0.1:%d:53/udp", udpPort),
+			"--dns-search", "svc.test", "--dns-option", "ndots:3", ref, "sh", "-c", trapUSR1},
 		{"--name", noneVM, "--network", "none", ref, "sleep", "100000"},
 	} {
 		wg.Add(1)
@@ -130,6 +131,7 @@ func TestParity(t *testing.T) {
 			{"--cap-add=CAP_NOPE", "--cap-add"}, {"--ulimit=nofile=x", "--ulimit"},
 			{"--tmpfs=rel", "--tmpfs"}, {"--add-host=db", "--add-host"}, {"--dns=name", "--dns"},
 			{"--dns=192.0.2.53", "conflicts with --network none"}, // podman's conflict too
+			{"--dns-search=a b", "--dns-search"}, {"--dns-option=ndots:5", "--dns-option: conflicts with --network none"},
 		} {
 			r := fcvm(t, "run", "--rm", "--network", "none", c.flag, ref, "true")
 			if r.code != 125 || !strings.Contains(r.stderr, c.has) || strings.Count(r.stderr, "\n") != 1 {
@@ -181,6 +183,15 @@ func TestParity(t *testing.T) {
 		}
 		if r := fcvm(t, "rename", renamed, portVM); r.code != 0 {
 			t.Errorf("rename back: %s", r)
+		}
+	})
+
+	t.Run("dns flags", func(t *testing.T) {
+		// --dns-search and --dns-option replace the search domains and
+		// options; the nameserver stays the VM's forwarder.
+		want := "search svc.test\nnameserver 172.30.0.1\noptions ndots:3\n"
+		if r := fcvm(t, "exec", portVM, "cat", "/etc/resolv.conf"); r.code != 0 || r.stdout != want {
+			t.Errorf("resolv.conf with --dns-search and --dns-option: want %q: %s", want, r)
 		}
 	})
 
