@@ -177,6 +177,16 @@ func containerSpec(p *channel.Plan, in specInput) (*specs.Spec, error) {
 	if in.Join > 0 {
 		joinPod(spec, in.Join)
 	}
+	if l := p.Limits; l != nil {
+		r := spec.Linux.Resources
+		if l.MemoryBytes > 0 {
+			r.Memory = &specs.LinuxMemory{Limit: &l.MemoryBytes}
+		}
+		if l.CPUQuota > 0 {
+			period := cmp.Or(l.CPUPeriod, 100000)
+			r.CPU = &specs.LinuxCPU{Quota: &l.CPUQuota, Period: &period}
+		}
+	}
 	return spec, nil
 }
 

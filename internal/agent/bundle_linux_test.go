@@ -387,3 +387,16 @@ func TestResolvConf(t *testing.T) {
 		}
 	}
 }
+
+// TestMemberLimits: a pod member's limits become its cgroup's.
+func TestMemberLimits(t *testing.T) {
+	plan := &channel.Plan{Cmd: []string{"sleep", "1"}, Limits: &channel.Limits{MemoryBytes: 64 << 20, CPUQuota: 50000}}
+	s, err := containerSpec(plan, specInput{Root: "/r", Files: "/f", User: &user.ExecUser{Home: "/root"}, NoFile: 1, NProc: 1, Name: "c1", Join: 42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := s.Linux.Resources
+	if r.Memory == nil || *r.Memory.Limit != 64<<20 || r.CPU == nil || *r.CPU.Quota != 50000 || *r.CPU.Period != 100000 {
+		t.Errorf("resources %+v", r)
+	}
+}

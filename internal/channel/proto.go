@@ -145,6 +145,17 @@ type Plan struct {
 	ClockUnixNano int64 `json:"clock_unix_nano,omitempty"`
 	// Slot is a pod member's image disk, by serial (see KindStart).
 	Slot string `json:"slot,omitempty"`
+	// Limits are a pod member's cgroup limits inside the VM (Kubernetes'
+	// container resources); nil for none.
+	Limits *Limits `json:"limits,omitempty"`
+}
+
+// Limits bound a container's use of the VM, as its cgroup's memory.max
+// and cpu.max.
+type Limits struct {
+	MemoryBytes int64  `json:"memory_bytes,omitempty"`
+	CPUQuota    int64  `json:"cpu_quota,omitempty"`
+	CPUPeriod   uint64 `json:"cpu_period,omitempty"`
 }
 
 // NetPlan is the guest's static network configuration.

@@ -59,7 +59,35 @@ func memberPlan(spec *specs.Spec, slot int, tty, stdin bool) (*channel.Plan, err
 	if p.ConsoleSize != nil {
 		plan.Rows, plan.Cols = uint16(p.ConsoleSize.Height), uint16(p.ConsoleSize.Width)
 	}
+	plan.Limits = memberLimits(spec)
 	return plan, nil
+}
+
+// memberLimits are the container's CPU and memory limits (Kubernetes'
+// resources, as CRI puts them in the spec), which the guest applies to
+// the member's cgroup inside the VM; the VM's own size is the pod's.
+// CPU shares are left out: they weigh the container against the other
+// pods of a host, and in a VM of its own pod there are none (CRI's
+// default of 2 would starve it against the guest's own processes).
+func memberLimits(spec *specs.Spec) *channel.Limits {
+	if spec.Linux == nil || spec.Linux.Resources == nil {
+		return nil
+	}
+	r := spec.Linux.Resources
+	var l channel.Limits
+	if r.Memory != nil && r.Memory.Limit != nil && *r.Memory.Limit > 0 {
+		l.MemoryBytes = *r.Memory.Limit
+	}
+	if c := r.CPU; c != nil && c.Quota != nil && *c.Quota > 0 {
+		l.CPUQuota = *c.Quota
+		if c.Period != nil {
+			l.CPUPeriod = *c.Period
+		}
+	}
+	if l == (channel.Limits{}) {
+		return nil
+	}
+	return &l
 }
 
 func hasOption(opts []string, o string) bool {

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/containerd/containerd/api/types"
+	"github.com/fcvm/fcvm/internal/channel"
 	"github.com/fcvm/fcvm/internal/supervisor"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -194,10 +195,17 @@ func TestMemberPlan(t *testing.T) {
 			{Destination: "/proc", Type: "proc", Source: "proc"},
 		},
 	}
+	mem, quota, period, shares := int64(64<<20), int64(50000), uint64(100000), uint64(2)
+	spec.Linux = &specs.Linux{Resources: &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &mem},
+		CPU: &specs.LinuxCPU{Quota: &quota, Period: &period, Shares: &shares}}}
 	p, err := memberPlan(spec, 3, true, true)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if p.Limits == nil || *p.Limits != (channel.Limits{MemoryBytes: mem, CPUQuota: quota, CPUPeriod: period}) {
+		t.Errorf("limits %+v, want memory and CPU quota (shares left out)", p.Limits)
+	}
+	spec.Linux = nil
 	if strings.Join(p.Entrypoint, " ") != "httpd" || strings.Join(p.Cmd, " ") != "-f" || p.User != "33:33" || p.Workdir != "/www" ||
 		p.Slot != "slot3" || !p.TTY || !p.Interactive {
 		t.Errorf("plan: %+v", p)

@@ -175,7 +175,7 @@ func TestContainerdCRI(t *testing.T) {
 		"image":    map[string]any{"image": "fcvm.test/busybox:1"},
 		"command":  []string{"sleep", "3600"},
 		"log_path": "side.log",
-		"linux":    map[string]any{},
+		"linux":    map[string]any{"resources": map[string]any{"memory_limit_in_bytes": 64 << 20, "cpu_quota": 50000, "cpu_period": 100000}},
 	})
 	var ids []string
 	for _, cfg := range []string{web, side} {
@@ -228,6 +228,17 @@ func TestContainerdCRI(t *testing.T) {
 		var mib int
 		if _, err := fmt.Sscan(r.stdout, &mib); err != nil || mib > 384 || mib < 300 {
 			t.Errorf("MemTotal %q MiB, want 300 to 384 (a 384 MiB VM)", r.stdout)
+		}
+	})
+	t.Run("container-limits", func(t *testing.T) {
+		// The side container's resources, on its cgroup in the VM.
+		r := c.crictl("exec", "-s", sideID, "cat", "/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/cpu.max")
+		if got := strings.Fields(r.stdout); strings.Join(got, " ") != fmt.Sprint(64<<20)+" 50000 100000" {
+			t.Errorf("memory.max and cpu.max of the side container: %q, want 64 MiB and 50000 100000", r.stdout)
+		}
+		r = c.crictl("exec", "-s", webID, "cat", "/sys/fs/cgroup/memory.max")
+		if strings.TrimSpace(r.stdout) != "max" {
+			t.Errorf("memory.max of the web container, which has no limit: %q", r.stdout)
 		}
 	})
 	t.Run("dns-config", func(t *testing.T) {
