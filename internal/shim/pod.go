@@ -209,17 +209,21 @@ func (s *service) deleteMember(ctx context.Context, c *container) (*taskAPI.Dele
 	if st == tasktypes.Status_RUNNING {
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "delete %s: the process is running: kill it first", c.id)
 	}
+	freeSlot := true
 	if st == tasktypes.Status_CREATED {
 		c.init.pipes.Close()
 		c.init.setExited(128 + uint32(syscall.SIGKILL))
 		_, pid, code, at = c.init.snapshot()
 	} else if err := s.eng.RemoveMember(ctx, c.name, c.id); err != nil {
-		// A VM that has gone took the member with it.
-		s.log.Warn("remove pod container from its VM", "id", c.id, "err", err)
+		// A VM that has gone took the member with it. One that has not
+		// may still have the image mounted: its slot is not written
+		// again (the pod has one fewer).
+		s.log.Warn("remove pod container from its VM; its slot disk stays taken", "id", c.id, "err", err)
+		freeSlot = false
 	}
 	s.mu.Lock()
 	delete(s.members, c.id)
-	if s.c != nil && s.c.slots != nil && s.c.slots[c.slot] == c.id {
+	if freeSlot && s.c != nil && s.c.slots != nil && s.c.slots[c.slot] == c.id {
 		delete(s.c.slots, c.slot)
 	}
 	s.mu.Unlock()
