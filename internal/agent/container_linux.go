@@ -68,16 +68,20 @@ func (a *Agent) start(p *channel.Plan, conn net.Conn) error {
 	if err != nil {
 		return err
 	}
+	return a.replyStarted(c, already, conn)
+}
+
+// replyStarted answers a start: at once for a container started already
+// (a reconnect: it never runs twice), else once it runs, so that `fcvm
+// run -d` returns when exec works, as podman's does.
+func (a *Agent) replyStarted(c *container, already bool, conn net.Conn) error {
 	if already {
-		// Already started (a reconnect): never run it twice.
 		return channel.Reply(conn, []byte(`{"already":true}`))
 	}
-	// Reply once the container runs, so that `fcvm run -d` returns when
-	// exec works, as podman's does.
 	select {
 	case <-c.up:
 	case <-time.After(startTimeout):
-		a.log.Warn("container not running yet; replying anyway", "after", startTimeout)
+		a.log.Warn("container not running yet; replying anyway", "container", c.name, "after", startTimeout)
 	}
 	return channel.Reply(conn, nil)
 }

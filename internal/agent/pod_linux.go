@@ -58,15 +58,7 @@ func (a *Agent) startMember(name string, p *channel.Plan, conn net.Conn) error {
 	if err != nil {
 		return err
 	}
-	if already {
-		return channel.Reply(conn, []byte(`{"already":true}`))
-	}
-	select {
-	case <-c.up:
-	case <-time.After(startTimeout):
-		a.log.Warn("pod member not running yet; replying anyway", "member", name, "after", startTimeout)
-	}
-	return channel.Reply(conn, nil)
+	return a.replyStarted(c, already, conn)
 }
 
 // launchMember starts member name from p unless it exists already.

@@ -21,15 +21,28 @@ type Exec struct {
 
 // Exec starts req in the running VM nameOrID.
 func (e *Engine) Exec(ctx context.Context, nameOrID string, req channel.ExecRequest) (*Exec, error) {
+	return e.ExecMember(ctx, nameOrID, "", req)
+}
+
+// ExecMember starts req in the pod member of the running VM nameOrID
+// ("" for the VM's container).
+func (e *Engine) ExecMember(ctx context.Context, nameOrID, member string, req channel.ExecRequest) (*Exec, error) {
 	rec, err := e.Running(nameOrID)
 	if err != nil {
 		return nil, err
 	}
-	conn, _, err := supervisor.Dial(ctx, rec.RuntimeDir, channel.Request{Kind: channel.KindExec, Exec: &req})
-	if err != nil {
-		return nil, fmt.Errorf("exec in %s: %w", nameOrID, err)
+	where := nameOrID
+	if member != "" {
+		where = member
 	}
-	return &Exec{vm: nameOrID, conn: conn, out: channel.NewStream(conn)}, nil
+	conn, _, err := supervisor.Dial(ctx, rec.RuntimeDir, channel.Request{Kind: channel.KindExec, Container: member, Exec: &req})
+	if err != nil {
+		if member != "" {
+			err = guestText(err)
+		}
+		return nil, fmt.Errorf("exec in %s: %w", where, err)
+	}
+	return &Exec{vm: where, conn: conn, out: channel.NewStream(conn)}, nil
 }
 
 // Stdin feeds r to the command until r ends (then the command sees end of

@@ -93,19 +93,6 @@ func (e *Engine) RemoveMember(ctx context.Context, nameOrID, member string) erro
 	return e.memberOp(ctx, nameOrID, member, channel.Request{Kind: channel.KindRemove})
 }
 
-// ExecMember starts req in member.
-func (e *Engine) ExecMember(ctx context.Context, nameOrID, member string, req channel.ExecRequest) (*Exec, error) {
-	rec, err := e.Running(nameOrID)
-	if err != nil {
-		return nil, err
-	}
-	conn, _, err := supervisor.Dial(ctx, rec.RuntimeDir, channel.Request{Kind: channel.KindExec, Container: member, Exec: &req})
-	if err != nil {
-		return nil, fmt.Errorf("exec in %s: %w", member, guestText(err))
-	}
-	return &Exec{vm: member, conn: conn, out: channel.NewStream(conn)}, nil
-}
-
 func (e *Engine) memberOp(ctx context.Context, nameOrID, member string, req channel.Request) error {
 	rec, err := e.Running(nameOrID)
 	if err != nil {
