@@ -42,8 +42,11 @@ func TestBadInput(t *testing.T) {
 		badRun(t, "reference", "run", "--rm", "UPPER/Case::bad", "true")
 	})
 	t.Run("unreachable registry", func(t *testing.T) {
+		// A repository no test pushes: the data dir is shared across
+		// runs, and an image another test pulled from a registry that
+		// listened on this port then is cached under the same reference.
 		closed := imagetest.ClosedAddr(t)
-		badRun(t, closed, "run", "--rm", "--tls-verify=false", closed+"/test/busybox:1", "true")
+		badRun(t, closed, "run", "--rm", "--tls-verify=false", closed+"/test/"+uniqueName(t, "never-pushed")+":1", "true")
 	})
 	t.Run("firecracker without kvm", func(t *testing.T) {
 		badRun(t, "--vmm qemu", "run", "--rm", "--vmm", "firecracker", archive, "true")
